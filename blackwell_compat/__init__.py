@@ -1,0 +1,75 @@
+"""Run PyTorch models on NVIDIA GPUs whose architecture the installed NVRTC does not know.
+
+``import blackwell_compat`` is deliberately cheap: it imports neither torch nor any target
+library, nor the registry's dependencies.  Every public name is resolved on first use.
+
+    import blackwell_compat as bc
+    bc.apply()                 # patch what this machine needs
+    bc.status()                # what is patched, pending or skipped, and why
+    bc.revert()                # undo everything, object identity included
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .emulation import emulate
+    from .engine import ApplyReport, PatchStatus, apply, patched, revert, status
+    from .errors import BlackwellCompatError, BlackwellCompatWarning, ConfigError
+    from .probe import GPU, NvrtcInfo, Platform, probe
+    from .registry import Patch, PatchContext
+
+_LAZY: dict[str, str] = {
+    "apply": "engine",
+    "revert": "engine",
+    "patched": "engine",
+    "status": "engine",
+    "ApplyReport": "engine",
+    "PatchStatus": "engine",
+    "Patch": "registry",
+    "PatchContext": "registry",
+    "probe": "probe",
+    "Platform": "probe",
+    "GPU": "probe",
+    "NvrtcInfo": "probe",
+    "emulate": "emulation",
+    "BlackwellCompatWarning": "errors",
+    "BlackwellCompatError": "errors",
+    "ConfigError": "errors",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'blackwell_compat' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def _activate_env_emulation() -> None:
+    """Honour ``BLACKWELL_COMPAT_EMULATE`` as soon as the package is imported.
+
+    Only when the variable is set: then torch gets the emulation kernels as soon as it is
+    imported.  Unset, this costs one dictionary lookup.
+    """
+    import os
+
+    if os.environ.get("BLACKWELL_COMPAT_EMULATE", "").strip():
+        from .emulation import activate_from_environment
+
+        activate_from_environment()
+
+
+_activate_env_emulation()

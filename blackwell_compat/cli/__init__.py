@@ -1,0 +1,62 @@
+"""Command-line interface: ``python -m blackwell_compat <command>`` (or ``blackwell-compat``).
+
+Each sub-command lives in its own module ``blackwell_compat.cli.<name>_cmd`` exposing
+``add_parser(subparsers)`` and ``run(args) -> int``.
+
+Exit status (all commands): 0 success, 1 the command found a problem (see each command),
+2 usage error (unknown command or option, malformed environment variable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from .. import __version__
+
+COMMANDS = ("doctor", "list", "audit", "run")
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+
+
+def _command_modules() -> dict[str, ModuleType]:
+    return {name: importlib.import_module(f"{__name__}.{name}_cmd") for name in COMMANDS}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m blackwell_compat",
+        description=(
+            "Diagnose and fix PyTorch on NVIDIA GPUs whose architecture the installed NVRTC "
+            "does not know (GB10 sm_121, RTX 50xx sm_120, B300 sm_103)."
+        ),
+        epilog="Exit status: 0 success, 1 a problem was found, 2 usage error.",
+    )
+    parser.add_argument("--version", action="version", version=f"blackwell-compat {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = _command_modules()
+    for module in modules.values():
+        module.add_parser(subparsers)
+    return parser, modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ..errors import ConfigError
+
+    parser, modules = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(modules[args.command].run(args))
+    except ConfigError as exc:
+        print(f"blackwell-compat: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

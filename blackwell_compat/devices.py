@@ -1,0 +1,71 @@
+"""Which tensors live on an "affected" device, as far as the patches are concerned.
+
+- A CUDA device is affected when its architecture is missing from the loaded NVRTC's list
+  (decided once per device index), or when the patches were applied with ``force=True``.
+- A CPU tensor counts as living on the affected device while emulation is active.
+
+On a machine with several GPUs only tensors on affected devices take the rewrites; tensors on
+other GPUs reach the original kernels.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from . import emulation
+
+_lock = threading.Lock()
+_forced = False
+_cuda_verdicts: dict[int, bool] = {}
+
+
+def set_forced(value: bool) -> None:
+    global _forced
+    _forced = bool(value)
+
+
+def is_forced() -> bool:
+    return _forced
+
+
+def forget_cuda_verdicts() -> None:
+    with _lock:
+        _cuda_verdicts.clear()
+
+
+def cuda_device_affected(index: int) -> bool:
+    """Whether the Jiterator cannot compile for CUDA device *index* (torch numbering)."""
+    with _lock:
+        cached = _cuda_verdicts.get(index)
+    if cached is not None:
+        return cached
+    import torch
+
+    from .config import capability_to_arch
+    from .probe import probe
+
+    major, minor = torch.cuda.get_device_capability(index)
+    arch = capability_to_arch(major, minor)
+    nvrtc = probe().nvrtc
+    verdict = nvrtc.jiterator_fails_for(arch)
+    with _lock:
+        _cuda_verdicts[index] = verdict
+    return verdict
+
+
+def device_targeted(device: Any) -> bool:
+    """Whether ops on *device* (a ``torch.device``) must avoid the Jiterator."""
+    kind = device.type
+    if kind == "cuda":
+        if _forced:
+            return True
+        index = device.index if device.index is not None else 0
+        return cuda_device_affected(index)
+    if kind == "cpu":
+        return emulation.is_active()
+    return False
+
+
+def tensor_targeted(tensor: Any) -> bool:
+    return device_targeted(tensor.device)

@@ -1,0 +1,23 @@
+"""The project's warning category, error types and library logger."""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger("blackwell_compat")
+
+
+class BlackwellCompatWarning(UserWarning):
+    """Warnings issued by blackwell-compat (drift, refused patches, failing third-party patches)."""
+
+
+class BlackwellCompatError(Exception):
+    """Base class of the errors this library raises on purpose."""
+
+
+class ConfigError(BlackwellCompatError, ValueError):
+    """A malformed environment variable, an unknown patch or strategy name."""
+
+
+class DriftError(BlackwellCompatError):
+    """A patch target no longer looks like what the patch was written for."""
