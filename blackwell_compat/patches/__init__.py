@@ -1,0 +1,1 @@
+"""Built-in patches, one module per target (each registered in pyproject.toml)."""
