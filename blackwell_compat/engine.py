@@ -157,8 +157,7 @@ def _version_gate(patch: Patch) -> tuple[bool, str, str | None]:
     if not in_range(version, patch.supported):
         return (
             False,
-            f"{patch.distribution} {version} is outside the supported range "
-            f"{patch.supported!r}",
+            f"{patch.distribution} {version} is outside the supported range {patch.supported!r}",
             version,
         )
     return True, "", version

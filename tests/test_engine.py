@@ -1,0 +1,316 @@
+"""apply / revert / status with synthetic patches on synthetic target modules."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from blackwell_compat import engine, registry
+from blackwell_compat.errors import BlackwellCompatWarning, ConfigError
+
+
+@dataclass
+class FakeDist:
+    name: str
+
+
+@dataclass
+class FakeEntryPoint:
+    name: str
+    obj: Any
+    provider: str = "thirdparty"
+
+    @property
+    def value(self) -> str:
+        return f"fake:{self.name}"
+
+    @property
+    def dist(self) -> FakeDist:
+        return FakeDist(self.provider)
+
+    def load(self) -> Any:
+        if isinstance(self.obj, BaseException):
+            raise self.obj
+        return self.obj
+
+
+@pytest.fixture
+def target_module(tmp_path, monkeypatch):
+    """A fresh importable module (not yet imported) with a function to patch."""
+    name = f"bc_target_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "def compute(x, scale=2):\n    return x * scale\n\nVALUE = 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def make_patch(name: str, module: str, **attrs: Any) -> type[registry.Patch]:
+    def apply(self, mod, ctx):
+        original = ctx.replace_function(
+            mod, "compute", lambda x, scale=2: ("patched", x, ctx.strategy)
+        )
+        ctx.set_attr(mod, "VALUE", 2)
+        ctx.set_attr(mod, "ADDED", True)
+        self.original = original
+
+    body = {
+        "name": name,
+        "summary": f"{name} test patch",
+        "modules": (module,),
+        "requires_affected": False,
+        "apply": apply,
+        **attrs,
+    }
+    return type(f"Patch_{name}", (registry.Patch,), body)
+
+
+@pytest.fixture
+def use_patches(monkeypatch):
+    def install(*eps: FakeEntryPoint) -> None:
+        monkeypatch.setattr(engine, "_registrations", registry.discover(eps))
+
+    return install
+
+
+def test_apply_now_and_revert_exactly(target_module, use_patches):
+    mod = importlib.import_module(target_module)
+    compute = mod.compute
+    code = compute.__code__
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module)))
+    report = engine.apply()
+    assert report.applied == ["p"] and report.ok
+    assert mod.compute is compute  # identity kept, behaviour changed in place
+    assert mod.compute(3) == ("patched", 3, None)
+    assert mod.VALUE == 2 and mod.ADDED is True
+    [st] = engine.status()
+    assert st.state == "applied" and target_module in st.reason
+    engine.revert()
+    assert mod.compute is compute and compute.__code__ is code
+    assert mod.compute(3) == 6 and mod.VALUE == 1 and not hasattr(mod, "ADDED")
+    assert engine.status()[0].state == "not-applied"
+
+
+def test_pending_until_import_then_applied(target_module, use_patches):
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module)))
+    report = engine.apply()
+    assert report.pending == ["p"]
+    assert engine.status()[0].state == "pending-import"
+    mod = importlib.import_module(target_module)
+    assert mod.compute(1) == ("patched", 1, None)
+    assert engine.status()[0].state == "applied"
+
+
+def test_revert_disarms_pending_hooks(target_module, use_patches):
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module)))
+    engine.apply()
+    engine.revert()
+    mod = importlib.import_module(target_module)
+    assert mod.compute(1) == 2
+
+
+def test_apply_is_idempotent_and_strategy_change_reapplies(target_module, use_patches):
+    mod = importlib.import_module(target_module)
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module, strategies=("a", "b"))))
+    engine.apply()
+    engine.apply()
+    assert mod.compute(1) == ("patched", 1, "a")
+    engine.apply(strategies={"p": "b"})
+    assert mod.compute(1) == ("patched", 1, "b")
+    engine.revert()
+    assert mod.compute(1) == 2
+
+
+def test_unknown_names_are_value_errors(target_module, use_patches, monkeypatch):
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module, strategies=("a",))))
+    with pytest.raises(ValueError, match="'nope'.*known patches: p"):
+        engine.apply(only=["nope"])
+    with pytest.raises(ConfigError, match="exclude"):
+        engine.apply(exclude="nope")
+    with pytest.raises(ConfigError, match="no strategy 'z'"):
+        engine.apply(strategies={"p": "z"})
+    with pytest.raises(ConfigError, match="unknown patch"):
+        engine.apply(strategies={"q": "a"})
+    monkeypatch.setenv("BLACKWELL_COMPAT_DISABLE", "p,nope")
+    with pytest.raises(ConfigError, match="BLACKWELL_COMPAT_DISABLE"):
+        engine.apply()
+    monkeypatch.setenv("BLACKWELL_COMPAT_DISABLE", "")
+    monkeypatch.setenv("BLACKWELL_COMPAT_STRATEGY", "p=z")
+    with pytest.raises(ConfigError, match="no strategy"):
+        engine.apply()
+    assert engine._records == {}  # nothing half-applied
+
+
+def test_disable_env_and_only_exclude(target_module, use_patches, monkeypatch):
+    importlib.import_module(target_module)
+    use_patches(
+        FakeEntryPoint("p", make_patch("p", target_module)),
+        FakeEntryPoint("q", make_patch("q", target_module)),
+    )
+    monkeypatch.setenv("BLACKWELL_COMPAT_DISABLE", "p")
+    report = engine.apply()
+    assert report.skipped == {"p": "disabled by BLACKWELL_COMPAT_DISABLE"}
+    assert report.applied == ["q"]
+    engine.revert()
+    monkeypatch.setenv("BLACKWELL_COMPAT_DISABLE", "all")
+    assert engine.apply().applied == []
+    monkeypatch.delenv("BLACKWELL_COMPAT_DISABLE")
+    assert [e.name for e in engine.apply(only="q").entries] == ["q"]
+    engine.revert()
+    assert [e.name for e in engine.apply(exclude=["q"]).entries] == ["p"]
+
+
+def test_drift_is_refused_with_a_warning(target_module, use_patches):
+    mod = importlib.import_module(target_module)
+
+    def check(self, module):
+        return ["compute() lost its 'scale' parameter"]
+
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module, check=check)))
+    with pytest.warns(BlackwellCompatWarning, match="refused.*lost its 'scale'"):
+        report = engine.apply()
+    assert "p" in report.failed and report.entries[0].state == "drift"
+    assert mod.compute(1) == 2
+
+
+def test_failing_patch_is_rolled_back_and_others_apply(target_module, use_patches):
+    mod = importlib.import_module(target_module)
+
+    def bad_apply(self, module, ctx):
+        ctx.set_attr(module, "VALUE", 99)
+        raise RuntimeError("boom")
+
+    use_patches(
+        FakeEntryPoint("bad", make_patch("bad", target_module, apply=bad_apply)),
+        FakeEntryPoint("good", make_patch("good", target_module)),
+    )
+    with pytest.warns(BlackwellCompatWarning, match="boom"):
+        report = engine.apply()
+    assert report.failed["bad"].endswith("apply raised RuntimeError: boom")
+    assert report.applied == ["good"]
+    engine.revert()
+    assert mod.VALUE == 1
+
+
+def test_load_failures_and_duplicates_are_reported(target_module, use_patches):
+    use_patches(
+        FakeEntryPoint("broken", ImportError("no module named acme")),
+        FakeEntryPoint("p", make_patch("p", target_module), provider="blackwell-compat"),
+        FakeEntryPoint("p", make_patch("p", target_module), provider="evil"),
+        FakeEntryPoint("notapatch", object()),
+        FakeEntryPoint("mismatch", make_patch("other", target_module)),
+    )
+    states = {(s.name, s.provider): s for s in engine.status()}
+    assert "no module named acme" in states[("broken", "thirdparty")].reason
+    assert "duplicate patch name 'p'" in states[("p", "evil")].reason
+    assert states[("p", "blackwell-compat")].state == "not-applied"
+    assert "neither a Patch" in states[("notapatch", "thirdparty")].reason
+    assert "must be equal" in states[("mismatch", "thirdparty")].reason
+    report = engine.apply()
+    assert set(report.failed) == {"broken", "notapatch", "mismatch"}
+    assert report.pending == ["p"]
+
+
+def test_version_gate(target_module, use_patches):
+    importlib.import_module(target_module)
+    use_patches(
+        FakeEntryPoint(
+            "old", make_patch("old", target_module, distribution="packaging", supported="<1")
+        ),
+        FakeEntryPoint(
+            "absent", make_patch("absent", target_module, distribution="no-such-dist-xyz")
+        ),
+        FakeEntryPoint(
+            "fine", make_patch("fine", target_module, distribution="packaging", supported=">=20")
+        ),
+    )
+    report = engine.apply()
+    assert "outside the supported range '<1'" in report.skipped["old"]
+    assert report.skipped["absent"] == "no-such-dist-xyz is not installed"
+    assert report.applied == ["fine"]
+
+
+def test_patched_context_reverts_only_what_it_applied(target_module, use_patches):
+    mod = importlib.import_module(target_module)
+    use_patches(
+        FakeEntryPoint("p", make_patch("p", target_module)),
+        FakeEntryPoint("q", make_patch("q", target_module)),
+    )
+    engine.apply(only="p")
+    with engine.patched(only="q") as report:
+        assert report.applied == ["q"]
+        assert {s.name for s in engine.status() if s.state == "applied"} == {"p", "q"}
+    assert {s.name for s in engine.status() if s.state == "applied"} == {"p"}
+    engine.revert()
+    assert mod.compute(2) == 4
+
+
+def test_concurrent_apply_and_revert_from_threads(target_module, use_patches):
+    mod = importlib.import_module(target_module)
+    compute = mod.compute
+    code = compute.__code__
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module)))
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(50):
+                engine.apply()
+                engine.revert()
+                engine.apply()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert mod.compute(1) == ("patched", 1, None)
+    engine.revert()
+    assert compute.__code__ is code and mod.compute(1) == 2
+
+
+def test_device_gate_skips_without_affected_gpu(target_module, use_patches, monkeypatch):
+    importlib.import_module(target_module)
+    use_patches(
+        FakeEntryPoint("gpu_only", make_patch("gpu_only", target_module, requires_affected=True))
+    )
+    monkeypatch.delenv("BLACKWELL_COMPAT_EMULATE", raising=False)
+    from blackwell_compat.probe import probe
+
+    if probe(refresh=True).affected:  # pragma: no cover - only on an affected machine
+        pytest.fail("this test expects a machine without an affected GPU")
+    report = engine.apply()
+    assert "no affected GPU" in report.skipped["gpu_only"]
+    assert engine.apply(force=True).applied == ["gpu_only"]
+
+
+def test_device_gate_passes_under_emulation(target_module, use_patches):
+    importlib.import_module(target_module)
+    use_patches(
+        FakeEntryPoint("gpu_only", make_patch("gpu_only", target_module, requires_affected=True))
+    )
+    from blackwell_compat.emulation import emulate
+
+    with emulate("sm_121"):
+        assert engine.apply().applied == ["gpu_only"]
+
+
+def test_report_renders_and_serialises(target_module, use_patches):
+    import json
+
+    importlib.import_module(target_module)
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module)))
+    report = engine.apply()
+    assert "p  applied" in str(report)
+    json.dumps(report.as_dict())
+    json.dumps([s.as_dict() for s in engine.status()])

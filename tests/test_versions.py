@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+from blackwell_compat.versions import in_range, installed_version, release_string
+
+
+@pytest.mark.parametrize(
+    ("version", "spec", "expected"),
+    [
+        ("2.6.0a0+ecf3bae40a", ">=2.6", True),  # NVIDIA container build of 2.6.0
+        ("2.6.0", ">=2.6", True),
+        ("2.5.1", ">=2.6", False),
+        ("2.11.0+cu130", ">=2.6,<3", True),
+        ("0.9.4", "==0.9.*", True),
+        ("0.10.0", ">=0.9.4,<0.10", False),
+        ("1.0.0rc1", ">=1.0", True),
+        ("anything", "", True),
+        ("not a version", ">=1", False),
+    ],
+)
+def test_in_range_uses_release_tuple(version, spec, expected):
+    assert in_range(version, spec) is expected
+
+
+def test_release_string():
+    assert release_string("2.6.0a0+ecf3bae40a") == "2.6.0"
+    assert release_string("garbage!") is None
+
+
+def test_installed_version():
+    assert installed_version("packaging")
+    assert installed_version("no-such-distribution-xyz") is None
