@@ -42,7 +42,25 @@ _LAZY: dict[str, str] = {
     "ConfigError": "errors",
 }
 
-__all__ = ["__version__", *sorted(_LAZY)]
+__all__ = [
+    "GPU",
+    "ApplyReport",
+    "BlackwellCompatError",
+    "BlackwellCompatWarning",
+    "ConfigError",
+    "NvrtcInfo",
+    "Patch",
+    "PatchContext",
+    "PatchStatus",
+    "Platform",
+    "__version__",
+    "apply",
+    "emulate",
+    "patched",
+    "probe",
+    "revert",
+    "status",
+]
 
 
 def __getattr__(name: str) -> Any:

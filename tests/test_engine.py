@@ -130,7 +130,7 @@ def test_apply_is_idempotent_and_strategy_change_reapplies(target_module, use_pa
 
 def test_unknown_names_are_value_errors(target_module, use_patches, monkeypatch):
     use_patches(FakeEntryPoint("p", make_patch("p", target_module, strategies=("a",))))
-    with pytest.raises(ValueError, match="'nope'.*known patches: p"):
+    with pytest.raises(ValueError, match=r"'nope'.*known patches: p"):
         engine.apply(only=["nope"])
     with pytest.raises(ConfigError, match="exclude"):
         engine.apply(exclude="nope")
