@@ -1,0 +1,55 @@
+"""``import blackwell_compat`` is cheap: no torch, no target library, no heavy dependency."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import blackwell_compat as bc
+
+HEAVY = ["torch", "torchaudio", "wrapt", "packaging", "importlib.metadata", "kokoro", "numpy"]
+
+
+def _modules_after(code: str, env: dict[str, str] | None = None) -> set[str]:
+    script = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def test_import_pulls_in_nothing_heavy():
+    loaded = _modules_after("import blackwell_compat")
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+def test_apply_without_affected_gpu_does_not_import_torch():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKWELL_COMPAT_")}
+    loaded = _modules_after(
+        "import blackwell_compat as bc\nr = bc.apply()\nassert r.applied == [], r", env=env
+    )
+    assert "torch" not in loaded
+
+
+def test_public_names_resolve_lazily():
+    for name in bc.__all__:
+        assert getattr(bc, name) is not None
+    assert set(bc.__all__) <= set(dir(bc))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        bc.nope  # noqa: B018
+
+
+def test_malformed_emulate_env_is_a_clear_error_at_import():
+    import os
+
+    env = dict(os.environ, BLACKWELL_COMPAT_EMULATE="blackwell")
+    proc = subprocess.run(
+        [sys.executable, "-c", "import blackwell_compat"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode != 0
+    assert "BLACKWELL_COMPAT_EMULATE: 'blackwell' is not a GPU architecture" in proc.stderr
