@@ -1,0 +1,233 @@
+"""Start-up activation: what the installed ``.pth`` hook runs in every interpreter.
+
+The package installs ``zz_blackwell_compat_autostart.pth`` at the top of site-packages (see
+``setup.py``).  Python's :mod:`site` runs it while the interpreter starts, before any user code.
+It looks at two environment variables itself and imports nothing while both are unset; when
+``BLACKWELL_COMPAT_AUTO`` or ``BLACKWELL_COMPAT_EMULATE`` is set it imports this module
+(importing the package turns on ``BLACKWELL_COMPAT_EMULATE``) and calls :func:`start`.
+
+:func:`start` never stops the interpreter from starting: a malformed variable, an unknown name
+in ``BLACKWELL_COMPAT_DISABLE`` or a failing third-party patch becomes one
+:class:`~blackwell_compat.errors.BlackwellCompatWarning` and the program runs on.  The same
+warning is shown once per process tree: child interpreters that would repeat it stay quiet.
+
+Child processes inherit the variables, so ``subprocess``, ``multiprocessing`` (spawn and
+forkserver), ``ProcessPoolExecutor`` and spawned DataLoader workers run the hook too; forked
+children inherit the patched state of their parent (Python objects and the dispatcher
+registrations alike).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import site
+import sys
+import threading
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import config
+from .errors import BlackwellCompatWarning, ConfigError, logger
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import ApplyReport
+
+HOOK_FILENAME = "zz_blackwell_compat_autostart.pth"
+"""Name of the start-up hook file in site-packages (written by ``setup.py``)."""
+
+TRIGGER_VARIABLES = (config.AUTO, config.EMULATE)
+"""The variables the hook line itself checks before importing anything."""
+
+_WARNED_VARIABLE = "_BLACKWELL_COMPAT_AUTOSTART_WARNED"
+# Checksums of the start-up warnings already shown in this process tree (comma list).
+
+_lock = threading.Lock()
+_result: StartupResult | None = None
+
+
+@dataclass(frozen=True)
+class StartupResult:
+    """What :func:`start` did in this process."""
+
+    auto: bool
+    """Whether ``BLACKWELL_COMPAT_AUTO`` asked for the patches."""
+    emulate: str | None
+    """The emulated architecture in force (``BLACKWELL_COMPAT_EMULATE``), if any."""
+    report: ApplyReport | None
+    """The :func:`blackwell_compat.apply` report, when it ran."""
+    problems: tuple[str, ...]
+    """Everything that went wrong (shown as one warning); empty when all went well."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def last_result() -> StartupResult | None:
+    """The result of :func:`start` in this process, or ``None`` if it has not run here.
+
+    A forked child reports its parent's result: it inherited the state that result describes.
+    """
+    return _result
+
+
+def trigger_set(env: Mapping[str, str] | None = None) -> bool:
+    """What the hook line decides: whether it would import the package at all."""
+    source = os.environ if env is None else env
+    return any(source.get(name, "0") not in ("", "0") for name in TRIGGER_VARIABLES)
+
+
+def start() -> StartupResult:
+    """Activate what the environment asks for.  Never raises an ``Exception``.
+
+    Applies every patch (minus ``BLACKWELL_COMPAT_DISABLE``) when ``BLACKWELL_COMPAT_AUTO`` is
+    true, with ``force`` from ``BLACKWELL_COMPAT_FORCE`` and strategies from
+    ``BLACKWELL_COMPAT_STRATEGY``.  Emulation (``BLACKWELL_COMPAT_EMULATE``) is switched on by
+    the package import itself; a malformed value stops that import, which the hook reports.
+    """
+    global _result
+    source = os.environ
+    _quiet_library_logger()
+    problems: list[str] = []
+    report: ApplyReport | None = None
+    auto = False
+    emulate: str | None = None
+    try:
+        emulate = config.emulated_arch_from_env(source)
+    except ConfigError as exc:
+        problems.append(f"emulation is off: {exc}")
+    try:
+        auto = config.parse_bool(config.AUTO, source)
+    except ConfigError as exc:
+        problems.append(f"no patches were applied: {exc}")
+    if auto:
+        report, apply_problems = _apply(source)
+        problems.extend(apply_problems)
+    result = StartupResult(auto=auto, emulate=emulate, report=report, problems=tuple(problems))
+    with _lock:
+        _result = result
+    if problems:
+        _warn_once(problems)
+    elif report is not None:
+        logger.debug("start-up activation: %s", ", ".join(report.applied + report.pending))
+    return result
+
+
+def _apply(source: Mapping[str, str]) -> tuple[ApplyReport | None, list[str]]:
+    problems: list[str] = []
+    try:
+        force = config.parse_bool(config.FORCE, source)
+    except ConfigError as exc:
+        problems.append(f"{exc}; applying without force")
+        force = False
+    report: ApplyReport | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            from .engine import apply
+
+            report = apply(force=force)
+        except ConfigError as exc:
+            problems.append(f"no patches were applied: {exc}")
+        except Exception as exc:  # a start-up hook must never stop the program
+            problems.append(f"no patches were applied: apply() raised {type(exc).__name__}: {exc}")
+    ours = [w for w in caught if issubclass(w.category, BlackwellCompatWarning)]
+    for w in caught:
+        if w not in ours:  # someone else's warning: hand it back to the normal machinery
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if report is not None:
+        # A patch the user disabled is no problem of this start, even if it cannot load.
+        try:
+            disabled = set(config.disabled_names(source))
+        except ConfigError:
+            disabled = set()
+        problems.extend(
+            f"patch {name!r}: {why}"
+            for name, why in report.failed.items()
+            if name not in disabled and "all" not in disabled
+        )
+    if not problems:
+        problems.extend(str(w.message) for w in ours)
+    return report, problems
+
+
+def _quiet_library_logger() -> None:
+    """Give the library logger a NullHandler, as a library should.
+
+    Without one, Python's last-resort handler prints every library warning a second time next
+    to the :mod:`warnings` message.  Records still propagate to handlers the program installs.
+    """
+    lib_logger = logging.getLogger("blackwell_compat")
+    if not any(isinstance(h, logging.NullHandler) for h in lib_logger.handlers):
+        lib_logger.addHandler(logging.NullHandler())
+
+
+def format_problems(problems: list[str] | tuple[str, ...]) -> str:
+    """The text of the single start-up warning."""
+    head = "blackwell-compat: start-up activation had a problem; the program runs on"
+    if len(problems) == 1:
+        return f"{head}: {problems[0]}"
+    return head + ":" + "".join(f"\n  - {p}" for p in problems)
+
+
+def _warn_once(problems: list[str]) -> None:
+    """Show the start-up warning, unless an ancestor process already showed the same one."""
+    import zlib
+
+    message = format_problems(problems)
+    digest = format(zlib.crc32(message.encode("utf-8", "replace")), "08x")
+    seen = [d for d in os.environ.get(_WARNED_VARIABLE, "").split(",") if d]
+    if digest in seen:
+        logger.debug("start-up warning already shown by a parent process: %s", message)
+        return
+    os.environ[_WARNED_VARIABLE] = ",".join([*seen, digest])
+    try:
+        warnings.warn_explicit(
+            message,
+            BlackwellCompatWarning,
+            filename="<blackwell-compat start-up>",
+            lineno=0,
+            module="blackwell_compat.autostart",
+        )
+    except Warning:
+        # ``-W error``: an exception here would only become a traceback from site.py.  Show it.
+        warnings.showwarning(
+            message, BlackwellCompatWarning, "<blackwell-compat start-up>", 0, file=sys.stderr
+        )
+
+
+# -- where the hook is installed -----------------------------------------------------------
+
+
+def site_directories() -> list[Path]:
+    """The directories whose ``.pth`` files this interpreter runs at start-up."""
+    dirs: list[str] = []
+    try:
+        dirs.extend(site.getsitepackages())
+    except AttributeError:  # some embedded/virtualenv-patched ``site`` modules lack it
+        pass
+    if site.ENABLE_USER_SITE:
+        try:
+            dirs.append(site.getusersitepackages())
+        except AttributeError:
+            pass
+    result: list[Path] = []
+    for d in dirs:
+        path = Path(d)
+        if path not in result:
+            result.append(path)
+    return result
+
+
+def installed_hooks() -> list[Path]:
+    """Every installed copy of the start-up hook this interpreter would run."""
+    return [d / HOOK_FILENAME for d in site_directories() if (d / HOOK_FILENAME).is_file()]
+
+
+def hook_installed() -> bool:
+    """Whether this interpreter runs the start-up hook (it is in one of its site dirs)."""
+    return bool(installed_hooks())

@@ -1,0 +1,386 @@
+"""Start-up activation: the installed ``.pth`` hook and :mod:`blackwell_compat.autostart`.
+
+Most tests start real interpreters of this environment (the hook only runs at start-up) with a
+synthetic third-party patch: a ``.dist-info`` folder with an entry point, put on PYTHONPATH,
+which ``importlib.metadata`` discovers exactly like an installed distribution.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+from blackwell_compat import autostart, engine
+from blackwell_compat.errors import BlackwellCompatWarning
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DEMO_TARGET = """\
+def value():
+    return "original"
+"""
+
+DEMO_PATCH = """\
+from blackwell_compat import Patch
+
+
+class DemoPatch(Patch):
+    name = "bcdemo"
+    summary = "start-up test patch"
+    modules = ("bcdemo_target",)
+    requires_affected = False
+
+    def apply(self, module, ctx):
+        {apply_body}
+"""
+
+APPLY_OK = 'ctx.replace_function(module, "value", lambda: "patched")'
+APPLY_FAILS = 'raise RuntimeError("demo patch exploded")'
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BLACKWELL_COMPAT_", "_BLACKWELL_COMPAT_"))
+    }
+    env.pop("PYTHONPATH", None)
+    env.update(extra)
+    return env
+
+
+def make_demo_dist(root: Path, apply_body: str = APPLY_OK, *, importable: bool = True) -> Path:
+    """A third-party patch distribution 'bcdemo' laid out as site-packages would hold it."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "bcdemo_target.py").write_text(DEMO_TARGET)
+    if importable:
+        (root / "bcdemo_patch.py").write_text(DEMO_PATCH.format(apply_body=apply_body))
+    else:
+        (root / "bcdemo_patch.py").write_text('raise ImportError("bcdemo_patch is broken")\n')
+    info = root / "bcdemo-1.0.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bcdemo\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[blackwell_compat.patches]\nbcdemo = bcdemo_patch:DemoPatch\n"
+    )
+    return root
+
+
+def python(
+    code: str, env: dict[str, str], *, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def warning_lines(stderr: str) -> list[str]:
+    """One entry per warning shown (a warning may continue on indented lines)."""
+    result: list[str] = []
+    for line in stderr.splitlines():
+        if "BlackwellCompatWarning" in line or line.startswith("blackwell-compat: warning"):
+            result.append(line)
+        elif result and line.startswith("  "):
+            result[-1] += "\n" + line
+    return result
+
+
+IMPORTED_MODULES = (
+    "import sys; "
+    "print(sorted(m for m in sys.modules if m == 'blackwell_compat' "
+    "or m.startswith('blackwell_compat.')))"
+)
+
+
+# -- the installed hook ----------------------------------------------------------------------
+
+
+def test_hook_is_installed_in_this_environment_with_the_text_setup_py_writes():
+    hooks = autostart.installed_hooks()
+    assert hooks, (
+        f"{autostart.HOOK_FILENAME} is not in {autostart.site_directories()}: install the "
+        "project with pip (pip install -e .) before running the tests"
+    )
+    setup_ns = runpy.run_path(str(ROOT / "setup.py"), run_name="not_main")
+    assert setup_ns["HOOK_NAME"] == autostart.HOOK_FILENAME
+    assert hooks[0].read_text(encoding="ascii") == setup_ns["HOOK_TEXT"]
+
+
+def test_hook_file_sorts_after_other_pth_files():
+    # site runs .pth files in sorted order; patch packages installed editable must come first
+    for other in ("__editable__.acme-1.0.pth", "_acme.pth", "acme.pth", "easy-install.pth"):
+        assert sorted([autostart.HOOK_FILENAME, other])[-1] == autostart.HOOK_FILENAME
+
+
+def test_hook_line_is_one_import_line_that_site_executes():
+    setup_ns = runpy.run_path(str(ROOT / "setup.py"), run_name="not_main")
+    code_lines = [line for line in setup_ns["HOOK_TEXT"].splitlines() if not line.startswith("#")]
+    assert len(code_lines) == 1
+    assert code_lines[0].startswith("import ")
+    compile(code_lines[0], "<hook>", "exec")
+
+
+@pytest.mark.parametrize("auto", [None, "", "0"])
+def test_unset_hook_imports_nothing(auto):
+    extra = {} if auto is None else {"BLACKWELL_COMPAT_AUTO": auto}
+    result = python(IMPORTED_MODULES, clean_env(**extra))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert result.stderr == ""
+
+
+def test_auto_imports_the_package_before_user_code(tmp_path):
+    env = clean_env(BLACKWELL_COMPAT_AUTO="1", BLACKWELL_COMPAT_DISABLE="all")
+    result = python(IMPORTED_MODULES, env)
+    assert result.returncode == 0, result.stderr
+    assert "'blackwell_compat.autostart'" in result.stdout
+    assert "'blackwell_compat.engine'" in result.stdout
+    assert warning_lines(result.stderr) == []
+
+
+def test_auto_applies_a_patch_before_user_code_runs(tmp_path):
+    site_dir = make_demo_dist(tmp_path / "site")
+    env = clean_env(BLACKWELL_COMPAT_AUTO="1", PYTHONPATH=str(site_dir))
+    code = """
+        import sys
+        from blackwell_compat import autostart, status
+        state = {s.name: s.state for s in status()}
+        print("before import:", state["bcdemo"])
+        import bcdemo_target
+        print("value:", bcdemo_target.value())
+        print("started:", autostart.last_result().auto)
+    """
+    result = python(code, env)
+    assert result.returncode == 0, result.stderr
+    assert "before import: pending-import" in result.stdout
+    assert "value: patched" in result.stdout
+    assert "started: True" in result.stdout
+    assert warning_lines(result.stderr) == []
+
+
+def test_without_auto_the_patch_is_not_applied(tmp_path):
+    site_dir = make_demo_dist(tmp_path / "site")
+    result = python(
+        "import bcdemo_target; print(bcdemo_target.value())", clean_env(PYTHONPATH=str(site_dir))
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "original"
+
+
+CHILDREN_SCRIPT = """\
+import concurrent.futures
+import multiprocessing
+import subprocess
+import sys
+
+
+def value(_=None):
+    import bcdemo_target
+
+    return bcdemo_target.value()
+
+
+if __name__ == "__main__":
+    print("main", value())
+    out = subprocess.run(
+        [sys.executable, "-c", "import bcdemo_target; print(bcdemo_target.value())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    print("subprocess", out)
+    for method in ("spawn", "forkserver", "fork"):
+        with multiprocessing.get_context(method).Pool(1) as pool:
+            print(method, pool.apply(value))
+    with concurrent.futures.ProcessPoolExecutor(1) as executor:
+        print("executor", executor.submit(value).result())
+"""
+
+
+def test_auto_reaches_subprocesses_and_every_multiprocessing_start_method(tmp_path):
+    site_dir = make_demo_dist(tmp_path / "site")
+    script = tmp_path / "children.py"
+    script.write_text(CHILDREN_SCRIPT)
+    env = clean_env(BLACKWELL_COMPAT_AUTO="1", PYTHONPATH=str(site_dir))
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert lines == {
+        "main": "patched",
+        "subprocess": "patched",
+        "spawn": "patched",
+        "forkserver": "patched",
+        "fork": "patched",
+        "executor": "patched",
+    }
+    assert warning_lines(result.stderr) == []
+
+
+# -- broken states: one warning, the program runs --------------------------------------------
+
+
+def run_broken(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = python("print('program runs')", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "program runs\n"
+    return result
+
+
+def test_unknown_name_in_disable_gives_one_warning(tmp_path):
+    result = run_broken(
+        clean_env(BLACKWELL_COMPAT_AUTO="1", BLACKWELL_COMPAT_DISABLE="no_such_patch")
+    )
+    lines = warning_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert "BLACKWELL_COMPAT_DISABLE" in lines[0] and "'no_such_patch'" in lines[0]
+    assert "no patches were applied" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("BLACKWELL_COMPAT_AUTO", "maybe"), ("BLACKWELL_COMPAT_FORCE", "perhaps")],
+)
+def test_malformed_boolean_gives_one_warning(variable, value):
+    env = clean_env(BLACKWELL_COMPAT_AUTO="1", BLACKWELL_COMPAT_DISABLE="all")
+    env[variable] = value
+    result = run_broken(env)
+    lines = warning_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert f"{variable}={value!r}" in lines[0]
+
+
+def test_malformed_emulate_gives_one_line_and_no_traceback():
+    result = run_broken(clean_env(BLACKWELL_COMPAT_AUTO="1", BLACKWELL_COMPAT_EMULATE="sm_twelve"))
+    lines = warning_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert "BLACKWELL_COMPAT_EMULATE" in lines[0] and "sm_twelve" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_patch_that_cannot_be_loaded_gives_one_warning(tmp_path):
+    site_dir = make_demo_dist(tmp_path / "site", importable=False)
+    result = run_broken(clean_env(BLACKWELL_COMPAT_AUTO="1", PYTHONPATH=str(site_dir)))
+    lines = warning_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert "'bcdemo'" in lines[0] and "bcdemo_patch is broken" in lines[0]
+
+
+def test_patch_failing_on_import_of_its_target_gives_one_warning(tmp_path):
+    site_dir = make_demo_dist(tmp_path / "site", apply_body=APPLY_FAILS)
+    env = clean_env(BLACKWELL_COMPAT_AUTO="1", PYTHONPATH=str(site_dir))
+    result = python("import bcdemo_target; print(bcdemo_target.value())", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "original"
+    lines = warning_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert "demo patch exploded" in lines[0]
+
+
+def test_the_same_warning_is_shown_once_per_process_tree(tmp_path):
+    script = tmp_path / "tree.py"
+    script.write_text(
+        textwrap.dedent(
+            """\
+            import multiprocessing
+            import subprocess
+            import sys
+
+            def hello(_):
+                return "child"
+
+            if __name__ == "__main__":
+                subprocess.run([sys.executable, "-c", "pass"], check=True)
+                with multiprocessing.get_context("spawn").Pool(2) as pool:
+                    print(pool.map(hello, range(2)))
+            """
+        )
+    )
+    env = clean_env(BLACKWELL_COMPAT_AUTO="1", BLACKWELL_COMPAT_DISABLE="no_such_patch")
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['child', 'child']"
+    assert len(warning_lines(result.stderr)) == 1, result.stderr
+
+
+# -- start() in this process ---------------------------------------------------------------
+
+
+@pytest.fixture
+def startup_env(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith(("BLACKWELL_COMPAT_", "_BLACKWELL_COMPAT_")):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_start_without_auto_applies_nothing(startup_env):
+    result = autostart.start()
+    assert result.auto is False
+    assert result.report is None
+    assert result.ok
+    assert autostart.last_result() is result
+    assert all(s.state != engine.APPLIED for s in engine.status())
+
+
+def test_start_with_auto_and_everything_disabled_reports_every_patch_skipped(startup_env):
+    startup_env.setenv("BLACKWELL_COMPAT_AUTO", "yes")
+    startup_env.setenv("BLACKWELL_COMPAT_DISABLE", "all")
+    result = autostart.start()
+    assert result.auto is True
+    assert result.report is not None
+    assert set(result.report.skipped) == set(engine.known_names())
+    assert result.ok
+
+
+def test_start_problem_is_one_warning_then_quiet(startup_env):
+    startup_env.setenv("BLACKWELL_COMPAT_AUTO", "1")
+    startup_env.setenv("BLACKWELL_COMPAT_DISABLE", "no_such_patch")
+    with pytest.warns(BlackwellCompatWarning, match="no_such_patch") as record:
+        result = autostart.start()
+    assert len(record) == 1
+    assert not result.ok and result.report is None
+    assert os.environ["_BLACKWELL_COMPAT_AUTOSTART_WARNED"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = autostart.start()  # same problem: already shown in this process tree
+    assert again.problems == result.problems
+
+
+def test_start_never_raises_even_with_warnings_as_errors(startup_env):
+    startup_env.setenv("BLACKWELL_COMPAT_AUTO", "sometimes")
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("error")
+        result = autostart.start()  # would raise from warnings.warn; shows it instead
+    assert not result.ok
+    assert [w.category for w in shown] == [BlackwellCompatWarning]
+    assert "BLACKWELL_COMPAT_AUTO='sometimes'" in str(shown[0].message)
+
+
+def test_trigger_set_matches_the_hook_line():
+    assert not autostart.trigger_set({})
+    assert not autostart.trigger_set({"BLACKWELL_COMPAT_AUTO": "0"})
+    assert not autostart.trigger_set({"BLACKWELL_COMPAT_AUTO": ""})
+    assert autostart.trigger_set({"BLACKWELL_COMPAT_AUTO": "1"})
+    assert autostart.trigger_set({"BLACKWELL_COMPAT_EMULATE": "sm_121"})
+
+
+def test_format_problems():
+    one = autostart.format_problems(["a"])
+    assert one.endswith("the program runs on: a")
+    two = autostart.format_problems(["a", "b"])
+    assert two.splitlines()[1:] == ["  - a", "  - b"]
