@@ -24,3 +24,50 @@ def _clean_blackwell_state():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+# -- NVRTC wheels (probe) -----------------------------------------------------------------------
+# Real NVRTC libraries for the probe tests.  The nox session fetches them into .nox/_nvrtc and
+# exports BLACKWELL_COMPAT_TEST_NVRTC_DIR; a plain `pytest` fetches them into .nvrtc-wheels/.
+
+NVRTC_TEST_VERSIONS = ("12.6.77", "12.8.93", "12.9.86", "13.0.88")
+
+
+def _fetch_nvrtc_module():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent / "support" / "fetch_nvrtc.py"
+    spec = importlib.util.spec_from_file_location("_bc_fetch_nvrtc", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return script, module
+
+
+@pytest.fixture(scope="session")
+def nvrtc_libraries() -> dict[str, str]:
+    """``{"12.8.93": "/…/libnvrtc.so.12", …}``: one real NVRTC library per tested version."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script, fetch = _fetch_nvrtc_module()
+    root = os.environ.get("BLACKWELL_COMPAT_TEST_NVRTC_DIR") or str(
+        Path(__file__).resolve().parent.parent / ".nvrtc-wheels"
+    )
+    missing = [v for v in NVRTC_TEST_VERSIONS if not fetch.is_complete(os.path.join(root, v))]
+    if missing:
+        result = subprocess.run(
+            [sys.executable, str(script), root], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            pytest.fail(
+                f"could not fetch the NVRTC wheels {missing} into {root} "
+                f"(run `python {script} {root}` by hand):\n{result.stderr[-2000:]}"
+            )
+    libraries = {v: fetch.library_in(os.path.join(root, v)) for v in NVRTC_TEST_VERSIONS}
+    absent = [v for v, path in libraries.items() if path is None]
+    if absent:
+        pytest.fail(f"NVRTC libraries missing under {root}: {absent}")
+    return libraries

@@ -1,0 +1,71 @@
+"""``bc.probe()``: the GPUs, the NVRTC torch would load, and whether they get along.
+
+Facts are read without importing torch and without creating a CUDA context: GPUs and driver
+through NVML (ctypes), NVRTC through its own C API (ctypes) after finding the file torch would
+load, versions from package metadata.  :func:`build_platform` turns facts into verdicts and is
+pure, so fake platforms are built from plain data::
+
+    from blackwell_compat.probe import GPU, build_platform, read_nvrtc
+
+    nvrtc = read_nvrtc("/path/to/libnvrtc.so.12")
+    platform = build_platform(gpus=[GPU(0, "NVIDIA GB10", capability=(12, 1))], nvrtc=nvrtc)
+    platform.affected, platform.reasons
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from .locate import TorchBuild, find_nvrtc, find_nvrtc_candidates, locate_torch
+from .nvml import GPU, DriverInfo, read_nvml
+from .nvrtc import JITERATOR_SASS_SINCE, NvrtcCandidate, NvrtcInfo, read_nvrtc
+from .platform import (
+    LIBRARIES,
+    Platform,
+    SystemInfo,
+    build_platform,
+    current_system,
+    forget,
+    judge,
+    probe,
+    read_versions,
+)
+
+__all__ = [
+    "GPU",
+    "JITERATOR_SASS_SINCE",
+    "LIBRARIES",
+    "DriverInfo",
+    "NvrtcCandidate",
+    "NvrtcInfo",
+    "Platform",
+    "SystemInfo",
+    "TorchBuild",
+    "build_platform",
+    "current_system",
+    "find_nvrtc",
+    "find_nvrtc_candidates",
+    "forget",
+    "judge",
+    "locate_torch",
+    "probe",
+    "read_nvml",
+    "read_nvrtc",
+    "read_versions",
+]
+
+
+class _CallableProbeModule(types.ModuleType):
+    """This package doubles as the function ``bc.probe()``.
+
+    Importing ``blackwell_compat.probe`` makes Python set the attribute ``probe`` of the parent
+    package to this *module*, replacing the lazily resolved *function*; calling the module
+    therefore has to behave like the function, or ``bc.probe()`` would depend on import order.
+    """
+
+    def __call__(self, refresh: bool = False) -> Platform:
+        return probe(refresh)
+
+
+sys.modules[__name__].__class__ = _CallableProbeModule

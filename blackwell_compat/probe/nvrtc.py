@@ -1,0 +1,221 @@
+"""Read an NVRTC library through ctypes: its version and the GPU architectures it compiles for.
+
+Nothing here raises for a bad library: a missing file, a file that is not a shared library, a
+library without the NVRTC entry points (or an NVRTC older than 11.2, which lacks
+``nvrtcGetSupportedArchs``) all give an :class:`NvrtcInfo` whose ``error`` says what is wrong.
+
+The library is unloaded again after reading, so probing never changes which NVRTC a later
+``import torch`` binds to.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+#: First NVRTC whose Jiterator compiles straight to the device's SASS target, with no PTX
+#: fallback (see docs/concepts.md).
+JITERATOR_SASS_SINCE: tuple[int, int] = (11, 8)
+
+
+@dataclass(frozen=True)
+class NvrtcCandidate:
+    """One place the probe looked for NVRTC, and what it concluded about it."""
+
+    path: str
+    origin: str
+    """Which step of the search produced it (e.g. ``"torch preload: sys.path[2]"``)."""
+    exists: bool
+    chosen: bool = False
+    note: str = ""
+    """Why it was chosen or passed over."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "origin": self.origin,
+            "exists": self.exists,
+            "chosen": self.chosen,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class NvrtcInfo:
+    """The NVRTC library torch would load, as far as the probe can tell."""
+
+    path: str | None = None
+    version: tuple[int, int] | None = None
+    supported_archs: tuple[str, ...] = ()
+    source: str = ""
+    """How this library was found (or why none was)."""
+    candidates: tuple[NvrtcCandidate, ...] = field(default=())
+    error: str | None = None
+
+    @property
+    def version_string(self) -> str | None:
+        return None if self.version is None else f"{self.version[0]}.{self.version[1]}"
+
+    @property
+    def known(self) -> bool:
+        """Whether both the version and the arch list could be read."""
+        return self.version is not None and bool(self.supported_archs)
+
+    def supports(self, arch: str) -> bool | None:
+        """Whether *arch* is in the supported list; ``None`` when the list is unknown."""
+        if not self.supported_archs:
+            return None
+        return _normalise(arch) in self.supported_archs
+
+    def jiterator_fails_for(self, arch: str) -> bool:
+        """True iff NVRTC >= 11.8 is known and *arch* is missing from its supported archs.
+
+        False whenever NVRTC is missing or unreadable: the probe then cannot claim a failure.
+        """
+        if self.version is None or self.version < JITERATOR_SASS_SINCE:
+            return False
+        if not self.supported_archs:
+            return False
+        return _normalise(arch) not in self.supported_archs
+
+    def describe(self) -> str:
+        """``"NVRTC 12.8 at /path"``, or what went wrong."""
+        if self.path is None:
+            return "no NVRTC library found"
+        if self.version is None:
+            return f"NVRTC at {self.path} (unreadable)"
+        return f"NVRTC {self.version_string} at {self.path}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "version": self.version_string,
+            "supported_archs": list(self.supported_archs),
+            "source": self.source,
+            "error": self.error,
+            "candidates": [c.as_dict() for c in self.candidates],
+        }
+
+
+def _normalise(arch: str) -> str:
+    from ..config import parse_arch
+
+    return parse_arch(arch)
+
+
+def _unload(handle: int) -> None:
+    """Drop the reference ctypes took on a library, so it is unmapped if nobody else uses it."""
+    try:
+        import _ctypes
+
+        if sys.platform == "win32":
+            _ctypes.FreeLibrary(handle)
+        else:
+            _ctypes.dlclose(handle)
+    except Exception:  # pragma: no cover - unloading is best effort
+        pass
+
+
+def _error_text(lib: Any, code: int) -> str:
+    try:
+        func = lib.nvrtcGetErrorString
+        func.restype = ctypes.c_char_p
+        func.argtypes = [ctypes.c_int]
+        text = func(code)
+        if text:
+            return f"{text.decode(errors='replace')} ({code})"
+    except Exception:
+        pass
+    return f"error code {code}"
+
+
+def read_loaded(lib: Any, path: str, *, source: str = "") -> NvrtcInfo:
+    """Read version and archs from an already loaded library object (``ctypes.CDLL``-like)."""
+    try:
+        version_fn = lib.nvrtcVersion
+    except AttributeError:
+        return NvrtcInfo(
+            path=path,
+            source=source,
+            error=f"{path} is not an NVRTC library: it has no nvrtcVersion entry point",
+        )
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    version_fn.restype = ctypes.c_int
+    code = version_fn(ctypes.byref(major), ctypes.byref(minor))
+    if code != 0:
+        return NvrtcInfo(
+            path=path,
+            source=source,
+            error=f"nvrtcVersion failed at {path}: {_error_text(lib, code)}",
+        )
+    version = (major.value, minor.value)
+    shown = f"{version[0]}.{version[1]}"
+    try:
+        count_fn = lib.nvrtcGetNumSupportedArchs
+        list_fn = lib.nvrtcGetSupportedArchs
+    except AttributeError:
+        return NvrtcInfo(
+            path=path,
+            version=version,
+            source=source,
+            error=(
+                f"NVRTC {shown} at {path} cannot list its archs "
+                "(nvrtcGetSupportedArchs appeared in CUDA 11.2)"
+            ),
+        )
+    count = ctypes.c_int(0)
+    count_fn.restype = ctypes.c_int
+    code = count_fn(ctypes.byref(count))
+    if code != 0 or not 0 < count.value < 4096:
+        reason = _error_text(lib, code) if code != 0 else f"it reported {count.value} archs"
+        return NvrtcInfo(
+            path=path,
+            version=version,
+            source=source,
+            error=f"nvrtcGetNumSupportedArchs failed for NVRTC {shown} at {path}: {reason}",
+        )
+    values = (ctypes.c_int * count.value)()
+    list_fn.restype = ctypes.c_int
+    code = list_fn(values)
+    if code != 0:
+        return NvrtcInfo(
+            path=path,
+            version=version,
+            source=source,
+            error=(
+                f"nvrtcGetSupportedArchs failed for NVRTC {shown} at {path}: "
+                f"{_error_text(lib, code)}"
+            ),
+        )
+    archs = tuple(f"sm_{value}" for value in sorted(set(values)))
+    return NvrtcInfo(path=path, version=version, supported_archs=archs, source=source)
+
+
+def read_nvrtc(path: str | os.PathLike[str], *, source: str = "") -> NvrtcInfo:
+    """Load the NVRTC library at *path* and read its version and supported archs.
+
+    Never raises: every problem is described in the returned ``error``.
+    """
+    text = os.fspath(path)
+    source = source or "given explicitly"
+    if not os.path.exists(text):
+        return NvrtcInfo(path=text, source=source, error=f"{text} does not exist")
+    if os.path.isdir(text):
+        return NvrtcInfo(path=text, source=source, error=f"{text} is a folder, not a library")
+    try:
+        lib = ctypes.CDLL(text)
+    except OSError as exc:
+        return NvrtcInfo(
+            path=text,
+            source=source,
+            error=f"{text} could not be loaded as a shared library: {exc}",
+        )
+    try:
+        return read_loaded(lib, text, source=source)
+    except Exception as exc:  # a library with the names but not the behaviour
+        return NvrtcInfo(path=text, source=source, error=f"reading {text} failed: {exc!r}")
+    finally:
+        _unload(lib._handle)
