@@ -67,7 +67,11 @@ def __getattr__(name: str) -> Any:
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'blackwell_compat' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    module = importlib.import_module(f".{module_name}", __name__)
+    # ``probe`` is both a sub-package and a function: keep the (callable) sub-package bound
+    # here, as the import system does, so ``import blackwell_compat.probe as p`` stays the
+    # package whatever was touched first, and ``bc.probe()`` still calls the function.
+    value = module if name == module_name else getattr(module, name)
     globals()[name] = value
     return value
 

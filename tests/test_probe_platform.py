@@ -288,3 +288,16 @@ def test_probe_overlays_emulation_from_the_environment():
     emulated = [g for g in platform["gpus"] if g["emulated"]]
     assert len(emulated) == 1 and emulated[0]["arch"] == "sm_120"
     assert "BLACKWELL_COMPAT_EMULATE=sm_120" in emulated[0]["reason"]
+
+
+def test_probe_name_is_both_package_and_function_in_any_order():
+    data = _child(
+        "import json\n"
+        "import blackwell_compat as bc\n"
+        "first = type(bc.probe()).__name__\n"
+        "import blackwell_compat.probe as pkg\n"
+        "from blackwell_compat.probe import probe, read_nvrtc\n"
+        "print(json.dumps([first, type(pkg.probe()).__name__, type(probe()).__name__,\n"
+        "                  hasattr(pkg, 'read_nvrtc'), type(bc.probe(refresh=True)).__name__]))"
+    )
+    assert data == ["Platform", "Platform", "Platform", True, "Platform"]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -163,6 +162,8 @@ def _loaded_nvrtc() -> list[str]:
 
 def _ldconfig_paths(pattern: str) -> list[str]:
     """Paths the ld.so cache holds for library names matching *pattern* (a regex)."""
+    import subprocess
+
     for tool in ("/sbin/ldconfig", "/usr/sbin/ldconfig", "ldconfig"):
         if os.sep in tool and not os.path.exists(tool):
             continue
