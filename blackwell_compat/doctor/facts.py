@@ -1,0 +1,289 @@
+"""Facts the doctor's checks judge, gathered in one place.
+
+:func:`gather` reads the real machine: the probe (in process: it never imports torch), torch and
+torchaudio (in a child process with a timeout), Triton's ``ptxas`` (subprocesses with a
+timeout), the patch table, the environment and, on request, the smoke workloads.  Every fact
+type is plain data, so tests build :class:`Facts` for fake machines without touching this one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..config import capability_to_arch
+from .process import ChildResult, Timeouts, child_env, module_argv, run_child
+from .ptxas import TritonFacts
+
+if TYPE_CHECKING:
+    from ..probe import Platform
+    from .smoke import SmokeReport
+
+_STACK_CHILD = "blackwell_compat.doctor.stack_child"
+
+
+@dataclass(frozen=True)
+class TorchDevice:
+    """A CUDA device as torch numbers it."""
+
+    index: int
+    name: str
+    capability: tuple[int, int]
+
+    @property
+    def arch(self) -> str:
+        return capability_to_arch(*self.capability)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "capability": list(self.capability),
+            "arch": self.arch,
+        }
+
+
+@dataclass(frozen=True)
+class TorchFacts:
+    """What torch says about itself (read in a child process)."""
+
+    installed: bool
+    version: str | None = None
+    cuda: str | None = None
+    hip: str | None = None
+    arch_list: tuple[str, ...] = ()
+    arch_list_source: str = ""
+    cuda_available: bool | None = None
+    devices: tuple[TorchDevice, ...] = ()
+    loaded_nvrtc: tuple[str, ...] = ()
+    cuda_error: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> TorchFacts:
+        devices = tuple(
+            TorchDevice(
+                index=int(d["index"]),
+                name=str(d["name"]),
+                capability=(int(d["capability"][0]), int(d["capability"][1])),
+            )
+            for d in record.get("devices") or ()
+        )
+        cuda_error = record.get("cuda_error") or record.get("arch_list_error")
+        return cls(
+            installed=bool(record.get("installed")),
+            version=record.get("version"),
+            cuda=record.get("cuda"),
+            hip=record.get("hip"),
+            arch_list=tuple(str(a) for a in record.get("arch_list") or ()),
+            arch_list_source=str(record.get("arch_list_source") or ""),
+            cuda_available=record.get("cuda_available"),
+            devices=devices,
+            loaded_nvrtc=tuple(str(p) for p in record.get("loaded_nvrtc") or ()),
+            cuda_error=cuda_error,
+            error=record.get("error"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "installed": self.installed,
+            "version": self.version,
+            "cuda": self.cuda,
+            "hip": self.hip,
+            "arch_list": list(self.arch_list),
+            "arch_list_source": self.arch_list_source,
+            "cuda_available": self.cuda_available,
+            "devices": [d.as_dict() for d in self.devices],
+            "loaded_nvrtc": list(self.loaded_nvrtc),
+            "cuda_error": self.cuda_error,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class TorchaudioFacts:
+    """What torchaudio says about itself (read in the same child, after torch)."""
+
+    installed: bool
+    version: str | None = None
+    native_loaded: bool | None = None
+    cuda_version: str | None = None
+    cpu_only: bool | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> TorchaudioFacts:
+        return cls(
+            installed=bool(record.get("installed")),
+            version=record.get("version"),
+            native_loaded=record.get("native_loaded"),
+            cuda_version=record.get("cuda_version"),
+            cpu_only=record.get("cpu_only"),
+            error=record.get("error") or record.get("cuda_version_error"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "installed": self.installed,
+            "version": self.version,
+            "native_loaded": self.native_loaded,
+            "cuda_version": self.cuda_version,
+            "cpu_only": self.cpu_only,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the checks look at."""
+
+    platform: Platform
+    torch: TorchFacts
+    torchaudio: TorchaudioFacts
+    triton: TritonFacts
+    env: Mapping[str, str] = field(default_factory=dict)
+    patches: Sequence[Mapping[str, Any]] | None = None
+    """Rows as ``list``'s ``rows()`` gives them; ``None``: the checks read them live."""
+    smoke: SmokeReport | None = None
+    probe_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "torch": self.torch.as_dict(),
+            "torchaudio": self.torchaudio.as_dict(),
+            "triton": self.triton.as_dict(),
+            "smoke": self.smoke.as_dict() if self.smoke is not None else None,
+        }
+
+
+def probe_stack(
+    timeout: float, env: Mapping[str, str] | None = None
+) -> tuple[TorchFacts, TorchaudioFacts, ChildResult]:
+    """Ask torch and torchaudio about themselves in a child process."""
+    from ..config import ALL_VARIABLES
+
+    # The child must see torch as the user's programs do, without this library's emulation or
+    # start-up activation changing what it loads.
+    environment = child_env(env, drop=ALL_VARIABLES)
+    result = run_child(module_argv(_STACK_CHILD), timeout=timeout, env=environment)
+    return (*stack_facts_from(result, env), result)
+
+
+def stack_facts_from(
+    result: ChildResult, env: Mapping[str, str] | None = None
+) -> tuple[TorchFacts, TorchaudioFacts]:
+    """Turn the child's records (or its failure) into facts."""
+    from ..versions import installed_version
+
+    torch_rec = result.record("torch")
+    audio_rec = result.record("torchaudio")
+    if torch_rec is not None:
+        torch_facts = TorchFacts.from_record(torch_rec)
+    else:
+        version = installed_version("torch")
+        torch_facts = TorchFacts(
+            installed=version is not None,
+            version=version,
+            error=f"the torch probe failed: {result.error or 'it reported nothing'}",
+        )
+    if audio_rec is not None:
+        audio_facts = TorchaudioFacts.from_record(audio_rec)
+    else:
+        version = installed_version("torchaudio")
+        where = "loading torchaudio" if torch_rec is not None else "the probe"
+        audio_facts = TorchaudioFacts(
+            installed=version is not None,
+            version=version,
+            native_loaded=False if version is not None else None,
+            error=(
+                f"{where} failed: {result.error or 'it reported nothing'}"
+                if version is not None
+                else None
+            ),
+        )
+    return torch_facts, audio_facts
+
+
+def gpu_archs(platform: Platform) -> list[str]:
+    """The archs of every GPU on the platform (emulated included), in order, once each."""
+    return list(dict.fromkeys(gpu.arch for gpu in platform.gpus))
+
+
+def gather(
+    *,
+    smoke: bool = False,
+    timeouts: Timeouts | None = None,
+    env: Mapping[str, str] | None = None,
+    platform: Platform | None = None,
+) -> Facts:
+    """Read the real machine.  Never raises for what it finds (failures become facts)."""
+    from .hints import BLACKWELL_ARCHS
+    from .ptxas import probe_triton
+
+    limits = timeouts or Timeouts()
+    environ = dict(os.environ if env is None else env)
+    probe_error: str | None = None
+    if platform is None:
+        platform, probe_error = _probe_platform()
+
+    stack: dict[str, Any] = {}
+
+    def run_stack() -> None:
+        try:
+            stack["value"] = probe_stack(limits.facts, environ)
+        except Exception as exc:  # pragma: no cover - run_child does not raise
+            stack["error"] = f"{type(exc).__name__}: {exc}"
+
+    worker = threading.Thread(target=run_stack, name="blackwell-compat-doctor-stack")
+    worker.start()
+    archs = gpu_archs(platform) or list(BLACKWELL_ARCHS)
+    try:
+        triton = probe_triton(archs, env=environ, timeout=limits.tool)
+    except Exception as exc:
+        triton = TritonFacts(installed=True, error=f"{type(exc).__name__}: {exc}")
+    worker.join()
+    if "value" in stack:
+        torch_facts, audio_facts, _ = stack["value"]
+    else:
+        torch_facts = TorchFacts(installed=False, error=stack.get("error"))
+        audio_facts = TorchaudioFacts(installed=False)
+
+    smoke_report = None
+    if smoke:
+        from .smoke import run_smoke, targets_for
+
+        targets = targets_for(platform, torch_facts)
+        smoke_report = run_smoke(targets, torch_facts, timeout=limits.smoke, env=environ)
+    return Facts(
+        platform=platform,
+        torch=torch_facts,
+        torchaudio=audio_facts,
+        triton=triton,
+        env=environ,
+        patches=None,
+        smoke=smoke_report,
+        probe_error=probe_error,
+    )
+
+
+def _probe_platform() -> tuple[Platform, str | None]:
+    """``bc.probe()``; should it ever raise, an empty platform that says why."""
+    from ..probe import DriverInfo, build_platform, current_system, probe, read_versions
+
+    try:
+        return probe(refresh=True), None
+    except Exception as exc:
+        error = f"the platform probe raised {type(exc).__name__}: {exc}"
+        try:
+            versions: dict[str, str | None] = read_versions()
+        except Exception:
+            versions = {}
+        platform = build_platform(
+            driver=DriverInfo(available=False, error=error),
+            versions=versions,
+            system=current_system(),
+        )
+        return platform, error

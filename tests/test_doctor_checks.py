@@ -1,0 +1,480 @@
+"""The doctor's checks on fake machines (facts through the probe's injection points)."""
+
+from __future__ import annotations
+
+import pytest
+from support.doctor_fakes import (
+    CU124_ARCHS,
+    GB10,
+    H100,
+    RTX5090,
+    at,
+    audio_for,
+    machine,
+    patch_rows,
+    torch_cu128,
+)
+
+from blackwell_compat.doctor.checks import (
+    CHECKS,
+    FAIL,
+    PASS,
+    SKIP,
+    WARN,
+    arch_coverage,
+    build_report,
+    run_checks,
+)
+from blackwell_compat.doctor.facts import TorchFacts
+from blackwell_compat.probe import read_nvml, read_nvrtc
+
+
+def statuses(report):
+    return {c.id: c.status for c in report.checks}
+
+
+# -- no driver / broken driver --------------------------------------------------------------
+
+
+def test_no_driver_is_not_a_failure(tmp_path):
+    driver, gpus = read_nvml(tmp_path / "absent" / "libnvidia-ml.so.1")
+    assert not driver.available and gpus == ()
+    report = build_report(machine(driver=driver, torch=torch_cu128(())))
+    got = statuses(report)
+    assert got["driver"] == SKIP
+    assert got["gpus"] == SKIP
+    assert report.exit_code == 0, [c.as_dict() for c in report.checks if c.status == FAIL]
+    assert not report.affected
+
+
+def test_unloadable_nvml_library_fails_with_the_loader_error(tmp_path):
+    fake = tmp_path / "libnvidia-ml.so.1"
+    fake.write_text("not a shared library\n")
+    driver, _ = read_nvml(fake)
+    assert not driver.available
+    report = build_report(machine(driver=driver, torch=torch_cu128(())))
+    check = report.check("driver")
+    assert check.status == FAIL
+    assert str(fake) in " ".join(check.details)
+    assert "nvidia-smi" in check.commands
+    assert report.exit_code == 1
+
+
+def test_driver_older_than_torch_cuda_major_fails():
+    from dataclasses import replace
+
+    from support.doctor_fakes import DRIVER
+
+    old = replace(DRIVER, driver_version="550.54", cuda_driver_version=(12, 4))
+    facts = machine(
+        [H100], driver=old, torch=torch_cu128([H100], version="2.11.0+cu130", cuda="13.0")
+    )
+    check = build_report(facts).check("driver")
+    assert check.status == FAIL
+    assert "CUDA 13.0" in " ".join(check.details)
+
+
+# -- NVRTC verdicts with real NVRTC libraries -------------------------------------------------
+
+
+def test_gb10_with_nvrtc_12_8_is_affected_and_hints_the_wheel(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    report = build_report(machine([GB10], nvrtc=nvrtc))
+    check = report.check("nvrtc")
+    assert report.affected
+    assert check.status == FAIL
+    assert "sm_121" in check.summary and "NVIDIA GB10" in check.summary
+    assert "pip install nvidia-cuda-nvrtc-cu12==12.9.86" in check.commands
+    # the second way out: the CUDA 13 build of the same torch, torchaudio included
+    assert (
+        'pip install --upgrade "torch>=2.9" torchaudio '
+        "--index-url https://download.pytorch.org/whl/cu130"
+    ) in check.commands
+    assert "python -m blackwell_compat run -- python your_script.py" in check.commands
+    assert "pip will report" in (check.hint or "")
+    assert "in place of the NVRTC 12.8 wheel torch uses" in (check.hint or "")
+    # precompiled kernels still cover sm_121 through sm_120 SASS
+    assert report.check("torch").status == PASS
+    assert report.exit_code == 1
+
+
+def test_rtx5090_with_nvrtc_12_6_is_affected(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.6.77"])
+    report = build_report(machine([RTX5090], nvrtc=nvrtc))
+    check = report.check("nvrtc")
+    assert check.status == FAIL
+    assert "sm_120" in check.summary
+    assert "pip install nvidia-cuda-nvrtc-cu12==12.9.86" in check.commands
+
+
+def test_rtx5090_with_nvrtc_12_8_is_fine(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    report = build_report(machine([RTX5090], nvrtc=nvrtc))
+    assert not report.affected
+    assert report.check("nvrtc").status == PASS
+    assert report.check("nvrtc").commands == ()
+    assert report.exit_code == 0, [c.as_dict() for c in report.checks if c.status == FAIL]
+
+
+def test_h100_is_fine(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    report = build_report(machine([H100], nvrtc=nvrtc))
+    assert statuses(report)["nvrtc"] == PASS
+    assert "sm_90 (NVIDIA H100 80GB HBM3): Jiterator compiles" in report.check("nvrtc").details
+    assert report.exit_code == 0
+
+
+def test_mixed_machine_names_only_the_affected_gpu(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    gpus = [at(H100, 0), at(GB10, 1)]
+    report = build_report(machine(gpus, nvrtc=nvrtc))
+    check = report.check("nvrtc")
+    assert check.status == FAIL
+    assert "sm_121" in check.summary and "sm_90" not in check.summary
+    details = "\n".join(check.details)
+    assert "sm_90 (NVIDIA H100 80GB HBM3): Jiterator compiles" in details
+    assert "sm_121 (NVIDIA GB10): Jiterator FAILS" in details
+    assert "2 GPUs" in report.check("gpus").summary
+
+
+def test_cuda13_stack_is_fine_for_every_blackwell_arch(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["13.0.88"])
+    torch = torch_cu128([GB10], version="2.11.0+cu130", cuda="13.0")
+    report = build_report(machine([GB10], nvrtc=nvrtc, torch=torch))
+    assert report.check("nvrtc").status == PASS
+
+
+def test_cuda13_torch_missing_arch_hints_the_cu13_wheel():
+    from blackwell_compat.probe import NvrtcInfo
+
+    nvrtc = NvrtcInfo(
+        path="/venv/nvidia/cu13/lib/libnvrtc.so.13",
+        version=(13, 0),
+        supported_archs=("sm_90", "sm_100", "sm_120"),
+        source="fake",
+    )
+    torch = torch_cu128([GB10], version="2.11.0+cu130", cuda="13.0")
+    check = build_report(machine([GB10], nvrtc=nvrtc, torch=torch)).check("nvrtc")
+    assert check.status == FAIL
+    assert "pip install --upgrade nvidia-cuda-nvrtc" in check.commands
+
+
+def test_no_gpu_reports_what_a_blackwell_gpu_would_get(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    check = build_report(machine([], nvrtc=nvrtc, torch=torch_cu128(()))).check("nvrtc")
+    assert check.status == PASS
+    assert any("sm_100 yes, sm_103 no, sm_120 yes, sm_121 no" in line for line in check.details), (
+        check.details
+    )
+
+
+def test_unreadable_nvrtc_is_a_warning_with_gpus(tmp_path):
+    broken = tmp_path / "libnvrtc.so.12"
+    broken.write_text("junk")
+    nvrtc = read_nvrtc(broken)
+    check = build_report(machine([GB10], nvrtc=nvrtc)).check("nvrtc")
+    assert check.status == WARN
+    assert "cannot tell" in check.summary
+
+
+def test_torch_mapping_another_nvrtc_is_reported(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    torch = torch_cu128([H100], loaded_nvrtc=(nvrtc_libraries["12.6.77"],))
+    check = build_report(machine([H100], nvrtc=nvrtc, torch=torch)).check("nvrtc")
+    assert check.status == WARN
+    assert any(nvrtc_libraries["12.6.77"] in d for d in check.details)
+
+
+# -- torch ------------------------------------------------------------------------------------
+
+
+def test_torch_whose_arch_list_lacks_the_gpu_fails_with_no_kernel_image(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.6.77"])
+    torch = torch_cu128([GB10], version="2.6.0+cu124", cuda="12.4", arch_list=CU124_ARCHS)
+    report = build_report(machine([GB10], nvrtc=nvrtc, torch=torch))
+    check = report.check("torch")
+    assert check.status == FAIL
+    assert any("no kernel image is available" in d for d in check.details)
+    assert any("--index-url https://download.pytorch.org/whl/cu130" in c for c in check.commands)
+
+
+def test_torch_that_cannot_be_imported_fails():
+    torch = TorchFacts(installed=True, version="2.8.0", error="import torch failed: OSError: x")
+    check = build_report(machine([GB10], torch=torch)).check("torch")
+    assert check.status == FAIL
+    assert "import torch failed" in check.details[0]
+
+
+def test_torch_blind_to_the_gpu_fails():
+    torch = torch_cu128([GB10], cuda_available=False, devices=(), cuda_error="no CUDA GPUs")
+    assert build_report(machine([GB10], torch=torch)).check("torch").status == FAIL
+
+
+def test_cpu_only_torch_with_gpu_warns_and_skips_nvrtc():
+    torch = TorchFacts(installed=True, version="2.11.0+cpu", arch_list=())
+    report = build_report(machine([GB10], torch=torch))
+    assert report.check("torch").status == WARN
+    assert report.check("nvrtc").status == SKIP
+
+
+def test_torch_not_installed_skips():
+    torch = TorchFacts(installed=False)
+    audio = audio_for(torch, installed=False, version=None)
+    report = build_report(machine([], torch=torch, torchaudio=audio))
+    assert statuses(report)["torch"] == SKIP
+    assert statuses(report)["torchaudio"] == SKIP
+
+
+@pytest.mark.parametrize(
+    ("arch", "archs", "expected"),
+    [
+        ("sm_121", ("sm_90", "sm_120"), ("sass", "sm_120")),
+        ("sm_120", ("sm_90", "sm_120"), ("sass", "sm_120")),
+        ("sm_103", ("sm_90", "sm_100"), ("sass", "sm_100")),
+        ("sm_121", ("sm_90", "sm_90a"), ("none", None)),
+        ("sm_121", ("sm_90", "compute_90"), ("ptx", "compute_90")),
+        ("sm_90", ("sm_90a",), ("sass", "sm_90a")),
+        ("sm_100", ("sm_90a", "sm_120"), ("none", None)),
+        ("sm_86", ("sm_80", "sm_86", "compute_86"), ("sass", "sm_86")),
+    ],
+)
+def test_arch_coverage(arch, archs, expected):
+    assert arch_coverage(arch, archs) == expected
+
+
+# -- torchaudio -------------------------------------------------------------------------------
+
+
+def test_torchaudio_that_does_not_load_fails_with_matching_build_hint():
+    torch = torch_cu128([H100])
+    audio = audio_for(torch, native_loaded=False, error="OSError: undefined symbol: _ZN3c10")
+    check = build_report(machine([H100], torch=torch, torchaudio=audio)).check("torchaudio")
+    assert check.status == FAIL
+    assert any(
+        "torchaudio==2.8.0 --index-url https://download.pytorch.org/whl/cu128" in c
+        for c in check.commands
+    )
+
+
+def test_cpu_only_torchaudio_on_aarch64_warns():
+    torch = torch_cu128([GB10])
+    audio = audio_for(torch, cpu_only=True, cuda_version=None, version="2.8.0")
+    check = build_report(machine([GB10], torch=torch, torchaudio=audio)).check("torchaudio")
+    assert check.status == WARN
+    assert "CPU-only" in check.summary
+    assert "aarch64" in " ".join(check.details)
+
+
+def test_torchaudio_for_another_torch_warns():
+    torch = torch_cu128([H100])
+    audio = audio_for(torch, version="2.7.1+cu128")
+    check = build_report(machine([H100], torch=torch, torchaudio=audio)).check("torchaudio")
+    assert check.status == WARN
+
+
+# -- triton -----------------------------------------------------------------------------------
+
+
+def test_ptxas_rejecting_the_gpu_fails_and_points_at_an_alternative():
+    from blackwell_compat.doctor.ptxas import PtxasProbe, TritonFacts
+
+    old = PtxasProbe(
+        path="/venv/triton/backends/nvidia/bin/ptxas",
+        role="ptxas",
+        source="bundled with triton",
+        version="12.8",
+        accepts={"sm_121a": False},
+        errors={"sm_121a": "ptxas fatal   : Value 'sm_121a' is not defined for option 'gpu-name'"},
+    )
+    new = PtxasProbe(
+        path="/usr/local/cuda-13.0/bin/ptxas",
+        role="ptxas",
+        source="found on this machine",
+        version="13.0",
+        accepts={"sm_121a": True},
+    )
+    triton = TritonFacts(
+        installed=True, version="3.3.1", tools=(old,), uses={"sm_121": "ptxas"}, alternatives=(new,)
+    )
+    check = build_report(machine([GB10], triton=triton)).check("triton")
+    assert check.status == FAIL
+    assert "export TRITON_PTXAS_PATH=/usr/local/cuda-13.0/bin/ptxas" in check.commands
+    assert any("is not defined for option 'gpu-name'" in d for d in check.details)
+
+
+def test_ptxas_rejecting_without_alternative_hints_the_nvcc_wheel():
+    from blackwell_compat.doctor.ptxas import PtxasProbe, TritonFacts
+
+    old = PtxasProbe(
+        path="/t/ptxas-blackwell",
+        role="ptxas-blackwell",
+        source="bundled with triton",
+        version="12.8",
+        accepts={"sm_121a": False},
+    )
+    triton = TritonFacts(
+        installed=True, version="3.5.0", tools=(old,), uses={"sm_121": "ptxas-blackwell"}
+    )
+    check = build_report(machine([GB10], triton=triton)).check("triton")
+    assert check.status == FAIL
+    assert "pip install nvidia-cuda-nvcc-cu12==12.9.86" in check.commands
+    assert any(c.startswith("export TRITON_PTXAS_BLACKWELL_PATH=") for c in check.commands)
+
+
+def test_triton_missing_is_skipped():
+    from blackwell_compat.doctor.ptxas import TritonFacts
+
+    check = build_report(machine([H100], triton=TritonFacts(installed=False))).check("triton")
+    assert check.status == SKIP
+
+
+# -- patches ----------------------------------------------------------------------------------
+
+
+def test_patches_would_apply_only_where_affected(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    affected = build_report(machine([GB10], nvrtc=nvrtc)).check("patches")
+    fine = build_report(machine([H100], nvrtc=nvrtc)).check("patches")
+    assert "would apply here: torch, torchaudio" in affected.summary
+    assert "would apply here: none" in fine.summary
+    assert "python -m blackwell_compat run -- python your_script.py" in affected.commands
+    assert fine.commands == ()
+
+
+def test_patch_outside_its_range_warns_on_an_affected_machine(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    rows = patch_rows(torchaudio_version="2.13.0")
+    check = build_report(machine([GB10], nvrtc=nvrtc, patches=rows)).check("patches")
+    assert check.status == WARN
+    assert "torchaudio 2.13.0" in " ".join(check.details)
+
+
+def test_patch_that_failed_to_load_fails():
+    rows = patch_rows()
+    rows.append(
+        {
+            "name": "broken",
+            "provider": "thirdparty",
+            "entry_point": "x:Y",
+            "loaded": False,
+            "error": "failed to load: ImportError: nope",
+            "would_apply": False,
+            "why": "failed to load",
+            "state": "failed",
+        }
+    )
+    check = build_report(machine([H100], patches=rows)).check("patches")
+    assert check.status == FAIL
+    assert any("ImportError: nope" in d for d in check.details)
+
+
+def test_patch_rows_read_live_from_the_registry():
+    facts = machine([H100], patches=None)
+    from dataclasses import replace
+
+    check = build_report(replace(facts, patches=None)).check("patches")
+    from blackwell_compat.engine import registrations
+
+    assert check.summary.startswith(f"{len(registrations())} known")
+
+
+# -- environment ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"BLACKWELL_COMPAT_AUTO": "maybe"}, "BLACKWELL_COMPAT_AUTO='maybe' is not a boolean"),
+        ({"BLACKWELL_COMPAT_EMULATE": "gb10"}, "'gb10' is not a GPU architecture"),
+        ({"BLACKWELL_COMPAT_DISABLE": "torch,nosuch"}, "unknown patch name(s) 'nosuch'"),
+        ({"BLACKWELL_COMPAT_STRATEGY": "torchaudio"}, "is malformed"),
+        ({"BLACKWELL_COMPAT_STRATEGY": "torchaudio=fast"}, "has no strategy 'fast'"),
+    ],
+)
+def test_malformed_variables_fail_with_the_exact_problem(env, needle):
+    check = build_report(machine([H100], env=env)).check("environment")
+    assert check.status == FAIL
+    assert needle in check.summary or any(needle in d for d in check.details), check
+
+
+def test_valid_variables_are_listed():
+    env = {
+        "BLACKWELL_COMPAT_DISABLE": "torchaudio",
+        "BLACKWELL_COMPAT_STRATEGY": "torchaudio=cpu",
+        "TRITON_PTXAS_PATH": "/opt/ptxas",
+    }
+    check = build_report(machine([H100], env=env)).check("environment")
+    assert check.status == PASS
+    text = "\n".join(check.details)
+    assert "disables torchaudio" in text and "torchaudio uses cpu" in text
+    assert "TRITON_PTXAS_PATH='/opt/ptxas'" in text
+
+
+# -- emulation --------------------------------------------------------------------------------
+
+
+def test_emulated_gb10_is_affected_with_patches_and_hints(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["13.0.88"])
+    torch = torch_cu128((), version="2.11.0+cu130", cuda="13.0")
+    facts = machine(
+        [],
+        nvrtc=nvrtc,
+        torch=torch,
+        emulated_arch="sm_121",
+        env={"BLACKWELL_COMPAT_EMULATE": "sm_121"},
+    )
+    report = build_report(facts)
+    assert report.affected
+    nvrtc_check = report.check("nvrtc")
+    assert nvrtc_check.status == FAIL
+    assert "emulated" in nvrtc_check.summary
+    assert "Emulation only" in (nvrtc_check.hint or "")
+    assert "python -m blackwell_compat run -- python your_script.py" in nvrtc_check.commands
+    assert "would apply here: torch, torchaudio" in report.check("patches").summary
+    assert report.check("environment").status == WARN
+    assert report.exit_code == 1
+
+
+def test_emulated_arch_that_the_real_nvrtc_lacks_gets_the_real_fix(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    facts = machine([], nvrtc=nvrtc, torch=torch_cu128(()), emulated_arch="sm_121")
+    check = build_report(facts).check("nvrtc")
+    assert "a real sm_121 GPU would fail here too" in (check.hint or "")
+    assert "pip install nvidia-cuda-nvrtc-cu12==12.9.86" in check.commands
+
+
+# -- robustness -------------------------------------------------------------------------------
+
+
+def test_a_raising_check_becomes_a_fail_result_and_the_others_run():
+    def explode(facts):
+        raise RuntimeError("boom")
+
+    checks = [CHECKS[0], ("exploding", "Exploding", explode), *CHECKS[1:]]
+    results = run_checks(machine([H100]), checks)
+    assert [r.id for r in results] == [c[0] for c in checks]
+    bad = results[1]
+    assert bad.status == FAIL
+    assert "RuntimeError: boom" in bad.summary
+    assert all(r.status in (PASS, WARN, FAIL, SKIP) for r in results)
+    assert sum(1 for r in results if r.status == FAIL) == 1
+
+
+def test_facts_that_break_a_check_do_not_stop_the_report():
+    # a value no environment can hold makes the environment check raise inside
+    torch = torch_cu128([H100], arch_list=("sm_90",))
+    facts = machine([H100], torch=torch, env={"BLACKWELL_COMPAT_DISABLE": object()})  # type: ignore[dict-item]
+    report = build_report(facts)
+    assert report.check("environment").status == FAIL
+    assert report.check("torch").status == PASS
+
+
+def test_unknown_status_is_refused():
+    from blackwell_compat.doctor.checks import CheckResult
+
+    with pytest.raises(ValueError, match="status 'ok'"):
+        CheckResult(id="x", title="X", status="ok", summary="")
+
+
+def test_smoke_not_requested_is_skipped():
+    assert build_report(machine([H100])).check("smoke").status == SKIP
