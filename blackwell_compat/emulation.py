@@ -16,13 +16,17 @@ from . import config
 _lock = threading.RLock()
 _stack: list[str] = []
 _env_active = False
+_local = threading.local()  # per-thread suspension depth, see suspended()
 
 
 def current_arch() -> str | None:
     """The emulated architecture in force, or ``None``.
 
     Emulation is process-wide (not per thread): on a real affected GPU every thread fails.
+    A thread inside :func:`suspended` sees no emulation.
     """
+    if getattr(_local, "depth", 0):
+        return None
     with _lock:
         if _stack:
             return _stack[-1]
@@ -33,6 +37,21 @@ def current_arch() -> str | None:
 
 def is_active() -> bool:
     return current_arch() is not None
+
+
+@contextmanager
+def suspended() -> Iterator[None]:
+    """In the calling thread only, run the block as if no emulation were active.
+
+    For code that stands for work done on the real CPU while the CPU plays the affected GPU:
+    the ``cpu`` strategies of the targeted patches compute their reference result inside it.
+    Other threads keep emulating.  Blocks nest.
+    """
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _local.depth -= 1
 
 
 def _install_kernels() -> None:
