@@ -746,7 +746,7 @@ def check_patches(facts: Facts) -> CheckResult:
         else:
             target = ", ".join(row.get("modules") or ()) or "-"
         verdict = "would apply" if ok else f"would not apply ({why})"
-        details.append(f"{name}: {target}: {verdict}; here: {state}")
+        details.append(f"{name}: {target}: {verdict}; in this process: {state}")
         if state in ("failed", "drift"):
             status = FAIL
             details.append(f"  {row.get('state_reason')}")

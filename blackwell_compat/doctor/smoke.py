@@ -44,7 +44,11 @@ _NVRTC_MARK = "invalid value for --gpu-architecture"
 
 @dataclass(frozen=True)
 class Workload:
-    """One tiny computation that reaches a Jiterator-compiled kernel on CUDA."""
+    """One tiny computation that reaches a Jiterator-compiled kernel on CUDA.
+
+    ``family`` is the op inventory's group (``complex``, ``reduction``, ``real``, ``integer``)
+    or the library a workload exercises end to end (``torchaudio``).
+    """
 
     name: str
     family: str
@@ -103,7 +107,7 @@ def _gcd(torch: Any, device: str) -> Any:
 
 
 WORKLOADS: tuple[Workload, ...] = (
-    Workload("stft_abs", "complex unary", "torch.stft(...).abs() (complex64 abs)", _stft_abs),
+    Workload("stft_abs", "complex", "torch.stft(...).abs() (complex64 abs)", _stft_abs),
     Workload(
         "kaldi_fbank",
         "torchaudio",
@@ -113,17 +117,17 @@ WORKLOADS: tuple[Workload, ...] = (
         rtol=1e-3,
         atol=1e-3,
     ),
-    Workload("complex_angle", "complex unary", "torch.angle (complex64)", _complex_angle),
+    Workload("complex_angle", "complex", "torch.angle (complex64)", _complex_angle),
     Workload(
         "complex32_mul",
-        "complex32 arithmetic",
+        "complex",
         "mul (complex32)",
         _complex32_mul,
         rtol=1e-2,
         atol=1e-2,
     ),
-    Workload("lgamma", "real special functions", "torch.lgamma (float32)", _lgamma),
-    Workload("prod", "prod reduction", "torch.prod (float32)", _prod),
+    Workload("lgamma", "real", "torch.lgamma (float32)", _lgamma),
+    Workload("prod", "reduction", "torch.prod (float32)", _prod),
     Workload("gcd", "integer", "torch.gcd (int64)", _gcd),
 )
 
