@@ -13,8 +13,14 @@ Numerics:
   the squares are ``inf``).  It handles ``inf``/``nan`` as C99 ``cabs`` does: an infinite
   component gives ``inf`` even when the other one is ``nan``.  On CPU it is bit-identical to
   complex64 ``abs``; for complex128 it can differ from the library kernel by one ulp.
-* :func:`power` is ``magnitude(z) ** 2``, the same operation sequence as ``z.abs() ** 2`` in the
-  code it replaces, so results agree bit for bit wherever :func:`magnitude` does.
+* :func:`power` is ``re * re + im * im``: within two ulps of ``z.abs() ** 2`` and about three
+  times faster on the CPU than either that or ``hypot(re, im) ** 2`` (the square root is never
+  taken).  It overflows exactly where ``|z| ** 2`` itself exceeds the float range; results
+  below the smallest normal float (``|z|`` under about 1e-19 in float32) are rounded in two
+  steps and lose relative precision, far below the floors (1e-10 and up) that spectral
+  features clamp to.  One deliberate difference: an infinite component paired with a ``nan``
+  gives ``nan`` here and ``inf`` from ``abs() ** 2`` (restoring ``inf`` would cost more than
+  the whole computation; use ``magnitude(z) ** 2`` where that case matters).
 * :func:`phase` uses ``atan2(im, re)`` (sign of zero respected: ``phase(-1-0j) == -pi``).  It may
   differ from complex ``angle`` by an ulp (and is the more accurate of the two on CPU).
 * :func:`polar` builds ``torch.complex(mag * cos(phase), mag * sin(phase))``.  ``torch.polar``
@@ -138,10 +144,14 @@ def magnitude(z: Tensor) -> Tensor:
 def power(z: Tensor) -> Tensor:
     """``|z| ** 2`` (the power spectrum of an STFT/FFT), Jiterator-free.
 
-    Computed as ``magnitude(z) ** 2``: the operation sequence of ``z.abs() ** 2`` in the code it
-    stands in for, so the two agree wherever :func:`magnitude` agrees with complex ``abs``.
+    Computed as ``re * re + im * im`` on the real views (see the module notes for accuracy);
+    its gradient is ``2 * z``, 0 at the origin, like ``z.abs() ** 2``.  A real tensor gives
+    ``z * z``.
     """
-    return magnitude(z).pow(2.0)
+    if not z.is_complex():
+        return z * z
+    re, im = _parts(z)
+    return re * re + im * im
 
 
 def phase(z: Tensor) -> Tensor:
