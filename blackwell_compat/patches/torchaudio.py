@@ -1,0 +1,574 @@
+"""torchaudio: feature extraction and phase reconstruction without complex Jiterator kernels.
+
+Call sites rewritten (torchaudio 2.x):
+
+``torchaudio.compliance.kaldi.fbank`` / ``spectrogram``
+    ``torch.fft.rfft(frames).abs()``: complex ``abs`` is compiled by the Jiterator on CUDA.
+    ``mfcc`` calls ``fbank`` through the module global, so it is covered by the ``fbank``
+    rewrite (and routed whole to the CPU under the ``cpu`` strategy).  pyannote.audio's
+    WeSpeaker embedding (WhisperX diarization) stores ``functools.partial(kaldi.fbank, ...)``
+    in its ``__init__`` and calls it under ``torch.vmap``: the rewrite replaces the function's
+    code in place, so partials made before ``apply()`` run it too, and it is vmap-safe.
+``torchaudio.functional.spectrogram``
+    ``spec.abs()`` / ``spec.abs().pow(power)`` for ``power`` not ``None``; used by
+    ``transforms.Spectrogram``, ``MelSpectrogram``, ``MFCC``, ``spectral_centroid``.  With
+    ``power=None`` the complex spectrum is returned untouched: it needs no Jiterator kernel, and
+    what the caller does with it afterwards is the caller's own call site (the ``torch`` op
+    guard's job).
+``torchaudio.functional.griffinlim`` (``transforms.GriffinLim``)
+    normalises phasors with complex ``abs``.
+``torchaudio.functional.phase_vocoder`` (``transforms.TimeStretch``, ``pitch_shift``)
+    complex ``angle`` and ``abs``.
+
+``transforms.*`` call these through the module attribute (``F.spectrogram``), and torchaudio's
+own modules call them through their module globals: the in-place replacement reaches all of
+them, and references captured anywhere before ``apply()``.
+
+Strategies:
+
+``real`` (default)
+    On an affected device, compute magnitudes with ``hypot`` and phases with ``atan2`` on
+    ``view_as_real`` of the spectrum, power spectra as ``re * re + im * im``
+    (:mod:`blackwell_compat.spectral`); everything else is torchaudio's own code.  Results
+    agree with the complex path to float rounding (``assert_close`` defaults); power spectra are
+    cheaper to compute this way than with complex ``abs``.
+``cpu``
+    On an affected device, move the inputs to the CPU, run torchaudio's own function there and
+    move the result back: the reference kernels, bit for bit, at the price of the transfers.
+
+Tensors on other devices (the CPU outside emulation, GPUs that are not affected) always reach
+the original functions.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from collections.abc import Callable
+from typing import Any
+
+from .. import spectral
+from ..registry import Patch, PatchContext
+from ._common import argument, call_on_cpu, defaults_problems, targeted
+from ._drift import function_problems
+
+REAL = "real"
+CPU = "cpu"
+KALDI = "torchaudio.compliance.kaldi"
+FUNCTIONAL = "torchaudio.functional.functional"
+
+__all__ = ["CPU", "REAL", "TorchaudioPatch"]
+
+
+# -- signatures of the targets (our rewrites take exactly these parameters) -------------------
+# The drift check compares them, defaults included, with the installed torchaudio.
+
+
+def _sig_kaldi_spectrogram(
+    waveform: Any,
+    blackman_coeff: float = 0.42,
+    channel: int = -1,
+    dither: float = 0.0,
+    energy_floor: float = 1.0,
+    frame_length: float = 25.0,
+    frame_shift: float = 10.0,
+    min_duration: float = 0.0,
+    preemphasis_coefficient: float = 0.97,
+    raw_energy: bool = True,
+    remove_dc_offset: bool = True,
+    round_to_power_of_two: bool = True,
+    sample_frequency: float = 16000.0,
+    snip_edges: bool = True,
+    subtract_mean: bool = False,
+    window_type: str = "povey",
+) -> None:
+    """Parameters of ``kaldi.spectrogram``."""
+
+
+def _sig_kaldi_fbank(
+    waveform: Any,
+    blackman_coeff: float = 0.42,
+    channel: int = -1,
+    dither: float = 0.0,
+    energy_floor: float = 1.0,
+    frame_length: float = 25.0,
+    frame_shift: float = 10.0,
+    high_freq: float = 0.0,
+    htk_compat: bool = False,
+    low_freq: float = 20.0,
+    min_duration: float = 0.0,
+    num_mel_bins: int = 23,
+    preemphasis_coefficient: float = 0.97,
+    raw_energy: bool = True,
+    remove_dc_offset: bool = True,
+    round_to_power_of_two: bool = True,
+    sample_frequency: float = 16000.0,
+    snip_edges: bool = True,
+    subtract_mean: bool = False,
+    use_energy: bool = False,
+    use_log_fbank: bool = True,
+    use_power: bool = True,
+    vtln_high: float = -500.0,
+    vtln_low: float = 100.0,
+    vtln_warp: float = 1.0,
+    window_type: str = "povey",
+) -> None:
+    """Parameters of ``kaldi.fbank``."""
+
+
+_KALDI_HELPERS: dict[str, tuple[str, ...]] = {
+    "_get_waveform_and_window_properties": (
+        "waveform",
+        "channel",
+        "sample_frequency",
+        "frame_shift",
+        "frame_length",
+        "round_to_power_of_two",
+        "preemphasis_coefficient",
+    ),
+    "_get_window": (
+        "waveform",
+        "padded_window_size",
+        "window_size",
+        "window_shift",
+        "window_type",
+        "blackman_coeff",
+        "snip_edges",
+        "raw_energy",
+        "energy_floor",
+        "dither",
+        "remove_dc_offset",
+        "preemphasis_coefficient",
+    ),
+    "get_mel_banks": (
+        "num_bins",
+        "window_length_padded",
+        "sample_freq",
+        "low_freq",
+        "high_freq",
+        "vtln_low",
+        "vtln_high",
+        "vtln_warp_factor",
+    ),
+    "_get_epsilon": ("device", "dtype"),
+    "_subtract_column_mean": ("tensor", "subtract_mean"),
+}
+
+# Names each target must still use: the complex call we rewrite and the helpers we share.
+_KALDI_USES = {
+    "spectrogram": ("rfft", "abs", "_get_window", "_get_waveform_and_window_properties"),
+    "fbank": ("rfft", "abs", "_get_window", "_get_waveform_and_window_properties", "get_mel_banks"),
+    "mfcc": ("fbank",),
+}
+
+_FUNCTIONAL_PARAMS = {
+    "spectrogram": (
+        "waveform",
+        "pad",
+        "window",
+        "n_fft",
+        "hop_length",
+        "win_length",
+        "power",
+        "normalized",
+        "center",
+        "pad_mode",
+        "onesided",
+        "return_complex",
+    ),
+    "griffinlim": (
+        "specgram",
+        "window",
+        "n_fft",
+        "hop_length",
+        "win_length",
+        "power",
+        "n_iter",
+        "momentum",
+        "length",
+        "rand_init",
+    ),
+    "phase_vocoder": ("complex_specgrams", "rate", "phase_advance"),
+}
+
+_FUNCTIONAL_USES = {
+    "spectrogram": ("stft", "abs"),
+    "griffinlim": ("stft", "istft", "abs", "_get_complex_dtype"),
+    "phase_vocoder": ("angle", "abs", "polar", "cumsum", "index_select"),
+}
+
+
+# -- kaldi rewrites ---------------------------------------------------------------------------
+
+
+def _kaldi_frames(
+    kaldi: types.ModuleType, waveform: Any, o: dict[str, Any]
+) -> tuple[Any, Any, int] | None:
+    """Windowed frames, their log energies and the FFT size; ``None`` when the signal is
+    shorter than ``min_duration``.  Uses torchaudio's own framing code unchanged."""
+    signal, shift, size, fft_size = kaldi._get_waveform_and_window_properties(
+        waveform,
+        o["channel"],
+        o["sample_frequency"],
+        o["frame_shift"],
+        o["frame_length"],
+        o["round_to_power_of_two"],
+        o["preemphasis_coefficient"],
+    )
+    if len(signal) < o["min_duration"] * o["sample_frequency"]:
+        return None
+    frames, log_energy = kaldi._get_window(
+        signal,
+        fft_size,
+        size,
+        shift,
+        o["window_type"],
+        o["blackman_coeff"],
+        o["snip_edges"],
+        o["raw_energy"],
+        o["energy_floor"],
+        o["dither"],
+        o["remove_dc_offset"],
+        o["preemphasis_coefficient"],
+    )
+    return frames, log_energy, fft_size
+
+
+def _make_kaldi_spectrogram(kaldi: types.ModuleType) -> Callable[..., Any]:
+    def real_spectrogram(
+        waveform: Any,
+        blackman_coeff: float = 0.42,
+        channel: int = -1,
+        dither: float = 0.0,
+        energy_floor: float = 1.0,
+        frame_length: float = 25.0,
+        frame_shift: float = 10.0,
+        min_duration: float = 0.0,
+        preemphasis_coefficient: float = 0.97,
+        raw_energy: bool = True,
+        remove_dc_offset: bool = True,
+        round_to_power_of_two: bool = True,
+        sample_frequency: float = 16000.0,
+        snip_edges: bool = True,
+        subtract_mean: bool = False,
+        window_type: str = "povey",
+    ) -> Any:
+        import torch
+
+        floor = kaldi._get_epsilon(waveform.device, waveform.dtype)
+        framed = _kaldi_frames(kaldi, waveform, locals())
+        if framed is None:
+            return torch.empty(0)  # what torchaudio returns for a too-short signal
+        frames, log_energy, _ = framed
+        log_power = torch.max(spectral.power(torch.fft.rfft(frames)), floor).log()
+        log_power[:, 0] = log_energy
+        return kaldi._subtract_column_mean(log_power, subtract_mean)
+
+    return real_spectrogram
+
+
+def _make_kaldi_fbank(kaldi: types.ModuleType) -> Callable[..., Any]:
+    def real_fbank(
+        waveform: Any,
+        blackman_coeff: float = 0.42,
+        channel: int = -1,
+        dither: float = 0.0,
+        energy_floor: float = 1.0,
+        frame_length: float = 25.0,
+        frame_shift: float = 10.0,
+        high_freq: float = 0.0,
+        htk_compat: bool = False,
+        low_freq: float = 20.0,
+        min_duration: float = 0.0,
+        num_mel_bins: int = 23,
+        preemphasis_coefficient: float = 0.97,
+        raw_energy: bool = True,
+        remove_dc_offset: bool = True,
+        round_to_power_of_two: bool = True,
+        sample_frequency: float = 16000.0,
+        snip_edges: bool = True,
+        subtract_mean: bool = False,
+        use_energy: bool = False,
+        use_log_fbank: bool = True,
+        use_power: bool = True,
+        vtln_high: float = -500.0,
+        vtln_low: float = 100.0,
+        vtln_warp: float = 1.0,
+        window_type: str = "povey",
+    ) -> Any:
+        import torch
+
+        device, dtype = waveform.device, waveform.dtype
+        framed = _kaldi_frames(kaldi, waveform, locals())
+        if framed is None:
+            return torch.empty(0, device=device, dtype=dtype)
+        frames, log_energy, fft_size = framed
+        fft = torch.fft.rfft(frames)
+        spectrum = spectral.power(fft) if use_power else spectral.magnitude(fft)
+        banks, _ = kaldi.get_mel_banks(
+            num_mel_bins,
+            fft_size,
+            sample_frequency,
+            low_freq,
+            high_freq,
+            vtln_low,
+            vtln_high,
+            vtln_warp,
+        )
+        # The banks cover fft_size // 2 bins; the Nyquist bin gets a zero weight.
+        banks = torch.nn.functional.pad(banks.to(device=device, dtype=dtype), (0, 1), value=0)
+        energies = torch.mm(spectrum, banks.T)
+        if use_log_fbank:
+            energies = torch.max(energies, kaldi._get_epsilon(device, dtype)).log()
+        if use_energy:
+            column = log_energy.unsqueeze(1)
+            parts = (energies, column) if htk_compat else (column, energies)
+            energies = torch.cat(parts, dim=1)
+        return kaldi._subtract_column_mean(energies, subtract_mean)
+
+    return real_fbank
+
+
+# -- torchaudio.functional rewrites -----------------------------------------------------------
+
+
+def _real_spectrogram(original: Callable[..., Any]) -> Callable[..., Any]:
+    def spectrogram(
+        waveform: Any,
+        pad: int,
+        window: Any,
+        n_fft: int,
+        hop_length: int,
+        win_length: int,
+        power: float | None,
+        normalized: bool | str,
+        center: bool = True,
+        pad_mode: str = "reflect",
+        onesided: bool = True,
+        return_complex: bool | None = None,
+    ) -> Any:
+        # torchaudio's own code up to the complex spectrum (padding, batching, normalisation:
+        # none of it is jitted), then the magnitude on real views.
+        spec = original(
+            waveform,
+            pad,
+            window,
+            n_fft,
+            hop_length,
+            win_length,
+            None,
+            normalized,
+            center,
+            pad_mode,
+            onesided,
+            return_complex,
+        )
+        if power is None:
+            return spec
+        if power == 2.0:
+            return spectral.power(spec)
+        mag = spectral.magnitude(spec)
+        return mag if power == 1.0 else mag.pow(power)
+
+    return spectrogram
+
+
+def _real_griffinlim(functional: types.ModuleType, original: Callable[..., Any]) -> Any:
+    def griffinlim(
+        specgram: Any,
+        window: Any,
+        n_fft: int,
+        hop_length: int,
+        win_length: int,
+        power: float,
+        n_iter: int,
+        momentum: float,
+        length: int | None,
+        rand_init: bool,
+    ) -> Any:
+        import torch
+
+        if not 0 <= momentum < 1 or specgram.dtype not in (torch.float32, torch.float64):
+            # Invalid arguments: torchaudio raises its own error before any complex op.
+            # Half precision: complex32 arithmetic is jitted throughout; left to the op guard.
+            return original(
+                specgram, window, n_fft, hop_length, win_length, power, n_iter, momentum,
+                length, rand_init,
+            )  # fmt: skip
+        decay = momentum / (1 + momentum)
+        batch = specgram.shape[:-2]
+        mags = specgram.reshape((-1, *specgram.shape[-2:])).pow(1 / power)
+        cdtype = functional._get_complex_dtype(mags.dtype)
+        if rand_init:
+            phasors = torch.rand(mags.size(), dtype=cdtype, device=mags.device)
+        else:
+            phasors = torch.full(mags.size(), 1, dtype=cdtype, device=mags.device)
+        frames: dict[str, Any] = {
+            "n_fft": n_fft,
+            "hop_length": hop_length,
+            "win_length": win_length,
+        }
+        previous = torch.tensor(0.0, dtype=mags.dtype, device=mags.device)
+        for _ in range(n_iter):
+            estimate = torch.istft(mags * phasors, window=window, length=length, **frames)
+            rebuilt = torch.stft(
+                input=estimate,
+                window=window,
+                center=True,
+                pad_mode="reflect",
+                normalized=False,
+                onesided=True,
+                return_complex=True,
+                **frames,
+            )
+            phasors = rebuilt
+            if decay:
+                phasors = phasors - previous.mul_(decay)
+            phasors = phasors.div(spectral.magnitude(phasors).add(1e-16))
+            previous = rebuilt
+        waveform = torch.istft(mags * phasors, window=window, length=length, **frames)
+        return waveform.reshape(batch + waveform.shape[-1:])
+
+    return griffinlim
+
+
+def _real_phase_vocoder(original: Callable[..., Any]) -> Any:
+    def phase_vocoder(complex_specgrams: Any, rate: float, phase_advance: Any) -> Any:
+        import torch
+
+        if rate == 1.0 or not complex_specgrams.is_complex():
+            return original(complex_specgrams, rate, phase_advance)
+        shape = complex_specgrams.shape
+        spec = complex_specgrams.reshape((-1, *shape[-2:]))
+        real_dtype = torch.real(spec).dtype
+        steps = torch.arange(0, spec.size(-1), rate, device=spec.device, dtype=real_dtype)
+        weights = steps % 1.0
+        start = spectral.phase(spec[..., :1])
+        # Two zero frames at the end so that frame index + 1 always exists.
+        spec = torch.nn.functional.pad(spec, [0, 2])
+        left = spec.index_select(-1, steps.long())
+        right = spec.index_select(-1, (steps + 1).long())
+        delta = spectral.phase(right) - spectral.phase(left) - phase_advance
+        two_pi = 2 * math.pi
+        delta = delta - two_pi * torch.round(delta / two_pi)  # wrap into [-pi, pi]
+        increments = torch.cat([start, (delta + phase_advance)[..., :-1]], dim=-1)
+        accumulated = torch.cumsum(increments, -1)
+        mag = weights * spectral.magnitude(right) + (1 - weights) * spectral.magnitude(left)
+        stretched = spectral.polar(mag, accumulated)
+        return stretched.reshape(shape[:-2] + stretched.shape[1:])
+
+    return phase_vocoder
+
+
+# -- dispatch: affected tensors to the rewrite, everything else to the original ----------------
+
+
+class _Router:
+    """The replacement installed on a target: calls whose tensor argument (position *index* or
+    keyword *name*) lives on an affected device go to *rewrite*, or, when *rewrite* is
+    ``None`` (the ``cpu`` strategy), to the original function run on the CPU.  Every other
+    call goes to the original unchanged."""
+
+    def __init__(self, index: int, name: str) -> None:
+        self.index = index
+        self.name = name
+        self.original: Callable[..., Any] | None = None
+        self.rewrite: Callable[..., Any] | None = None
+
+    def install(
+        self,
+        ctx: PatchContext,
+        owner: types.ModuleType,
+        attr: str,
+        make: Callable[[Callable[..., Any]], Callable[..., Any]] | None,
+    ) -> None:
+        self.original = ctx.replace_function(owner, attr, self)
+        self.rewrite = None if make is None else make(self.original)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        original = self.original
+        assert original is not None
+        tensor = argument(args, kwargs, self.index, self.name)
+        if not targeted(tensor):
+            return original(*args, **kwargs)
+        if self.rewrite is None:
+            return call_on_cpu(original, tensor.device, args, kwargs)
+        return self.rewrite(*args, **kwargs)
+
+
+class TorchaudioPatch(Patch):
+    name = "torchaudio"
+    summary = (
+        "kaldi fbank/spectrogram/mfcc, functional.spectrogram, griffinlim and phase_vocoder "
+        "without complex abs/angle (also pyannote/WhisperX fbank partials)"
+    )
+    distribution = "torchaudio"
+    supported = ">=2.6,<3"
+    modules = (KALDI, FUNCTIONAL)
+    requires_affected = True
+    strategies = (REAL, CPU)
+    docs = "docs/patches/torchaudio.md"
+
+    def check(self, module: types.ModuleType) -> list[str]:
+        if module.__name__ == KALDI:
+            return self._check_kaldi(module)
+        if module.__name__ == FUNCTIONAL:
+            return self._check_functional(module)
+        return [f"unexpected module {module.__name__}"]
+
+    def _check_kaldi(self, kaldi: types.ModuleType) -> list[str]:
+        problems: list[str] = []
+        for attr, uses in _KALDI_USES.items():
+            problems += function_problems(kaldi, attr, where=KALDI, names=uses)
+        for attr, model in (("spectrogram", _sig_kaldi_spectrogram), ("fbank", _sig_kaldi_fbank)):
+            target = getattr(kaldi, attr, None)
+            if target is not None:
+                problems += defaults_problems(target, model, f"{KALDI}.{attr}")
+        for attr, params in _KALDI_HELPERS.items():
+            problems += function_problems(kaldi, attr, where=KALDI, params=params)
+        return problems
+
+    def _check_functional(self, functional: types.ModuleType) -> list[str]:
+        problems: list[str] = []
+        for attr, params in _FUNCTIONAL_PARAMS.items():
+            problems += function_problems(
+                functional, attr, where=FUNCTIONAL, params=params, names=_FUNCTIONAL_USES[attr]
+            )
+        problems += function_problems(
+            functional, "_get_complex_dtype", where=FUNCTIONAL, params=("real_dtype",)
+        )
+        return problems
+
+    def apply(self, module: types.ModuleType, ctx: PatchContext) -> None:
+        if module.__name__ == KALDI:
+            self._apply_kaldi(module, ctx)
+        elif module.__name__ == FUNCTIONAL:
+            self._apply_functional(module, ctx)
+
+    def _apply_kaldi(self, kaldi: types.ModuleType, ctx: PatchContext) -> None:
+        cpu = ctx.strategy == CPU
+        _Router(0, "waveform").install(
+            ctx, kaldi, "spectrogram", None if cpu else lambda _: _make_kaldi_spectrogram(kaldi)
+        )
+        _Router(0, "waveform").install(
+            ctx, kaldi, "fbank", None if cpu else lambda _: _make_kaldi_fbank(kaldi)
+        )
+        if cpu:
+            _Router(0, "waveform").install(ctx, kaldi, "mfcc", None)
+        else:
+            ctx.note("kaldi.mfcc is covered through its call to the rewritten kaldi.fbank")
+
+    def _apply_functional(self, functional: types.ModuleType, ctx: PatchContext) -> None:
+        cpu = ctx.strategy == CPU
+        _Router(0, "waveform").install(
+            ctx, functional, "spectrogram", None if cpu else _real_spectrogram
+        )
+        _Router(0, "specgram").install(
+            ctx,
+            functional,
+            "griffinlim",
+            None if cpu else lambda original: _real_griffinlim(functional, original),
+        )
+        _Router(0, "complex_specgrams").install(
+            ctx, functional, "phase_vocoder", None if cpu else _real_phase_vocoder
+        )
