@@ -128,6 +128,21 @@ def test_usage_errors_exit_2(args, needle):
     assert "Traceback" not in done.stderr
 
 
+def test_the_doctor_process_never_imports_torch():
+    code = (
+        "import sys\n"
+        "from blackwell_compat.doctor import diagnose\n"
+        "report = diagnose()\n"
+        "print(sorted(m for m in ('torch', 'torchaudio', 'triton') if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKWELL_COMPAT_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_schema_option_prints_the_documented_schema():
     done = doctor("--schema")
     assert done.returncode == 0

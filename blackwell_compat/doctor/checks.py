@@ -585,9 +585,9 @@ def check_torchaudio(facts: Facts) -> CheckResult:
             else ""
         )
         details.append(
-            f"torchaudio is a CPU-only build next to a CUDA torch{where}: its own CUDA "
-            "kernels (e.g. rnnt_loss, forced_align on GPU) are missing; functional ops and "
-            "transforms still run on the GPU through torch"
+            f"torchaudio is a CPU-only build next to a CUDA torch{where}: the ops of its "
+            "own native library have no CUDA kernels; ops written on top of torch "
+            "(spectrogram, kaldi fbank, the transforms) still run on the GPU"
         )
         if fix not in fixes:
             fixes.append(fix)
