@@ -305,3 +305,20 @@ def test_parser_accepts_the_documented_forms():
     args = parser.parse_args(["run", "--patches", "torch", "python", "--patches", "x"])
     assert args.patches == "torch"
     assert run_cmd._command(args) == ["python", "--patches", "x"]
+
+
+# -- the start-up hook must be installed --------------------------------------------------------
+
+
+def test_run_refuses_when_the_start_up_hook_is_not_installed(monkeypatch, tmp_path, capsys):
+    from blackwell_compat import autostart
+
+    monkeypatch.setattr(autostart, "site_directories", lambda: [tmp_path])
+    parser = argparse.ArgumentParser()
+    run_cmd.add_parser(parser.add_subparsers(dest="command_name"))
+    args = parser.parse_args(["run", "--", sys.executable, "-c", "pass"])
+    assert run_cmd.run(args) == 2
+    err = capsys.readouterr().err
+    assert autostart.HOOK_FILENAME in err and str(tmp_path) in err
+    (tmp_path / autostart.HOOK_FILENAME).write_text("# hook\n")
+    assert autostart.installed_hooks() == [tmp_path / autostart.HOOK_FILENAME]
