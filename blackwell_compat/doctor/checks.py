@@ -151,6 +151,11 @@ def _result(
     )
 
 
+def _label(gpu: GPU) -> str:
+    """``sm_121 (NVIDIA GB10)``, or ``emulated sm_121`` for the emulated GPU."""
+    return f"emulated {gpu.arch}" if gpu.emulated else f"{gpu.arch} ({gpu.name})"
+
+
 def _gpu_line(gpu: GPU) -> str:
     if gpu.emulated:
         return f"emulated {gpu.arch} (CPU tensors play its part)"
@@ -386,7 +391,7 @@ def check_torch(facts: Facts) -> CheckResult:
         if not torch.arch_list:
             break
         kind, by = arch_coverage(gpu.arch, torch.arch_list)
-        who = f"{gpu.arch} ({gpu.name})"
+        who = _label(gpu)
         if kind == "sass":
             how = "its own SASS" if by == gpu.arch else f"{by} SASS (binary compatible)"
             details.append(f"{who}: precompiled kernels run via {how}")
@@ -464,16 +469,14 @@ def check_nvrtc(facts: Facts) -> CheckResult:
     gpus = platform.gpus
     for gpu in gpus:
         verdict = "Jiterator FAILS" if gpu.affected else "Jiterator compiles"
-        if gpu.emulated:
-            verdict += " (emulated)"
-        details.append(f"{gpu.arch} ({gpu.name}): {verdict}")
+        details.append(f"{_label(gpu)}: {verdict}")
     if not gpus and nvrtc.known:
         answers = [f"{a} {'yes' if nvrtc.supports(a) else 'no'}" for a in BLACKWELL_ARCHS]
         details.append("no GPU here; a Blackwell GPU would compile: " + ", ".join(answers))
     affected = [g for g in gpus if g.affected]
     if affected:
         status = FAIL
-        labels = ", ".join(g.label() for g in affected)
+        labels = ", ".join(_label(g) for g in affected)
         summary = f"AFFECTED: {labels}: " + (
             f"NVRTC {nvrtc.version_string} cannot compile for it"
             if any(not g.emulated for g in affected)
@@ -887,19 +890,22 @@ def check_environment(facts: Facts) -> CheckResult:
 
 
 def _run_line(run: SmokeRun) -> list[str]:
-    head = f"{run.target.label}, {run.mode}"
+    head = f"{run.target.label}, {run.mode} ({run.seconds:.1f} s)"
     if run.mode == "patched" and run.applied:
-        head += f" (applied: {', '.join(run.applied)})"
+        head += f", applied: {', '.join(run.applied)}"
     if run.jiterator_kernels is not None:
         head += f"; NVRTC kernels compiled: {run.jiterator_kernels}"
     lines = [head + ":"]
     if run.error:
         lines.append(f"  ERROR: {run.error}")
-    for r in run.results:
-        text = f"  {r.status.upper():4} {r.name}"
-        if r.error:
-            text += f": {r.error}"
-        lines.append(text)
+    # one line per outcome: workloads with the same status and error share it
+    groups: dict[tuple[str, str], list[str]] = {}
+    for result in run.results:
+        groups.setdefault((result.status, result.error or ""), []).append(result.name)
+    for (status, error), names in groups.items():
+        lines.append(f"  {status.upper()} {', '.join(names)}" + (":" if error else ""))
+        if error:
+            lines.append(f"    {error}")
     return lines
 
 
