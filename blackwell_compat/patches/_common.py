@@ -59,9 +59,72 @@ def call_on_cpu(
     if not on_cpu:
         args = tuple(_move_from(v, device, cpu) for v in args)
         kwargs = {k: _move_from(v, device, cpu) for k, v in kwargs.items()}
+    elif torch.is_grad_enabled() and _grad_inputs(args, kwargs):
+        return _with_reference_backward(fn, args, kwargs)
     with outside_emulation():
         result = fn(*args, **kwargs)
     return result if on_cpu else _move_from(result, cpu, device)
+
+
+def _grad_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[tuple[int | str, Any]]:
+    """Top-level tensor arguments that require grad, with their position or keyword."""
+    import torch
+
+    keyed: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
+    return [(k, v) for k, v in keyed if isinstance(v, torch.Tensor) and v.requires_grad]
+
+
+_reference_function: list[Any] = []
+
+
+def _with_reference_backward(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> Any:
+    """Run *fn* outside emulation, backward pass included.
+
+    With a real GPU the ``cpu`` strategy's backward runs on the CPU, which is never affected.
+    Under emulation the CPU plays the affected GPU, so autograd would replay the complex
+    kernels' backward (``sgn``...) inside the emulated failure; this wraps the call in an
+    ``autograd.Function`` whose backward differentiates the reference graph outside emulation.
+    """
+    import torch
+
+    if not _reference_function:
+
+        class _ReferenceOnCpu(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx: Any, call: Callable[[list[Any]], Any], *inputs: Any) -> Any:
+                with torch.enable_grad():
+                    leaves = [x.detach().requires_grad_() for x in inputs]
+                    with outside_emulation():
+                        out = call(leaves)
+                if not isinstance(out, torch.Tensor):
+                    raise TypeError("the cpu strategy differentiates single-tensor results only")
+                ctx.leaves = leaves
+                ctx.out = out
+                return out.detach()
+
+            @staticmethod
+            def backward(ctx: Any, grad: Any) -> Any:
+                with outside_emulation():
+                    grads = torch.autograd.grad(ctx.out, ctx.leaves, grad, allow_unused=True)
+                return (None, *grads)
+
+        _reference_function.append(_ReferenceOnCpu)
+
+    inputs = _grad_inputs(args, kwargs)
+
+    def call(leaves: list[Any]) -> Any:
+        new_args = list(args)
+        new_kwargs = dict(kwargs)
+        for (key, _), leaf in zip(inputs, leaves, strict=True):
+            if isinstance(key, int):
+                new_args[key] = leaf
+            else:
+                new_kwargs[key] = leaf
+        return fn(*new_args, **new_kwargs)
+
+    return _reference_function[0].apply(call, *(value for _, value in inputs))
 
 
 def _move_from(value: Any, source: Any, target: Any) -> Any:
