@@ -1,0 +1,288 @@
+"""Test environments for blackwell-compat.
+
+``nox`` (or ``bash scripts/test.sh``, which installs nox first) runs the default sessions:
+
+* ``lint``: ``ruff check`` and ``ruff format --check`` on the whole repository.
+* ``typecheck``: ``mypy --strict`` on the package, next to torch 2.11 like a developer's setup.
+* ``tests-oldest-torch``: torch 2.6.0 (lowest supported), no torchaudio, ``-m "not targets"``.
+* ``tests-newest-torch``: the newest torch on the registry, no torchaudio, ``-m "not targets"``.
+* ``tests-full``: the full target stack of ``requirements/full*.txt`` (torch/torchaudio 2.11 CUDA 13
+  builds, kokoro, chatterbox-tts, s3tokenizer, pyannote.audio, openai-whisper), the project, the
+  ``examples/third_party_patch`` package and real NVRTC wheels; the whole suite, slow tests
+  included, and no test may be skipped (GPU tests are deselected when there is no CUDA device).
+
+Every install is pinned (``requirements/``), so a session built from scratch is the same
+environment each time.  Virtualenvs are reused when they exist (``nox.options.reuse_venv``):
+``nox -R`` also skips the installs, ``nox --reuse-venv=no`` rebuilds from scratch.  Arguments
+after ``--`` go to pytest (``nox -s tests-full -- -k fbank -x``).
+
+Each test session writes a JUnit report to ``.nox/_reports/<session>.xml``;
+``scripts/junit_summary.py`` adds them up after a run.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+REQ = ROOT / "requirements"
+NOX_DIR = ROOT / ".nox"
+REPORTS = NOX_DIR / "_reports"
+NVRTC_DIR = NOX_DIR / "_nvrtc"
+FETCH_NVRTC = ROOT / "tests" / "support" / "fetch_nvrtc.py"
+THIRD_PARTY_EXAMPLE = ROOT / "examples" / "third_party_patch"
+
+PYTHON = "3.11"
+TEST_SESSIONS = ("tests-oldest-torch", "tests-newest-torch", "tests-full")
+
+nox.options.sessions = ["lint", "typecheck", *TEST_SESSIONS]
+nox.options.reuse_venv = "yes"
+
+# Target libraries beyond torch: absent from the torch-range sessions, present in tests-full.
+TARGET_MODULES = (
+    "torchaudio",
+    "kokoro",
+    "kokoro.model",
+    "chatterbox.models.s3tokenizer",
+    "chatterbox.models.s3gen.xvector",
+    "s3tokenizer",
+    "pyannote.audio",
+    "whisper",
+)
+FULL_TORCH = "2.11.0"
+
+# No network for models at test time, no telemetry: fail fast instead of waiting on DNS.
+TEST_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "PYANNOTE_METRICS_ENABLED": "false",
+    "PYTHONFAULTHANDLER": "1",
+}
+
+
+def _req(name: str) -> str:
+    return str(REQ / name)
+
+
+def _pinned(name: str, package: str) -> str:
+    """The exact version ``package`` is pinned to in ``requirements/<name>``."""
+    pattern = re.compile(rf"^{re.escape(package)}==([^\s;#]+)", re.IGNORECASE | re.MULTILINE)
+    found = pattern.search((REQ / name).read_text(encoding="utf-8"))
+    if found is None:
+        raise RuntimeError(f"requirements/{name} pins no {package}")
+    return found.group(1)
+
+
+def _python_check(session: nox.Session, code: str) -> None:
+    session.run("python", "-c", code, env=TEST_ENV, silent=False)
+
+
+def _check_torch(session: nox.Session, version: str) -> None:
+    """Fail early when pip put a different torch (e.g. the local CPU-only wheel) in place."""
+    _python_check(
+        session,
+        "import torch, sys\n"
+        f"want = {version!r}\n"
+        "got = torch.__version__.split('+')[0]\n"
+        "print('torch', torch.__version__, 'CUDA available:', torch.cuda.is_available())\n"
+        "sys.exit(0 if got == want else f'torch {torch.__version__} installed, {want} expected')",
+    )
+
+
+def _check_targets(session: nox.Session, *, present: bool) -> None:
+    """The target libraries import (full stack) or are all absent (torch-range sessions)."""
+    if present:
+        code = (
+            "import importlib\n"
+            f"for name in {TARGET_MODULES!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print('target libraries import fine')"
+        )
+    else:
+        code = (
+            "import importlib.util, sys\n"
+            f"found = [n for n in {TARGET_MODULES!r}"
+            " if importlib.util.find_spec(n.split('.')[0]) is not None]\n"
+            "sys.exit(f'target libraries present in a torch-only session: {found}' if found "
+            "else 0)"
+        )
+    _python_check(session, code)
+
+
+def _cuda_available(session: nox.Session) -> bool:
+    out = session.run(
+        "python",
+        "-c",
+        "import torch; print(int(torch.cuda.is_available()))",
+        silent=True,
+        env=TEST_ENV,
+    )
+    return isinstance(out, str) and out.strip().endswith("1")
+
+
+def _install_project(session: nox.Session) -> None:
+    # Dependencies (packaging, wrapt) come pinned from requirements/test.txt.
+    session.install("--no-deps", "-e", str(ROOT))
+
+
+def _fetch_nvrtc(session: nox.Session) -> dict[str, str]:
+    """Real NVRTC libraries for the probe tests, shared by every test session."""
+    env = {"BLACKWELL_COMPAT_TEST_NVRTC_DIR": str(NVRTC_DIR)}
+    if not FETCH_NVRTC.is_file():
+        session.warn(f"{FETCH_NVRTC.relative_to(ROOT)} not found: NVRTC wheels not fetched")
+        return env
+    NVRTC_DIR.mkdir(parents=True, exist_ok=True)
+    session.run("python", str(FETCH_NVRTC), str(NVRTC_DIR))
+    return env
+
+
+def _junit_path(session: nox.Session) -> Path:
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    path = REPORTS / f"{session.name}.xml"
+    path.unlink(missing_ok=True)
+    return path
+
+
+def _skipped_tests(junit: Path) -> list[tuple[str, str, str]]:
+    """(test id, skip type, message) for every skipped or xfailed test in a JUnit report."""
+    found: list[tuple[str, str, str]] = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        skipped = case.find("skipped")
+        if skipped is None:
+            continue
+        test_id = f"{case.get('classname', '')}::{case.get('name', '')}"
+        found.append((test_id, skipped.get("type", ""), skipped.get("message", "")))
+    return found
+
+
+_TARGET_IMPORT_SKIP = re.compile(
+    r"could not import '(torchaudio|kokoro|misaki|chatterbox|s3tokenizer|pyannote|whisper)"
+)
+
+
+def _check_skips(session: nox.Session, junit: Path, *, strict: bool) -> None:
+    """Refuse skips the project does not allow.
+
+    ``strict`` (tests-full): any skip fails the session (GPU tests are deselected instead when
+    there is no CUDA device; expected failures are listed, not refused).  Otherwise a test that
+    skipped because a target library is missing fails the session: it needs the ``targets``
+    marker; other skips are listed.
+    """
+    if not junit.is_file():
+        session.error(f"pytest wrote no report at {junit}")
+    refused: list[str] = []
+    for test_id, kind, message in _skipped_tests(junit):
+        line = f"{test_id}: {message}"
+        if kind == "pytest.xfail":
+            session.log(f"expected failure: {line}")
+        elif strict or _TARGET_IMPORT_SKIP.search(message):
+            refused.append(line)
+        else:
+            session.warn(f"skipped: {line}")
+    if refused:
+        why = (
+            "no test may be skipped in tests-full"
+            if strict
+            else "tests that need a target library must carry the `targets` marker"
+        )
+        session.error(f"{len(refused)} skipped test(s) ({why}):\n  " + "\n  ".join(refused))
+
+
+def _pytest(
+    session: nox.Session, *, marker: str | None, strict_skips: bool, env: dict[str, str]
+) -> None:
+    junit = _junit_path(session)
+    markers = [m for m in (marker, None if _cuda_available(session) else "not gpu") if m]
+    args = ["python", "-m", "pytest", f"--junitxml={junit}", "-o", "junit_family=xunit2"]
+    if markers:
+        args += ["-m", " and ".join(f"({m})" for m in markers)]
+    # pytest's exit status 5 ("no tests ran") is not a success code: a session whose selection
+    # ran nothing is broken.
+    session.run(*args, *session.posargs, env={**TEST_ENV, **env})
+    _check_skips(session, junit, strict=strict_skips)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("-r", _req("lint.txt"))
+    session.run("ruff", "check", str(ROOT))
+    session.run("ruff", "format", "--check", str(ROOT))
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    session.install("--no-deps", "-r", _req("typecheck.txt"))
+    session.chdir(ROOT)
+    session.run("mypy", "--strict", "blackwell_compat")
+
+
+def _torch_range_session(session: nox.Session, requirement_file: str) -> None:
+    version = _pinned(requirement_file, "torch")
+    session.install("-r", _req(requirement_file), "-r", _req("test.txt"))
+    _install_project(session)
+    _check_torch(session, version)
+    _check_targets(session, present=False)
+    env = _fetch_nvrtc(session)
+    _pytest(session, marker="not targets", strict_skips=False, env=env)
+
+
+@nox.session(name="tests-oldest-torch", python=PYTHON)
+def tests_oldest_torch(session: nox.Session) -> None:
+    _torch_range_session(session, "torch-oldest.txt")
+
+
+@nox.session(name="tests-newest-torch", python=PYTHON)
+def tests_newest_torch(session: nox.Session) -> None:
+    _warn_if_newer_torch(session, _pinned("torch-newest.txt", "torch"))
+    _torch_range_session(session, "torch-newest.txt")
+
+
+@nox.session(name="tests-full", python=PYTHON)
+def tests_full(session: nox.Session) -> None:
+    session.install("-r", _req("full.txt"), "-r", _req("test.txt"))
+    session.install("--no-deps", "-r", _req("full-nodeps.txt"))
+    _install_project(session)
+    if THIRD_PARTY_EXAMPLE.is_dir():
+        # Its only dependency is blackwell-compat, installed just above.
+        session.install("--no-deps", str(THIRD_PARTY_EXAMPLE))
+    _check_torch(session, FULL_TORCH)
+    _check_targets(session, present=True)
+    env = _fetch_nvrtc(session)
+    _pytest(session, marker=None, strict_skips=True, env=env)
+
+
+def _warn_if_newer_torch(session: nox.Session, pinned: str) -> None:
+    """A registry look-up that only informs: the pin in torch-newest.txt decides."""
+    out = session.run(
+        "python",
+        "-m",
+        "pip",
+        "index",
+        "versions",
+        "torch",
+        "--timeout",
+        "20",
+        silent=True,
+        success_codes=range(256),
+    )
+    match = re.search(r"^torch \(([^)]+)\)", out if isinstance(out, str) else "", re.MULTILINE)
+    if match is None:
+        session.warn("could not ask the registry for the newest torch")
+        return
+    newest = match.group(1)
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in re.findall(r"\d+", v.split("+")[0])[:3])
+
+    if key(newest) > key(pinned):
+        session.warn(
+            f"torch {newest} is on the registry, requirements/torch-newest.txt pins {pinned}: "
+            "bump the pin"
+        )
+    else:
+        session.log(f"torch {pinned} is the newest on the registry")
