@@ -22,7 +22,9 @@ Each test session writes a JUnit report to ``.nox/_reports/<session>.xml``;
 
 from __future__ import annotations
 
+import os
 import re
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -130,6 +132,22 @@ def _install_project(session: nox.Session) -> None:
     session.install("--no-deps", "-e", str(ROOT))
 
 
+def _log_install(session: nox.Session, started: float) -> None:
+    """How long the installs took and how big the environment is (for CI time planning)."""
+    location = getattr(session.virtualenv, "location", None)
+    size = 0
+    if location:
+        for folder, _dirs, files in os.walk(location):
+            for name in files:
+                try:
+                    size += os.lstat(os.path.join(folder, name)).st_size
+                except OSError:
+                    pass
+    session.log(
+        f"environment ready in {time.monotonic() - started:.0f} s, {size / 2**30:.2f} GiB on disk"
+    )
+
+
 def _fetch_nvrtc(session: nox.Session) -> dict[str, str]:
     """Real NVRTC libraries for the probe tests, shared by every test session."""
     env = {"BLACKWELL_COMPAT_TEST_NVRTC_DIR": str(NVRTC_DIR)}
@@ -209,22 +227,28 @@ def _pytest(
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
+    started = time.monotonic()
     session.install("-r", _req("lint.txt"))
+    _log_install(session, started)
     session.run("ruff", "check", str(ROOT))
     session.run("ruff", "format", "--check", str(ROOT))
 
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
+    started = time.monotonic()
     session.install("--no-deps", "-r", _req("typecheck.txt"))
+    _log_install(session, started)
     session.chdir(ROOT)
     session.run("mypy", "--strict", "blackwell_compat")
 
 
 def _torch_range_session(session: nox.Session, requirement_file: str) -> None:
     version = _pinned(requirement_file, "torch")
+    started = time.monotonic()
     session.install("-r", _req(requirement_file), "-r", _req("test.txt"))
     _install_project(session)
+    _log_install(session, started)
     _check_torch(session, version)
     _check_targets(session, present=False)
     env = _fetch_nvrtc(session)
@@ -244,12 +268,14 @@ def tests_newest_torch(session: nox.Session) -> None:
 
 @nox.session(name="tests-full", python=PYTHON)
 def tests_full(session: nox.Session) -> None:
+    started = time.monotonic()
     session.install("-r", _req("full.txt"), "-r", _req("test.txt"))
     session.install("--no-deps", "-r", _req("full-nodeps.txt"))
     _install_project(session)
     if THIRD_PARTY_EXAMPLE.is_dir():
         # Its only dependency is blackwell-compat, installed just above.
         session.install("--no-deps", str(THIRD_PARTY_EXAMPLE))
+    _log_install(session, started)
     _check_torch(session, FULL_TORCH)
     _check_targets(session, present=True)
     env = _fetch_nvrtc(session)
