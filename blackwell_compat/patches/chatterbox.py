@@ -11,9 +11,11 @@ Three call sites break on a GPU whose architecture the installed NVRTC does not 
   ``PerthImplicitWatermarker`` is built with ``device="cuda"`` (Chatterbox itself builds it on
   the CPU, where nothing fails).
 
-Each replacement sends tensors on an affected device to a real-valued rewrite (``hypot`` and
+Each replacement sends tensors on an affected device to a real-valued rewrite built on
+:mod:`blackwell_compat.spectral` (power ``re*re + im*im``, magnitude ``hypot`` and phase
 ``atan2`` on ``view_as_real``; ``torch.complex(m * cos, m * sin)``) and every other tensor to
-the original code.  The fbank rewrite does not rely on the ``torchaudio`` patch.
+the original code.  The fbank rewrite does not rely on the ``torchaudio`` patch.  The results
+match the complex path to float32 rounding (within a few ulps), not bit for bit.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from .. import spectral
+from .. import devices, spectral
 from ..registry import Patch, PatchContext
 from ..versions import in_range, installed_version
 from ._drift import class_problems, function_problems
@@ -97,7 +99,8 @@ def log_mel_spectrogram_real(tokenizer: Any, audio: Any, padding: int = 0, *, ho
 
 def kaldi_fbank_real(kaldi: types.ModuleType, waveform: Any, num_mel_bins: int) -> Any:
     """``kaldi.fbank(waveform, num_mel_bins=num_mel_bins)`` (other arguments at their
-    defaults, :data:`KALDI_FBANK_DEFAULTS`) with the magnitude spectrum from ``hypot``.
+    defaults, :data:`KALDI_FBANK_DEFAULTS`) with the power spectrum from
+    :func:`blackwell_compat.spectral.power`.
 
     Uses torchaudio's own framing, windowing and mel-bank helpers, so only the complex
     ``abs`` differs from the original.
@@ -169,8 +172,9 @@ def s3tokenizer_problems(module: types.ModuleType) -> list[str]:
             params=["self", "audio", "padding"],
             names=["stft", "abs", "n_fft", "S3_HOP", "window", "_mel_filters", "log10", "maximum"],
         )
+        # (the buffer names "window" and "_mel_filters" are string constants there)
         problems += function_problems(
-            cls, "__init__", where=f"{where}.S3Tokenizer", names=["n_fft", "window", "_mel_filters"]
+            cls, "__init__", where=f"{where}.S3Tokenizer", names=["n_fft", "register_buffer"]
         )
     return problems
 
@@ -325,13 +329,11 @@ class ChatterboxPatch(Patch):
 
 
 def _apply_s3tokenizer(module: types.ModuleType, ctx: PatchContext) -> None:
-    from ..devices import device_targeted
-
     cls = module.S3Tokenizer
     original = cls.log_mel_spectrogram
 
     def log_mel_spectrogram(self: Any, audio: Any, padding: int = 0) -> Any:
-        if device_targeted(self.device):
+        if devices.device_targeted(self.device):
             return log_mel_spectrogram_real(self, audio, padding, hop=module.S3_HOP)
         return original(self, audio, padding)
 
@@ -341,13 +343,11 @@ def _apply_s3tokenizer(module: types.ModuleType, ctx: PatchContext) -> None:
 
 
 def _apply_xvector(module: types.ModuleType, ctx: PatchContext) -> None:
-    from ..devices import tensor_targeted
-
     def extract_feature(audio: Any) -> Any:
         import torch
 
         items = audio if isinstance(audio, (list, tuple)) or torch.is_tensor(audio) else list(audio)
-        if not any(tensor_targeted(au) for au in items):
+        if not any(devices.tensor_targeted(au) for au in items):
             return original(items)
         kaldi = module.Kaldi
         features, feature_times, feature_lengths = [], [], []
@@ -364,10 +364,8 @@ def _apply_xvector(module: types.ModuleType, ctx: PatchContext) -> None:
 
 
 def _apply_perth(module: types.ModuleType, ctx: PatchContext) -> None:
-    from ..devices import tensor_targeted
-
     def cx_to_magphase(hp: Any, spec: Any) -> Any:
-        if not tensor_targeted(spec):
+        if not devices.tensor_targeted(spec):
             return original_cx_to_magphase(hp, spec)
         import torch
 
@@ -376,7 +374,7 @@ def _apply_perth(module: types.ModuleType, ctx: PatchContext) -> None:
         return module.normalize(hp, mag), phase
 
     def magphase_to_cx(hp: Any, magspec: Any, phases: Any) -> Any:
-        if not tensor_targeted(phases):
+        if not devices.tensor_targeted(phases):
             return original_magphase_to_cx(hp, magspec, phases)
         magspec = module.denormalize_spectrogram(hp, magspec)
         magspec = 10.0 ** ((magspec / 20).clip(max=10))

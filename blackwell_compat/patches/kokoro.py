@@ -31,7 +31,7 @@ import types
 import weakref
 from typing import Any
 
-from .. import spectral
+from .. import devices, spectral
 from ..errors import ConfigError, DriftError
 from ..registry import Patch, PatchContext
 from ._drift import class_problems, function_problems
@@ -169,18 +169,16 @@ class KokoroPatch(Patch):
 
 
 def _apply_exact(stft_cls: type, ctx: PatchContext) -> None:
-    from ..devices import tensor_targeted
-
     original_transform = stft_cls.transform  # type: ignore[attr-defined]
     original_inverse = stft_cls.inverse  # type: ignore[attr-defined]
 
     def transform(self: Any, input_data: Any) -> Any:
-        if tensor_targeted(input_data):
+        if devices.tensor_targeted(input_data):
             return exact_transform(self, input_data)
         return original_transform(self, input_data)
 
     def inverse(self: Any, magnitude: Any, phase: Any) -> Any:
-        if tensor_targeted(magnitude):
+        if devices.tensor_targeted(magnitude):
             return exact_inverse(self, magnitude, phase)
         return original_inverse(self, magnitude, phase)
 
@@ -192,8 +190,6 @@ def _apply_exact(stft_cls: type, ctx: PatchContext) -> None:
 
 
 def _apply_disable_complex(module: types.ModuleType, stft_cls: type, ctx: PatchContext) -> None:
-    from ..devices import tensor_targeted
-
     custom_cls = module.CustomSTFT
     gen_cls = module.Generator
     original_transform = stft_cls.transform  # type: ignore[attr-defined]
@@ -209,12 +205,12 @@ def _apply_disable_complex(module: types.ModuleType, stft_cls: type, ctx: PatchC
         return found
 
     def transform(self: Any, input_data: Any) -> Any:
-        if tensor_targeted(input_data):
+        if devices.tensor_targeted(input_data):
             return twin(self, input_data.device).transform(input_data)
         return original_transform(self, input_data)
 
     def inverse(self: Any, magnitude: Any, phase: Any) -> Any:
-        if tensor_targeted(magnitude):
+        if devices.tensor_targeted(magnitude):
             return twin(self, magnitude.device).inverse(magnitude, phase)
         return original_inverse(self, magnitude, phase)
 

@@ -127,19 +127,3 @@ def build_perth_watermarker(device: str = "cpu") -> Any:
     import perth
 
     return perth.PerthImplicitWatermarker(device=device)
-
-
-def speech_like(seconds: float, sample_rate: int = 16000, seed: int = 0) -> Any:
-    """A deterministic speech-like test signal: a gliding harmonic tone plus a little noise."""
-    import math
-
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    n = int(seconds * sample_rate)
-    t = torch.arange(n, dtype=torch.float64) / sample_rate
-    f0 = 120.0 + 40.0 * torch.sin(2 * math.pi * 0.5 * t)
-    phase = 2 * math.pi * torch.cumsum(f0, 0) / sample_rate
-    signal = sum(torch.sin(k * phase) / k for k in range(1, 6))
-    noise = 0.01 * torch.randn(n, generator=generator, dtype=torch.float64)
-    return (0.3 * signal + noise).to(torch.float32)
