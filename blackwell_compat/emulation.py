@@ -1,22 +1,44 @@
 """``bc.emulate()``: make CPU tensors fail the way they fail on an affected GPU.
 
-This module keeps the emulation state and must stay cheap to import (the probe reads it).
-The dispatcher kernels that raise the NVRTC error live in :mod:`blackwell_compat.dispatch`
-and are installed lazily, when torch is (or gets) imported.
+Inside ``with bc.emulate("sm_121"):`` (or with ``BLACKWELL_COMPAT_EMULATE=sm_121`` in the
+environment) every op/dtype pair of the Jiterator inventory (:mod:`blackwell_compat.inventory`)
+raises, for CPU tensors, the ``RuntimeError`` PyTorch raises on a GPU whose architecture the
+loaded NVRTC does not know.  Other ops, other dtypes and empty tensors keep working.  While
+emulation is active the probe reports the emulated GPU as affected, so ``bc.apply()`` applies
+the op guard, and the guard treats CPU tensors as living on the affected device.
+
+This module keeps the emulation state and must stay cheap to import (the probe reads it).  The
+dispatcher kernels live in :mod:`blackwell_compat.dispatch` and are installed when torch is (or
+gets) imported, and removed again when the last emulation ends.
+
+Emulation is process-wide, not per thread: on a real affected GPU every thread fails.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from . import config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .dispatch import JitCall
 
 _lock = threading.RLock()
 _stack: list[str] = []
 _env_active = False
 _local = threading.local()  # per-thread suspension depth, see suspended()
+
+#: The line NVRTC writes when it does not know the requested architecture.
+NVRTC_ERROR_LINE = "nvrtc: error: invalid value for --gpu-architecture (-arch)"
+#: nvrtcResult code for that failure (NVRTC_ERROR_INVALID_OPTION).
+NVRTC_ERROR_INVALID_OPTION = 5
+
+# arch -> (log, library path) or None when no NVRTC could reproduce the failure
+_compile_cache: dict[str, tuple[str, str] | None] = {}
 
 
 def current_arch() -> str | None:
@@ -36,7 +58,14 @@ def current_arch() -> str | None:
 
 
 def is_active() -> bool:
-    return current_arch() is not None
+    """Whether emulation is on (called for every intercepted op: no lock on the fast path)."""
+    if getattr(_local, "depth", 0):
+        return False
+    if _stack:
+        return True
+    if _env_active:
+        return current_arch() is not None
+    return False
 
 
 @contextmanager
@@ -54,8 +83,8 @@ def suspended() -> Iterator[None]:
         _local.depth -= 1
 
 
-def _install_kernels() -> None:
-    """Install the emulation kernels now, or when torch is imported."""
+def _sync_kernels() -> None:
+    """Install the emulation kernels now, or when torch is imported; remove unused ones."""
     from . import dispatch
 
     dispatch.ensure_installed_when_torch_imported()
@@ -63,12 +92,16 @@ def _install_kernels() -> None:
 
 @contextmanager
 def emulate(arch: str = "sm_121") -> Iterator[str]:
-    """Inside the block, Jiterator-bound ops on CPU tensors raise the affected GPU's error."""
+    """Inside the block, Jiterator-bound ops on CPU tensors raise the affected GPU's error.
+
+    Blocks may nest (the innermost arch wins).  Raises :class:`~blackwell_compat.ConfigError`
+    for a malformed *arch* before changing anything.
+    """
     normalised = config.parse_arch(arch, source="emulate(arch=...)")
     with _lock:
         _stack.append(normalised)
     try:
-        _install_kernels()
+        _sync_kernels()
         yield normalised
     finally:
         with _lock:
@@ -77,6 +110,10 @@ def emulate(arch: str = "sm_121") -> Iterator[str]:
                 if _stack[i] == normalised:
                     del _stack[i]
                     break
+        if "torch" in sys.modules:
+            from . import dispatch
+
+            dispatch.sync()
 
 
 def activate_from_environment() -> None:
@@ -86,4 +123,112 @@ def activate_from_environment() -> None:
     if arch is None:
         return
     _env_active = True
-    _install_kernels()
+    _sync_kernels()
+
+
+# -- the error ------------------------------------------------------------------------------------
+
+_PROGRAM = b'extern "C" __global__ void blackwell_compat_probe(float* x) { x[0] = 1.0f; }'
+
+
+def _nvrtc_library() -> str | None:
+    """The NVRTC library torch would load, as the probe finds it (``None`` if unknown)."""
+    try:
+        from .probe import probe
+
+        path = probe().nvrtc.path
+    except Exception:  # the probe never raises by contract; be safe anyway
+        return None
+    return path if isinstance(path, str) else None
+
+
+def compile_log(arch: str, library: str) -> tuple[int, str]:
+    """Compile a tiny program for *arch* with the NVRTC at *library*: ``(result, log)``.
+
+    ``result`` is NVRTC's return code (0 success, 5 ``NVRTC_ERROR_INVALID_OPTION``).  Raises
+    ``OSError`` when the library cannot be loaded or lacks the NVRTC entry points.
+    """
+    import ctypes
+
+    lib = ctypes.CDLL(library)
+    try:
+        create, compile_, destroy = (
+            lib.nvrtcCreateProgram,
+            lib.nvrtcCompileProgram,
+            lib.nvrtcDestroyProgram,
+        )
+        log_size_fn, log_fn = lib.nvrtcGetProgramLogSize, lib.nvrtcGetProgramLog
+    except AttributeError as exc:
+        raise OSError(f"{library} is not an NVRTC library: {exc}") from exc
+    program = ctypes.c_void_p()
+    create.restype = compile_.restype = destroy.restype = ctypes.c_int
+    code = create(ctypes.byref(program), _PROGRAM, b"blackwell_compat.cu", 0, None, None)
+    if code != 0:
+        raise OSError(f"nvrtcCreateProgram failed with {code} at {library}")
+    try:
+        option = f"--gpu-architecture={arch}".encode()
+        options = (ctypes.c_char_p * 1)(option)
+        result = int(compile_(program, 1, options))
+        size = ctypes.c_size_t(0)
+        log_text = ""
+        if log_size_fn(program, ctypes.byref(size)) == 0 and size.value > 1:
+            buffer = ctypes.create_string_buffer(size.value)
+            if log_fn(program, buffer) == 0:
+                log_text = buffer.value.decode(errors="replace")
+        return result, log_text
+    finally:
+        destroy(ctypes.byref(program))
+
+
+def real_nvrtc_log(arch: str, library: str | None = None) -> tuple[str, str] | None:
+    """``(log, library)`` when an NVRTC really fails to compile for *arch*, else ``None``.
+
+    Uses *library* or the NVRTC the probe says torch loads.  Cached per arch (and library).
+    """
+    library = library or _nvrtc_library()
+    if not library:
+        return None
+    key = f"{arch}@{library}"
+    with _lock:
+        if key in _compile_cache:
+            return _compile_cache[key]
+    try:
+        result, log_text = compile_log(arch, library)
+    except OSError:
+        outcome = None
+    else:
+        failed = result == NVRTC_ERROR_INVALID_OPTION and "gpu-architecture" in log_text
+        outcome = (log_text.strip(), library) if failed else None
+    with _lock:
+        _compile_cache[key] = outcome
+    return outcome
+
+
+def jiterator_error(call: JitCall, arch: str | None = None) -> RuntimeError:
+    """The ``RuntimeError`` an affected GPU raises for *call* (emulated on a CPU tensor).
+
+    Its message contains NVRTC's own log line ``nvrtc: error: invalid value for
+    --gpu-architecture (-arch)``; where an NVRTC that lacks the arch is installed, the log is
+    produced by really compiling with it.
+    """
+    arch = arch or current_arch() or "sm_121"
+    real = real_nvrtc_log(arch)
+    if real is not None:
+        log_text, library = real
+        origin = f"log produced by compiling for {arch} with {library}"
+    else:
+        log_text = NVRTC_ERROR_LINE
+        origin = (
+            f"log reproduced: no installed NVRTC lacks {arch}, so the message is the one "
+            "NVRTC 12.8 prints"
+        )
+    if NVRTC_ERROR_LINE not in log_text:
+        log_text = f"{log_text}\n{NVRTC_ERROR_LINE}".strip()
+    message = (
+        f"{log_text}\n\n"
+        f"[blackwell-compat emulation of {arch}] The Jiterator kernel {call.kernel!r} "
+        f"({call.op}, dtype {call.dtype}) is compiled at run time with NVRTC, which fails for "
+        f"{arch}. Source: {call.source}. {origin}. Fix: bc.apply() (op guard) or a targeted "
+        "patch; see `python -m blackwell_compat audit`."
+    )
+    return RuntimeError(message)
