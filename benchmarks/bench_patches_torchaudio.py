@@ -17,8 +17,9 @@ To take the affected-device path on a CPU without a GPU, the script tells the pa
 CPU is affected (``devices.device_targeted``).  It does not use ``bc.emulate()``: the emulation
 kernels would add their own cost to every op and measure the emulator instead of the patch.
 
-Timings are the minimum over ``--repeat`` rounds of a batch of calls, the variants interleaved
-within each round so that machine noise hits them alike.  Ratios are printed relative to
+Timings are the thread's CPU time (``time.thread_time``, one torch thread), minimum over
+``--repeat`` rounds of a batch of calls, the variants interleaved within each round so that
+machine noise hits them alike.  Ratios are printed relative to
 ``unpatched``; the aim is ``real`` < 1.05.
 """
 
@@ -59,10 +60,12 @@ def _workloads() -> dict[str, Callable[[Any], Any]]:
 
 
 def _time(fn: Callable[[], Any], calls: int) -> float:
-    start = time.perf_counter()
+    # CPU time of this thread (torch runs single-threaded here): far less sensitive than wall
+    # time to other processes competing for the cores.
+    start = time.thread_time()
     for _ in range(calls):
         fn()
-    return (time.perf_counter() - start) / calls
+    return (time.thread_time() - start) / calls
 
 
 def _calls_for(seconds: float) -> int:

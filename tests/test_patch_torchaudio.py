@@ -292,6 +292,25 @@ def test_invalid_arguments_keep_torchaudio_errors() -> None:
     assert str(got.value) == str(unpatched.value)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_signature_and_torchscript_still_see_torchaudio_code() -> None:
+    """inspect.signature() reports torchaudio's parameters; torch.jit.script compiles
+    torchaudio's own source (scripted modules keep the unpatched behaviour, documented)."""
+    import inspect
+
+    import torchaudio.compliance.kaldi as kaldi
+    import torchaudio.functional as F
+    import torchaudio.transforms as T
+
+    wave = torch.sin(torch.arange(1600.0) / 5).unsqueeze(0)
+    params = {f: list(inspect.signature(f).parameters) for f in (kaldi.fbank, F.spectrogram)}
+    scripted_ref = torch.jit.script(T.Spectrogram())(wave)
+    with bc.patched(only=PATCH, force=True):
+        assert {f: list(inspect.signature(f).parameters) for f in params} == params
+        scripted = torch.jit.script(T.Spectrogram())
+        assert_identical(scripted(wave), scripted_ref)
+
+
 # -- revert, drift, lazy import -----------------------------------------------------------------
 
 TARGETS = {

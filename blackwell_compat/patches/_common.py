@@ -269,6 +269,7 @@ class LogMelRouter:
 
     def install(self, ctx: Any, owner: Any, attr: str) -> None:
         self.original = ctx.replace_function(owner, attr, self)
+        self.__wrapped__ = self.original  # signature()/getsource() of the target stay its own
 
     def __call__(
         self, audio: Any, n_mels: Any = _UNSET, padding: int = 0, device: Any = None

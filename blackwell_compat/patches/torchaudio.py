@@ -483,6 +483,10 @@ class _Router:
         make: Callable[[Callable[..., Any]], Callable[..., Any]] | None,
     ) -> None:
         self.original = ctx.replace_function(owner, attr, self)
+        # inspect.unwrap() follows __wrapped__ from the patched function to this router and on
+        # to the original: signature() and getsource() report torchaudio's own (TorchScript
+        # compiles that source, so scripted modules keep the unpatched behaviour).
+        self.__wrapped__ = self.original
         self.rewrite = None if make is None else make(self.original)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
