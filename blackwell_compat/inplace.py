@@ -67,6 +67,7 @@ def copy_function(fn: types.FunctionType) -> types.FunctionType:
     clone.__qualname__ = fn.__qualname__
     clone.__doc__ = fn.__doc__
     clone.__module__ = fn.__module__
+    clone.__annotations__ = dict(fn.__annotations__)
     clone.__dict__.update({k: v for k, v in fn.__dict__.items() if k != "__wrapped__"})
     return clone
 

@@ -83,3 +83,18 @@ def test_existing_wrapped_attribute_is_restored():
     swap.restore()
     assert outer.__wrapped__ is inner  # type: ignore[attr-defined]
     assert outer() == 2
+
+
+def _annotated(x: int, *, scale: float = 2.0) -> float:
+    return x * scale
+
+
+def test_original_copy_keeps_signature_and_annotations():
+    expected = inspect.signature(_annotated)
+    swap = inplace.swap_code(_annotated, lambda *a, **k: 0.0)
+    try:
+        assert inspect.signature(swap.original) == expected
+        assert swap.original.__annotations__ == {"x": int, "scale": float, "return": float}
+        assert swap.original(3) == 6.0
+    finally:
+        swap.restore()
