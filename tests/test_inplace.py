@@ -94,7 +94,8 @@ def test_original_copy_keeps_signature_and_annotations():
     swap = inplace.swap_code(_annotated, lambda *a, **k: 0.0)
     try:
         assert inspect.signature(swap.original) == expected
-        assert swap.original.__annotations__ == {"x": int, "scale": float, "return": float}
+        assert swap.original.__annotations__ == _annotated.__annotations__
+        assert swap.original.__annotations__ is not _annotated.__annotations__
         assert swap.original(3) == 6.0
     finally:
         swap.restore()
