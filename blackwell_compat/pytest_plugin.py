@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Generator, Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,10 +73,6 @@ class _Emulation:
         self.arch = arch
         self._block: AbstractContextManager[str] | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._block is not None
-
     def start(self) -> None:
         if self._block is None:
             from .emulation import emulate
@@ -89,16 +85,6 @@ class _Emulation:
         block, self._block = self._block, None
         if block is not None:
             block.__exit__(None, None, None)
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        was_running = self.running
-        self.stop()
-        try:
-            yield
-        finally:
-            if was_running:
-                self.start()
 
 
 @dataclass
@@ -382,39 +368,35 @@ def _enter_marker(item: pytest.Item, state: _State, marker: pytest.Mark) -> None
     item.stash[_MARKER_KEY] = stack
 
 
-@contextmanager
-def _emulated_phase(state: _State) -> Iterator[None]:
-    if state.emulation is None:
-        yield
-        return
-    state.emulation.start()
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, None, None]:
+    """Emulate from the first test's setup to the last test's teardown.
+
+    One block for the whole loop rather than one per test: entering emulation installs its
+    dispatcher kernels and leaving removes them, which costs milliseconds each time.
+    """
+    emulation = _state(session.config).emulation
+    if emulation is not None:
+        emulation.start()
     try:
         yield
     finally:
-        state.emulation.stop()
+        if emulation is not None:
+            emulation.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
-    state = _state(item.config)
     marker = item.get_closest_marker("blackwell_compat")
     if marker is not None:
-        _enter_marker(item, state, marker)
-    with _emulated_phase(state):
-        yield
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    with _emulated_phase(_state(item.config)):
-        yield
+        _enter_marker(item, _state(item.config), marker)
+    yield
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     try:
-        with _emulated_phase(_state(item.config)):
-            yield
+        yield
     finally:
         stack = item.stash.get(_MARKER_KEY, None)
         if stack is not None:
@@ -692,15 +674,8 @@ def _parity(
 
     from . import emulation
 
-    own = state.emulation
-    # 1. The CPU reference: original kernels, no emulation.
-    with own.paused() if own is not None else _nothing():
-        if emulation.is_active():
-            raise RuntimeError(
-                "assert_cpu_parity computes its CPU reference outside emulation, but emulation "
-                f"({emulation.current_arch()}) is active from elsewhere (BLACKWELL_COMPAT_EMULATE"
-                " or a bc.emulate() block around the call); use --blackwell-emulate instead"
-            )
+    # 1. The CPU reference: original kernels, emulation suspended (in this thread).
+    with emulation.suspended():
         expected = _map_tensors(fn(*_map_tensors(inputs, _copier("cpu"))), _to_cpu)
 
     # 2. The device under test, with the patches.
@@ -710,14 +685,9 @@ def _parity(
             where = f"{device} ({torch.cuda.get_device_name(device)})"
         else:
             device = torch.device("cpu")
-            if own is not None and not own.running:
-                own.start()
-                stack.callback(own.stop)
             if not emulation.is_active():
-                arch = stack.enter_context(emulation.emulate(DEFAULT_ARCH))
-            else:
-                arch = emulation.current_arch() or DEFAULT_ARCH
-            where = f"cpu emulating {arch}"
+                stack.enter_context(emulation.emulate(DEFAULT_ARCH))
+            where = f"cpu emulating {emulation.current_arch()}"
         names = _active_patch_names()
         if not names:
             from . import engine
@@ -727,15 +697,10 @@ def _parity(
         where += f", patches: {', '.join(names) or 'none'}"
         actual = _map_tensors(fn(*_map_tensors(inputs, _copier(device))), _to_cpu)
 
-    # 3. Compare, outside emulation (comparing complex values uses complex abs).
-    with own.paused() if own is not None else _nothing():
+    # 3. Compare without emulation (comparing complex values takes complex abs).
+    with emulation.suspended():
         _compare(actual, expected, rtol, atol, f"{_fn_name(fn)} on {where}")
     return actual
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _flatten(obj: Any, path: str = "") -> list[tuple[str, Any]]:
@@ -814,17 +779,27 @@ def worst_element(
         return ""
     flat = int(torch.argmax(excess))
     index = _unravel(flat, tuple(actual.shape))
-    got = actual.reshape(-1)[flat].item()
-    want = expected.reshape(-1)[flat].item()
+    got = _format_value(actual.reshape(-1)[flat].item())
+    want = _format_value(expected.reshape(-1)[flat].item())
     abs_diff = float(diff[flat])
     mag = float(magnitude[flat])
     rel = abs_diff / mag if mag else float("inf")
     return (
         f"{count} of {actual.numel()} elements differ; worst at index {index}: device "
-        f"{got!r}, reference {want!r}, |difference| {abs_diff:.6g} (relative {rel:.6g}), "
+        f"{got}, reference {want}, |difference| {abs_diff:.6g} (relative {rel:.6g}), "
         f"allowed {float(allowed[flat]):.6g} (rtol {r:g}, atol {a:g}, dtype "
         f"{str(actual.dtype).replace('torch.', '')})"
     )
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, float):
+        return f"{value:.8g}"
+    if isinstance(value, complex):
+        return f"({value.real:.8g}{value.imag:+.8g}j)"
+    return repr(value)
 
 
 def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
