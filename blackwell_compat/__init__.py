@@ -12,6 +12,7 @@ library, nor the registry's dependencies.  Every public name is resolved on firs
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -80,18 +81,38 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
+_environment_error: Exception | None = None
+
+
 def _activate_env_emulation() -> None:
     """Honour ``BLACKWELL_COMPAT_EMULATE`` as soon as the package is imported.
 
     Only when the variable is set: then torch gets the emulation kernels as soon as it is
     imported.  Unset, this costs one dictionary lookup.
     """
-    import os
-
     if os.environ.get("BLACKWELL_COMPAT_EMULATE", "").strip():
         from .emulation import activate_from_environment
+        from .errors import ConfigError
 
-        activate_from_environment()
+        try:
+            activate_from_environment()
+        except ConfigError as exc:
+            if not _running_the_cli():
+                raise
+            # The CLI reports it as a usage error (one line, exit status 2) from main().
+            global _environment_error
+            _environment_error = exc
+
+
+def _running_the_cli() -> bool:
+    """Whether this import is the start of ``python -m blackwell_compat`` / ``blackwell-compat``
+    (there, a malformed variable is a usage error: one line and exit status 2)."""
+    import sys
+
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    if "-m" in argv[:-1] and argv[argv.index("-m") + 1] == __name__:
+        return True
+    return any(os.path.basename(arg) == "blackwell-compat" for arg in argv[:2])
 
 
 _activate_env_emulation()

@@ -321,11 +321,11 @@ def apply(
 def _apply_one(
     reg: Registration, force: bool, disabled: set[str], requested: Mapping[str, str]
 ) -> PatchStatus:
+    if reg.name in disabled:
+        return _status_for(reg, SKIPPED, f"disabled by {config.DISABLE}")
     patch = reg.patch
     if patch is None:
         return _status_for(reg, FAILED, reg.error or "could not be loaded")
-    if reg.name in disabled:
-        return _status_for(reg, SKIPPED, f"disabled by {config.DISABLE}")
     strategy = _resolve_strategy(patch, requested)
     existing = _records.get(reg.name)
     if existing is not None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 
 logger = logging.getLogger("blackwell_compat")
+# A library never configures logging; without a handler of the application's, records go
+# nowhere (warnings that matter are also issued through ``warnings``).
+logger.addHandler(logging.NullHandler())
 
 
 class BlackwellCompatWarning(UserWarning):

@@ -314,3 +314,11 @@ def test_report_renders_and_serialises(target_module, use_patches):
     assert "p  applied" in str(report)
     json.dumps(report.as_dict())
     json.dumps([s.as_dict() for s in engine.status()])
+
+
+def test_disabled_patch_that_fails_to_load_is_skipped_not_failed(use_patches, monkeypatch):
+    use_patches(FakeEntryPoint("broken", ImportError("no module named acme")))
+    monkeypatch.setenv("BLACKWELL_COMPAT_DISABLE", "broken")
+    report = engine.apply()
+    assert report.skipped == {"broken": "disabled by BLACKWELL_COMPAT_DISABLE"}
+    assert report.ok

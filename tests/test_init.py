@@ -53,3 +53,15 @@ def test_malformed_emulate_env_is_a_clear_error_at_import():
     )
     assert proc.returncode != 0
     assert "BLACKWELL_COMPAT_EMULATE: 'blackwell' is not a GPU architecture" in proc.stderr
+
+
+def test_malformed_emulate_env_is_a_usage_error_for_the_cli():
+    import os
+
+    env = dict(os.environ, BLACKWELL_COMPAT_EMULATE="blackwell")
+    proc = subprocess.run(
+        [sys.executable, "-m", "blackwell_compat", "list"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("blackwell-compat: error: BLACKWELL_COMPAT_EMULATE")
+    assert "Traceback" not in proc.stderr

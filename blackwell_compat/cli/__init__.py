@@ -46,8 +46,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .. import _environment_error
     from ..errors import ConfigError
 
+    if _environment_error is not None:
+        print(f"blackwell-compat: error: {_environment_error}", file=sys.stderr)
+        return EXIT_USAGE
     parser, modules = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.command is None:
