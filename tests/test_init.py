@@ -63,5 +63,5 @@ def test_malformed_emulate_env_is_a_usage_error_for_the_cli():
         [sys.executable, "-m", "blackwell_compat", "list"], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 2
-    assert proc.stderr.startswith("blackwell-compat: error: BLACKWELL_COMPAT_EMULATE")
+    assert "\nblackwell-compat: error: BLACKWELL_COMPAT_EMULATE" in "\n" + proc.stderr
     assert "Traceback" not in proc.stderr
