@@ -130,6 +130,13 @@ def test_usage_errors_exit_2(args, needle):
     assert "Traceback" not in done.stderr
 
 
+def test_malformed_emulation_is_a_usage_error():
+    done = doctor("--json", BLACKWELL_COMPAT_EMULATE="gb10")
+    assert done.returncode == 2
+    assert "'gb10' is not a GPU architecture" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_the_doctor_process_never_imports_torch():
     code = (
         "import sys\n"
