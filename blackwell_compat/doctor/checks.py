@@ -23,6 +23,7 @@ from .hints import (
     torch_arch_fix,
     torchaudio_fix,
 )
+from .pins import check_pins
 
 if TYPE_CHECKING:
     from ..probe import GPU, Platform
@@ -972,6 +973,7 @@ CHECKS: tuple[tuple[str, str, Check], ...] = (
     ("torchaudio", "torchaudio", check_torchaudio),
     ("triton", "Triton / torch.compile", check_triton),
     ("patches", "Patches", check_patches),
+    ("pins", "Speech-stack pins", check_pins),
     ("environment", "Environment", check_environment),
     ("smoke", "Smoke test", check_smoke),
 )
