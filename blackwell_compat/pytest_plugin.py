@@ -234,25 +234,29 @@ def _apply_session(state: _State) -> None:
     settings = state.settings
     if settings.mode == "off":
         return
+    affected = False
+    if settings.mode == "auto":
+        from .probe import probe
+
+        affected = probe().affected
+        if not affected and state.emulation is None:
+            state.session_note = "auto: no affected GPU here, not applied"
+            return
     from . import engine
 
     try:
         if settings.mode == "on":
             report = engine.apply(force=True)
+        elif affected:
+            report = engine.apply()
         else:
-            from .probe import probe
+            # Under --blackwell-emulate, apply as this process would on the emulated GPU: the
+            # engine's device gate sees the emulated GPU as affected.
+            from .emulation import emulate
 
-            if probe().affected:
+            arch = state.emulation.arch if state.emulation is not None else DEFAULT_ARCH
+            with emulate(arch):
                 report = engine.apply()
-            elif state.emulation is not None:
-                # Apply as this process would on the emulated GPU: the device gate sees it.
-                from .emulation import emulate
-
-                with emulate(state.emulation.arch):
-                    report = engine.apply()
-            else:
-                state.session_note = "auto: no affected GPU here, not applied"
-                return
     except ConfigError as exc:
         raise pytest.UsageError(f"blackwell-compat: {exc}") from None
     state.session_report = report
