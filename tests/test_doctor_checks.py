@@ -341,6 +341,19 @@ def test_patches_would_apply_only_where_affected(nvrtc_libraries):
     assert fine.commands == ()
 
 
+def test_patches_applied_in_this_process_are_named(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    rows = patch_rows(torchaudio_version=None)
+    rows[0]["state"] = "applied"
+    check = build_report(machine([GB10], nvrtc=nvrtc, patches=rows)).check("patches")
+    assert check.summary.endswith("applied in this process: torch")
+    assert "torch: torch 2.8.0 (supports >=2.6): would apply; in this process: applied" in (
+        check.details
+    )
+    assert "torchaudio: torchaudio not installed (supports >=2.6,<2.12)" in check.details
+    assert check.commands == ()  # already applied: no need to say how
+
+
 def test_patch_outside_its_range_warns_on_an_affected_machine(nvrtc_libraries):
     nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
     rows = patch_rows(torchaudio_version="2.13.0")

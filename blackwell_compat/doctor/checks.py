@@ -749,8 +749,13 @@ def check_patches(facts: Facts) -> CheckResult:
             target = f"{distribution} {installed or 'not installed'} (supports {supported})"
         else:
             target = ", ".join(row.get("modules") or ()) or "-"
-        verdict = "would apply" if ok else f"would not apply ({why})"
-        details.append(f"{name}: {target}: {verdict}; in this process: {state}")
+        if distribution and installed is None:
+            line = f"{name}: {target}"  # not installed: nothing more to say
+        else:
+            line = f"{name}: {target}: " + ("would apply" if ok else f"would not apply ({why})")
+        if state not in ("not-applied", "skipped"):
+            line += f"; in this process: {state}"
+        details.append(line)
         if state in ("failed", "drift"):
             status = FAIL
             details.append(f"  {row.get('state_reason')}")
