@@ -119,11 +119,13 @@ def torch_cuda13_fix(torch_version: str | None, with_torchaudio: bool) -> Fix:
     return Fix(text, (f"pip install --upgrade {pkgs} --index-url {index}",))
 
 
-def patch_route_fix() -> Fix:
+def patch_route_fix(alternative: bool = False) -> Fix:
+    """Run with the patches; *alternative*: phrased as the last of several ways out."""
+    lead = "Or keep this stack and let" if alternative else "Let"
     return Fix(
-        "Or keep this stack and let blackwell-compat route PyTorch's run-time compiled ops "
-        "around NVRTC (no reinstall; run your program through it, or call "
-        "blackwell_compat.apply() before the model runs):",
+        f"{lead} blackwell-compat route PyTorch's run-time compiled ops around NVRTC (no "
+        "reinstall; run your program through it, or call blackwell_compat.apply() before the "
+        "model runs):",
         ("python -m blackwell_compat run -- python your_script.py",),
     )
 
@@ -181,7 +183,7 @@ def nvrtc_fixes(
         )
     else:
         fixes.append(torch_cuda13_fix(torch_version, with_torchaudio))
-    fixes.append(patch_route_fix())
+    fixes.append(patch_route_fix(alternative=True))
     return fixes
 
 
