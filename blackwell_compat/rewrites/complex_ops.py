@@ -71,6 +71,22 @@ def _log_max(re: Any) -> float:
     return _LOG_MAX["float64" if re.dtype == _torch().float64 else "float32"]
 
 
+#: below this magnitude both parts are scaled up by 2**_SCALE before hypot/sqrt, so that
+#: subnormal inputs keep their precision (the scale is a power of two: exact both ways).
+_TINY = {"float32": 2.0**-60, "float64": 2.0**-500}
+_SCALE = {"float32": 100, "float64": 900}
+
+
+def _kind(x: Any) -> str:
+    return "float64" if x.dtype == _torch().float64 else "float32"
+
+
+def _tiny(re: Any, im: Any) -> Any:
+    """Where both parts are so small that hypot/sqrt lose precision (subnormal range)."""
+    torch = _torch()
+    return torch.maximum(re.abs(), im.abs()) < _TINY[_kind(re)]
+
+
 def _any(mask: Any) -> bool:
     """Whether a fix-up branch is needed: checked on the CPU, assumed on a GPU (no sync)."""
     return bool(mask.any()) if mask.device.type == "cpu" else True
@@ -114,6 +130,11 @@ def c_log(re: Any, im: Any) -> tuple[Any, Any]:
     torch = _torch()
     r = torch.hypot(re, im)
     log_r = torch.log(r)
+    tiny = _tiny(re, im) & (r != 0)
+    if _any(tiny):
+        k = _SCALE[_kind(re)]
+        scaled = torch.log(torch.hypot(re * 2.0**k, im * 2.0**k)) - k * _LN2
+        log_r = torch.where(tiny, scaled, log_r)
     # hypot overflows only when |z| exceeds the float range: scale by the larger part.
     overflow = torch.isinf(r) & torch.isfinite(re) & torch.isfinite(im)
     if _any(overflow):
@@ -126,6 +147,21 @@ def c_log(re: Any, im: Any) -> tuple[Any, Any]:
 
 
 def c_sqrt(re: Any, im: Any) -> tuple[Any, Any]:
+    torch = _torch()
+    tiny = _tiny(re, im)
+    if _any(tiny):
+        # sqrt(z) = sqrt(z * 4**k) / 2**k, computed where both parts are subnormal-small.
+        k = _SCALE[_kind(re)] // 2
+        big_re, big_im = _sqrt_core(re * 4.0**k, im * 4.0**k)
+        out_re, out_im = _sqrt_core(re, im)
+        return (
+            torch.where(tiny, big_re * 2.0**-k, out_re),
+            torch.where(tiny, big_im * 2.0**-k, out_im),
+        )
+    return _sqrt_core(re, im)
+
+
+def _sqrt_core(re: Any, im: Any) -> tuple[Any, Any]:
     torch = _torch()
     abs_re = re.abs()
     r = torch.hypot(re, im)
@@ -156,8 +192,9 @@ def _sinh_cosh_times(x: Any, factor_sinh: Any, factor_cosh: Any) -> tuple[Any, A
     big = x.abs() > _log_max(x) - 1.0
     if _any(big):
         half = torch.exp(x.abs() * 0.5)
-        scaled_c = (half * (0.5 * factor_cosh)) * half
-        scaled_s = torch.copysign(torch.ones_like(x), x) * ((half * (0.5 * factor_sinh)) * half)
+        # (half * factor) * (half / 2): halving the factor first could underflow it to 0.
+        scaled_c = (half * factor_cosh) * (half * 0.5)
+        scaled_s = torch.copysign(torch.ones_like(x), x) * ((half * factor_sinh) * (half * 0.5))
         out_s = torch.where(big, scaled_s, out_s)
         out_c = torch.where(big, scaled_c, out_c)
     return out_s, out_c

@@ -1,0 +1,96 @@
+"""``audit [--fix] [--json] [--arch ARCH] -- script.py [args]`` (or ``-m module [args]``).
+
+Runs the program on the CPU as if on an affected GPU (:mod:`blackwell_compat.audit`) and lists
+every call site that reaches a Jiterator kernel, grouped by site with counts.  The program runs
+to its end: each recorded call is computed with PyTorch's CPU kernel.
+
+Output: the program's own stdout and stderr pass through unchanged; the report goes to stderr
+(text), or to stdout with ``--json``, in which case the program's stdout is passed through on
+stderr so that stdout holds only the JSON document.
+
+Exit status: 1 when a call site would fail on the emulated GPU (after ``--fix``: when one is
+left), else the program's own exit code; 2 for a usage error (nothing is run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "audit",
+        help="run a program on the CPU as if on an affected GPU and list every Jiterator call",
+        description=(
+            "Run a Python program on the CPU under emulation of a GPU the installed NVRTC does "
+            "not know, and list every call site that reaches a Jiterator kernel (op, dtype, "
+            "shapes, the first frame outside torch), grouped by site with counts. The program "
+            "runs to its end with correct results, so one run finds every site. See "
+            "docs/audit.md for how to read the report."
+        ),
+        epilog=(
+            "Examples: python -m blackwell_compat audit -- infer.py --text hello; "
+            "python -m blackwell_compat audit --fix --json -m mypackage.cli. "
+            "Exit status: 1 when a call site would fail on the emulated GPU (after --fix: "
+            "when one remains), else the program's own exit code; 2 for a usage error."
+        ),
+    )
+    parser.add_argument(
+        "--fix",
+        action="store_true",
+        help="apply the patches first (the op guard included) and report what remains",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON on stdout (the program's stdout goes to stderr)",
+    )
+    parser.add_argument(
+        "--arch",
+        default="sm_121",
+        help="the GPU architecture to emulate (default sm_121, DGX Spark / GB10)",
+    )
+    parser.add_argument(
+        "-m",
+        dest="module",
+        metavar="MODULE",
+        help="run a module (like python -m MODULE) instead of a script",
+    )
+    parser.add_argument(
+        "program",
+        nargs=argparse.REMAINDER,
+        metavar="-- SCRIPT [ARGS...]",
+        help="the script to run and its arguments, after '--'",
+    )
+
+
+def target_from(args: argparse.Namespace) -> Any:
+    from ..audit import Target
+
+    rest = list(args.program)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if args.module:
+        return Target("module", args.module, tuple(rest))
+    if not rest:
+        raise ConfigError("audit: give a script to run (audit -- script.py [args]) or -m MODULE")
+    return Target("script", rest[0], tuple(rest[1:]))
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import audit
+
+    target = target_from(args)
+    if args.json:
+        report = audit.run(target, arch=args.arch, fix=args.fix, stdout=sys.stderr)
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        report = audit.run(target, arch=args.arch, fix=args.fix)
+        sys.stdout.flush()
+        print(audit.render(report), file=sys.stderr)
+    return report.exit_status

@@ -1,0 +1,234 @@
+"""``audit``: every Jiterator call site of a sample program, grouped, counted, and the program's
+own output and exit code preserved."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from blackwell_compat import audit, dispatch, emulation
+from blackwell_compat.cli import main
+
+SAMPLE = textwrap.dedent(
+    """
+    import sys
+    import torch
+
+    def magnitude(x):
+        spec = torch.stft(x, 64, window=torch.hann_window(64), return_complex=True)
+        return spec.abs()  # site: magnitude
+
+    def phase(x):
+        spec = torch.stft(x, 64, window=torch.hann_window(64), return_complex=True)
+        return torch.angle(spec)  # site: phase
+
+    torch.manual_seed(0)
+    x = torch.randn(1024)
+    for _ in range(3):
+        m = magnitude(x)
+    p = phase(x)
+    g = torch.tensor([1.5, 2.5]).lgamma()  # site: lgamma
+    print(f"mag={float(m.sum()):.6f} phase={float(p.abs().sum()):.6f} lgamma={float(g.sum()):.6f}")
+    sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    """
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> Iterator[None]:
+    yield
+    dispatch._reset_for_tests()
+    assert not emulation.is_active()
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    path = tmp_path / "sample.py"
+    path.write_text(SAMPLE)
+    return path
+
+
+def _plain_output(path: Path, *args: str) -> tuple[int, str]:
+    result = subprocess.run(
+        [sys.executable, str(path), *args], capture_output=True, text=True, check=False
+    )
+    return result.returncode, result.stdout
+
+
+def test_every_site_is_listed_with_counts_and_the_program_continues(
+    sample: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["audit", "--", str(sample)])
+    captured = capsys.readouterr()
+    assert status == 1
+    # The program's own output is unchanged: every recorded call got the correct result.
+    plain_code, plain_stdout = _plain_output(sample)
+    assert plain_code == 0
+    assert captured.out == plain_stdout
+    report = captured.err
+    assert "3 call site(s) would fail" in report
+    assert "sample.py:7 in magnitude" in report
+    assert "sample.py:11 in phase" in report
+    assert "sample.py:18 in <module>" in report
+    assert "abs [complex64] x 3" in report
+    assert "angle [complex64] x 1" in report
+    assert "lgamma [float32] x 1" in report
+    assert "> return spec.abs()" in report
+
+
+def test_json_report(sample: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["audit", "--json", "--", str(sample), "3"])
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)  # stdout holds only the report
+    assert status == 1
+    assert data["program"]["exit_code"] == 3
+    assert data["exit_status"] == 1
+    assert "mag=" in captured.err  # the program's stdout went to stderr
+    assert "mag=" in data["program"]["stdout_tail"]
+    sites = {(s["function"], s["line"]): s for s in data["sites"]}
+    magnitude = sites[("magnitude", 7)]
+    assert magnitude["calls"] == 3 and magnitude["failing"]
+    (use,) = magnitude["ops"]
+    assert use["entry"] == "abs" and use["op"] == "aten::abs.out" and use["mode"] == "emulate"
+    assert use["kernel"] == "abs_name" and use["source"].endswith("AbsKernel.cu")
+    assert use["shapes"] and len(use["shapes"][0][0]) == 2  # (freq, frames)
+    assert data["summary"] == {"sites": 3, "failing_sites": 3, "guarded_sites": 0, "calls": 5}
+
+
+def test_fix_applies_the_patches_and_reports_what_remains(
+    sample: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["audit", "--fix", "--json", "--", str(sample)])
+    data = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert data["summary"]["failing_sites"] == 0
+    assert data["summary"]["guarded_sites"] == 3
+    assert {p["name"]: p["state"] for p in data["patches"]}["torch"] == "applied"
+    assert all(u["mode"] == "guard" for s in data["sites"] for u in s["ops"])
+    assert _plain_output(sample) == (0, data["program"]["stdout_tail"])
+
+
+def test_fix_with_the_guard_disabled_leaves_failing_sites(
+    sample: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BLACKWELL_COMPAT_DISABLE", "torch")
+    status = main(["audit", "--fix", "--", str(sample)])
+    assert status == 1
+    assert "remain with every patch applied" in capsys.readouterr().err
+
+
+def test_clean_program_exits_with_its_own_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "clean.py"
+    script.write_text(
+        "import sys, torch\n"
+        "z = torch.tensor([1 + 1j]) * torch.tensor([2 - 1j])\n"
+        "print(torch.view_as_real(z).tolist())\n"
+        "sys.exit(4)\n"
+    )
+    assert main(["audit", "--", str(script)]) == 4
+    captured = capsys.readouterr()
+    assert "[[3.0, 1.0]]" in captured.out
+    assert "No call reaches a Jiterator kernel" in captured.err
+
+
+def test_uncaught_exception_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "boom.py"
+    script.write_text("import torch\ntorch.tensor([2j]).exp()\nraise ValueError('boom')\n")
+    assert main(["audit", "--", str(script)]) == 1
+    err = capsys.readouterr().err
+    assert "ValueError: boom" in err  # the traceback, as Python would print it
+    assert "program exit code: 1 (ValueError: boom)" in err
+    assert "exp [complex64] x 1" in err
+
+
+def test_module_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "audited_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(
+        "import sys, torch\nprint(sys.argv[1:])\nprint(torch.tensor([4, 6]).gcd(torch.tensor(8)))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    status = main(["audit", "-m", "audited_pkg", "a", "b"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "['a', 'b']" in captured.out
+    assert "gcd [int64] x 1" in captured.err
+    assert "__main__.py:3 in <module>" in captured.err
+
+
+def test_calls_from_other_threads_and_backward_are_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "threads.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import threading, torch
+
+            def work():
+                torch.tensor([1 + 1j]).sqrt()
+
+            t = threading.Thread(target=work)
+            t.start(); t.join()
+            z = torch.tensor([3 + 4j], requires_grad=True)
+            loss = torch.view_as_real(z * z).sum()
+            loss.backward()
+            w = torch.tensor([3 + 4j], requires_grad=True)
+            torch.view_as_real(w.exp()).sum().backward()
+            """
+        )
+    )
+    main(["audit", "--json", "--", str(script)])
+    data = json.loads(capsys.readouterr().out)
+    found = {(s["function"], u["entry"]) for s in data["sites"] for u in s["ops"]}
+    assert ("work", "sqrt") in found
+    assert ("<module>", "exp") in found  # forward and backward of exp (exp again)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["audit"],
+        ["audit", "--", "does-not-exist.py"],
+        ["audit", "-m", "no_such_module_blackwell"],
+        ["audit", "--arch", "volta", "--", "x.py"],
+    ],
+)
+def test_usage_errors_run_nothing(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_command_line_end_to_end(sample: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "blackwell_compat", "audit", "--", str(sample), "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 1
+    assert result.stdout.startswith("mag=")
+    assert "STATUS" in result.stderr and "FAIL" in result.stderr
+
+
+def test_report_object_api(sample: Path) -> None:
+    report = audit.run(audit.Target("script", str(sample), ("5",)))
+    assert report.exit_code == 5
+    assert report.exit_status == 1
+    assert len(report.failing_sites) == 3
+    assert report.arch == "sm_121"
+    text = audit.render(report)
+    assert "program exit code: 5" in text
