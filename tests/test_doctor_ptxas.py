@@ -126,8 +126,14 @@ def test_the_real_triton_of_this_environment():
     for tool in facts.tools:
         assert tool.error is None, tool
         assert tool.version is not None
-    # Every Triton that ships ptxas for Blackwell accepts sm_120a (CUDA 12.8+).
-    assert facts.tool(facts.uses["sm_120"]).accepts["sm_120a"] is True  # type: ignore[union-attr]
+    # sm_120a came with CUDA 12.8's ptxas (Triton 3.2 bundles 12.4, 3.6 a 12.9 ptxas-blackwell).
+    tool = facts.tool(facts.uses["sm_120"])
+    assert tool is not None and tool.version is not None
+    new_enough = tuple(int(p) for p in tool.version.split(".")) >= (12, 8)
+    assert tool.accepts["sm_120a"] is new_enough, tool
+    rejected = {n for t in facts.tools for n, ok in t.accepts.items() if not ok}
+    for alternative in facts.alternatives:  # searched only when something was rejected
+        assert rejected and (alternative.error or set(alternative.accepts) == rejected)
     bundled_plain = os.path.join(facts.location or "", "backends", "nvidia", "bin", "ptxas")
     blackwell = facts.tool("ptxas-blackwell")
     if blackwell is None or not os.path.exists(bundled_plain):
