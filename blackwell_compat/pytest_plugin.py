@@ -380,6 +380,8 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, None, None]:
     dispatcher kernels and leaving removes them, which costs milliseconds each time.
     """
     emulation = _state(session.config).emulation
+    if session.config.option.collectonly:
+        emulation = None
     if emulation is not None:
         emulation.start()
     try:
