@@ -8,6 +8,10 @@ code is 2.6.0.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from packaging.specifiers import SpecifierSet
 
 
 def installed_version(distribution: str) -> str | None:
@@ -34,7 +38,7 @@ def release_string(version: str) -> str | None:
 
 
 @lru_cache(maxsize=256)
-def _specifier(spec: str):  # type: ignore[no-untyped-def]
+def _specifier(spec: str) -> SpecifierSet:
     from packaging.specifiers import SpecifierSet
 
     return SpecifierSet(spec)
