@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .emulation import emulate
     from .engine import ApplyReport, PatchStatus, apply, patched, revert, status
     from .errors import BlackwellCompatError, BlackwellCompatWarning, ConfigError
-    from .probe import GPU, NvrtcInfo, Platform, probe
+    from .probing import GPU, NvrtcInfo, Platform, probe
     from .registry import Patch, PatchContext
 
 _LAZY: dict[str, str] = {
@@ -33,10 +33,10 @@ _LAZY: dict[str, str] = {
     "PatchStatus": "engine",
     "Patch": "registry",
     "PatchContext": "registry",
-    "probe": "probe",
-    "Platform": "probe",
-    "GPU": "probe",
-    "NvrtcInfo": "probe",
+    "probe": "probing",
+    "Platform": "probing",
+    "GPU": "probing",
+    "NvrtcInfo": "probing",
     "emulate": "emulation",
     "BlackwellCompatWarning": "errors",
     "BlackwellCompatError": "errors",
@@ -68,11 +68,7 @@ def __getattr__(name: str) -> Any:
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'blackwell_compat' has no attribute {name!r}")
-    module = importlib.import_module(f".{module_name}", __name__)
-    # ``probe`` is both a sub-package and a function: keep the (callable) sub-package bound
-    # here, as the import system does, so ``import blackwell_compat.probe as p`` stays the
-    # package whatever was touched first, and ``bc.probe()`` still calls the function.
-    value = module if name == module_name else getattr(module, name)
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
     globals()[name] = value
     return value
 

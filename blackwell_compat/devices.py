@@ -43,7 +43,7 @@ def cuda_device_affected(index: int) -> bool:
     import torch
 
     from .config import capability_to_arch
-    from .probe import probe
+    from .probing import probe
 
     major, minor = torch.cuda.get_device_capability(index)
     arch = capability_to_arch(major, minor)

@@ -30,7 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover
 _lock = threading.RLock()
 _stack: list[str] = []
 _env_active = False
-_local = threading.local()  # per-thread suspension depth, see suspended()
+class _ThreadState(threading.local):
+    depth = 0  # per-thread suspension depth, see suspended(); a class default keeps reads fast
+
+
+_local = _ThreadState()
 
 #: The line NVRTC writes when it does not know the requested architecture.
 NVRTC_ERROR_LINE = "nvrtc: error: invalid value for --gpu-architecture (-arch)"
@@ -47,7 +51,7 @@ def current_arch() -> str | None:
     Emulation is process-wide (not per thread): on a real affected GPU every thread fails.
     A thread inside :func:`suspended` sees no emulation.
     """
-    if getattr(_local, "depth", 0):
+    if _local.depth:
         return None
     with _lock:
         if _stack:
@@ -59,7 +63,7 @@ def current_arch() -> str | None:
 
 def is_active() -> bool:
     """Whether emulation is on (called for every intercepted op: no lock on the fast path)."""
-    if getattr(_local, "depth", 0):
+    if _local.depth:
         return False
     if _stack:
         return True
@@ -76,7 +80,7 @@ def suspended() -> Iterator[None]:
     the ``cpu`` strategies of the targeted patches compute their reference result inside it.
     Other threads keep emulating.  Blocks nest.
     """
-    _local.depth = getattr(_local, "depth", 0) + 1
+    _local.depth += 1
     try:
         yield
     finally:
@@ -134,7 +138,7 @@ _PROGRAM = b'extern "C" __global__ void blackwell_compat_probe(float* x) { x[0] 
 def _nvrtc_library() -> str | None:
     """The NVRTC library torch would load, as the probe finds it (``None`` if unknown)."""
     try:
-        from .probe import probe
+        from .probing import probe
 
         path = probe().nvrtc.path
     except Exception:  # the probe never raises by contract; be safe anyway

@@ -166,7 +166,7 @@ def _version_gate(patch: Patch) -> tuple[bool, str, str | None]:
 def _device_gate(patch: Patch, force: bool) -> tuple[bool, str]:
     if not patch.requires_affected or force:
         return True, ""
-    from .probe import probe
+    from .probing import probe
 
     platform = probe()
     if platform.affected:

@@ -236,7 +236,7 @@ def _apply_session(state: _State) -> None:
         return
     affected = False
     if settings.mode == "auto":
-        from .probe import probe
+        from .probing import probe
 
         affected = probe().affected
         if not affected and state.emulation is None:
@@ -327,7 +327,7 @@ def _marker_selection(marker: pytest.Mark) -> tuple[list[str] | None, dict[str, 
 
 def _affected_gpu_skip_reason() -> str | None:
     """``None`` when a real (not emulated) affected GPU is present, else why the test skips."""
-    from .probe import probe
+    from .probing import probe
 
     platform = probe()
     if any(gpu.affected and not gpu.emulated for gpu in platform.gpus):
@@ -453,7 +453,7 @@ def pytest_runtest_makereport(
 
 
 def _platform_summary() -> str:
-    from .probe import probe
+    from .probing import probe
 
     platform = probe()
     real = [gpu for gpu in platform.gpus if not gpu.emulated]
@@ -531,7 +531,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 @pytest.fixture
 def blackwell_platform() -> Any:
     """The probe's :class:`~blackwell_compat.Platform` (with the emulated GPU under emulation)."""
-    from .probe import probe
+    from .probing import probe
 
     return probe()
 

@@ -26,7 +26,7 @@ from blackwell_compat.doctor.checks import (
     run_checks,
 )
 from blackwell_compat.doctor.facts import TorchFacts
-from blackwell_compat.probe import read_nvml, read_nvrtc
+from blackwell_compat.probing import read_nvml, read_nvrtc
 
 
 def statuses(report):
@@ -145,7 +145,7 @@ def test_cuda13_stack_is_fine_for_every_blackwell_arch(nvrtc_libraries):
 
 
 def test_cuda13_torch_missing_arch_hints_the_cu13_wheel():
-    from blackwell_compat.probe import NvrtcInfo
+    from blackwell_compat.probing import NvrtcInfo
 
     nvrtc = NvrtcInfo(
         path="/venv/nvidia/cu13/lib/libnvrtc.so.13",

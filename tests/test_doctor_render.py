@@ -19,7 +19,7 @@ from blackwell_compat.doctor.render import (
     schema_path,
 )
 from blackwell_compat.doctor.smoke import SmokeReport, SmokeRun, SmokeTarget, WorkloadResult
-from blackwell_compat.probe import read_nvml, read_nvrtc
+from blackwell_compat.probing import read_nvml, read_nvrtc
 
 SCENARIOS = ("no-driver", "gb10-12.8", "rtx5090-12.6", "rtx5090-12.8", "h100", "mixed", "emulated")
 

@@ -285,7 +285,7 @@ def test_device_gate_skips_without_affected_gpu(target_module, use_patches, monk
         FakeEntryPoint("gpu_only", make_patch("gpu_only", target_module, requires_affected=True))
     )
     monkeypatch.delenv("BLACKWELL_COMPAT_EMULATE", raising=False)
-    from blackwell_compat.probe import probe
+    from blackwell_compat.probing import probe
 
     if probe(refresh=True).affected:  # pragma: no cover - only on an affected machine
         pytest.fail("this test expects a machine without an affected GPU")

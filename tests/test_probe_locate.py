@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from blackwell_compat.probe import TorchBuild, find_nvrtc, locate_torch
-from blackwell_compat.probe.locate import parse_version_py
+from blackwell_compat.probing import TorchBuild, find_nvrtc, locate_torch
+from blackwell_compat.probing.locate import parse_version_py
 
 NO_ENV: dict[str, str] = {}
 
@@ -246,10 +246,10 @@ def test_discovery_agrees_with_what_torch_actually_maps():
     code = textwrap.dedent(
         """
         import json, sys
-        from blackwell_compat.probe import find_nvrtc
+        from blackwell_compat.probing import find_nvrtc
         before = find_nvrtc(sys.path, in_process=False, env={}).path
         import torch
-        from blackwell_compat.probe.locate import _loaded_nvrtc
+        from blackwell_compat.probing.locate import _loaded_nvrtc
         after = find_nvrtc()
         print(json.dumps({"before": before, "mapped": _loaded_nvrtc(),
                           "after": after.path, "source": after.source,

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from blackwell_compat.errors import ConfigError
-from blackwell_compat.probe import GPU, DriverInfo, read_nvml
-from blackwell_compat.probe.nvml import default_library_names
+from blackwell_compat.probing import GPU, DriverInfo, read_nvml
+from blackwell_compat.probing.nvml import default_library_names
 
 _DRIVER, _GPUS = read_nvml()
 HAS_NVIDIA_GPU = bool(_GPUS)

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from blackwell_compat.errors import ConfigError
-from blackwell_compat.probe import NvrtcInfo, read_nvrtc
-from blackwell_compat.probe.nvrtc import read_loaded
+from blackwell_compat.probing import NvrtcInfo, read_nvrtc
+from blackwell_compat.probing.nvrtc import read_loaded
 
 OLD = ("sm_50", "sm_52", "sm_53", "sm_60", "sm_61", "sm_62", "sm_70", "sm_72")
 AMPERE_HOPPER = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90")

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import blackwell_compat as bc
-from blackwell_compat.probe import (
+from blackwell_compat.probing import (
     GPU,
     LIBRARIES,
     DriverInfo,
@@ -209,10 +209,10 @@ def test_probe_is_cached_and_refreshable():
 
 
 def test_bc_probe_is_callable_whatever_was_imported_first():
-    # `import blackwell_compat.probe` rebinds the package attribute to the sub-package.
+    # The sub-package is `probing`, so importing it never rebinds `bc.probe`.
     data = _child(
         "import json\n"
-        "import blackwell_compat.probe\n"
+        "import blackwell_compat.probing\n"
         "import blackwell_compat as bc\n"
         "p = bc.probe()\n"
         "q = bc.probe(refresh=True)\n"
@@ -290,14 +290,14 @@ def test_probe_overlays_emulation_from_the_environment():
     assert "BLACKWELL_COMPAT_EMULATE=sm_120" in emulated[0]["reason"]
 
 
-def test_probe_name_is_both_package_and_function_in_any_order():
+def test_probe_is_the_function_in_any_import_order():
     data = _child(
         "import json\n"
         "import blackwell_compat as bc\n"
         "first = type(bc.probe()).__name__\n"
-        "import blackwell_compat.probe as pkg\n"
-        "from blackwell_compat.probe import probe, read_nvrtc\n"
+        "import blackwell_compat.probing as pkg\n"
+        "from blackwell_compat.probing import probe, read_nvrtc\n"
         "print(json.dumps([first, type(pkg.probe()).__name__, type(probe()).__name__,\n"
-        "                  hasattr(pkg, 'read_nvrtc'), type(bc.probe(refresh=True)).__name__]))"
+        "                  bc.probe is probe, type(bc.probe(refresh=True)).__name__]))"
     )
     assert data == ["Platform", "Platform", "Platform", True, "Platform"]

@@ -16,7 +16,7 @@ import torch
 
 from blackwell_compat import pytest_plugin
 from blackwell_compat.errors import ConfigError
-from blackwell_compat.probe import probe
+from blackwell_compat.probing import probe
 
 pytest_plugins = ("pytester",)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from blackwell_compat.probe import probe
+from blackwell_compat.probing import probe
 
 pytest_plugins = ("pytester",)
 

@@ -26,7 +26,7 @@ from .hints import (
 from .pins import check_pins
 
 if TYPE_CHECKING:
-    from ..probe import GPU, Platform
+    from ..probing import GPU, Platform
     from .facts import Facts
     from .ptxas import PtxasProbe
     from .smoke import SmokeRun

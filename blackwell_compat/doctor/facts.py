@@ -19,7 +19,7 @@ from .process import ChildResult, Timeouts, child_env, module_argv, run_child
 from .ptxas import TritonFacts
 
 if TYPE_CHECKING:
-    from ..probe import Platform
+    from ..probing import Platform
     from .smoke import SmokeReport
 
 _STACK_CHILD = "blackwell_compat.doctor.stack_child"
@@ -271,7 +271,7 @@ def gather(
 
 def _probe_platform() -> tuple[Platform, str | None]:
     """``bc.probe()``; should it ever raise, an empty platform that says why."""
-    from ..probe import DriverInfo, build_platform, current_system, probe, read_versions
+    from ..probing import DriverInfo, build_platform, current_system, probe, read_versions
 
     try:
         return probe(refresh=True), None

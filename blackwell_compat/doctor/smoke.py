@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .process import emit
 
 if TYPE_CHECKING:
-    from ..probe import Platform
+    from ..probing import Platform
     from .facts import TorchFacts
 
 PASS = "pass"

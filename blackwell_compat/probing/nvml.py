@@ -34,7 +34,7 @@ class GPU:
     has index -1 because it is no CUDA device (CPU tensors play its part).
 
     Give ``arch`` or ``capability`` (or both, consistent); the other is derived.  ``affected``
-    and ``reason`` are the verdict, filled in by :func:`blackwell_compat.probe.build_platform`.
+    and ``reason`` are the verdict, filled in by :func:`blackwell_compat.probing.build_platform`.
     """
 
     index: int

@@ -5,7 +5,7 @@ through NVML (ctypes), NVRTC through its own C API (ctypes) after finding the fi
 load, versions from package metadata.  :func:`build_platform` turns facts into verdicts and is
 pure, so fake platforms are built from plain data::
 
-    from blackwell_compat.probe import GPU, build_platform, read_nvrtc
+    from blackwell_compat.probing import GPU, build_platform, read_nvrtc
 
     nvrtc = read_nvrtc("/path/to/libnvrtc.so.12")
     platform = build_platform(gpus=[GPU(0, "NVIDIA GB10", capability=(12, 1))], nvrtc=nvrtc)
@@ -13,9 +13,6 @@ pure, so fake platforms are built from plain data::
 """
 
 from __future__ import annotations
-
-import sys
-import types
 
 from .locate import TorchBuild, find_nvrtc, find_nvrtc_candidates, locate_torch
 from .nvml import GPU, DriverInfo, read_nvml
@@ -54,18 +51,3 @@ __all__ = [
     "read_nvrtc",
     "read_versions",
 ]
-
-
-class _CallableProbeModule(types.ModuleType):
-    """This package doubles as the function ``bc.probe()``.
-
-    Importing ``blackwell_compat.probe`` makes Python set the attribute ``probe`` of the parent
-    package to this *module*, replacing the lazily resolved *function*; calling the module
-    therefore has to behave like the function, or ``bc.probe()`` would depend on import order.
-    """
-
-    def __call__(self, refresh: bool = False) -> Platform:
-        return probe(refresh)
-
-
-sys.modules[__name__].__class__ = _CallableProbeModule
