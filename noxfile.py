@@ -7,9 +7,14 @@
 * ``tests-oldest-torch``: torch 2.6.0 (lowest supported), no torchaudio, ``-m "not targets"``.
 * ``tests-newest-torch``: the newest torch on the registry, no torchaudio, ``-m "not targets"``.
 * ``tests-full``: the full target stack of ``requirements/full*.txt`` (torch/torchaudio 2.11 CUDA 13
-  builds, kokoro, chatterbox-tts, s3tokenizer, pyannote.audio, openai-whisper), the project, the
-  ``examples/third_party_patch`` package and real NVRTC wheels; the whole suite, slow tests
-  included, and no test may be skipped (GPU tests are deselected when there is no CUDA device).
+  builds, kokoro, chatterbox-tts, s3tokenizer, pyannote.audio, openai-whisper); the whole suite,
+  slow tests included, and no test may be skipped (GPU tests are deselected when there is no
+  CUDA device).  It includes coqui-tts 0.28 (``requirements/coqui028.txt``, additions only).
+* ``tests-tts022``: Coqui TTS 0.22 (``requirements/tts022.txt``), ``-m tts022``: it cannot share
+  tests-full's environment (transformers pins, the ``TTS`` package of coqui-tts).
+
+Every test session installs the project (editable), the ``examples/third_party_patch`` package
+and fetches real NVRTC wheels into ``.nox/_nvrtc`` (``BLACKWELL_COMPAT_TEST_NVRTC_DIR``).
 
 Every install is pinned (``requirements/``), so a session built from scratch is the same
 environment each time.  Virtualenvs are reused when they exist (``nox.options.reuse_venv``):
@@ -29,6 +34,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import nox
+import tomllib
 
 ROOT = Path(__file__).resolve().parent
 REQ = ROOT / "requirements"
@@ -39,10 +45,16 @@ FETCH_NVRTC = ROOT / "tests" / "support" / "fetch_nvrtc.py"
 THIRD_PARTY_EXAMPLE = ROOT / "examples" / "third_party_patch"
 
 PYTHON = "3.11"
-TEST_SESSIONS = ("tests-oldest-torch", "tests-newest-torch", "tests-full")
+TEST_SESSIONS = ("tests-oldest-torch", "tests-newest-torch", "tests-full", "tests-tts022")
 
 nox.options.sessions = ["lint", "typecheck", *TEST_SESSIONS]
 nox.options.reuse_venv = "yes"
+# uv builds the environments (about ten times faster than pip for the torch stacks; it reads no
+# pip configuration, so a local find-links folder cannot slip a different torch in); nox falls
+# back to virtualenv + pip when uv is missing.  The pins are the same either way.
+nox.options.default_venv_backend = "uv|virtualenv"
+# uv must use the machine's Python 3.11, never download an interpreter.
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 # Target libraries beyond torch: absent from the torch-range sessions, present in tests-full.
 TARGET_MODULES = (
@@ -56,6 +68,10 @@ TARGET_MODULES = (
     "whisper",
 )
 FULL_TORCH = "2.11.0"
+
+# Markers of tests that need an environment of their own (a stack that cannot share tests-full's,
+# e.g. Coqui TTS 0.22): every session here deselects them, their own session selects them.
+OWN_ENVIRONMENT_MARKERS = ("tts022", "coqui028")
 
 # No network for models at test time, no telemetry: fail fast instead of waiting on DNS.
 TEST_ENV = {
@@ -128,8 +144,12 @@ def _cuda_available(session: nox.Session) -> bool:
 
 
 def _install_project(session: nox.Session) -> None:
+    """The project (editable) and the third-party patch example the registry tests load."""
     # Dependencies (packaging, wrapt) come pinned from requirements/test.txt.
     session.install("--no-deps", "-e", str(ROOT))
+    if THIRD_PARTY_EXAMPLE.is_dir():
+        # Its only dependency is blackwell-compat, installed just above; it needs no torch.
+        session.install("--no-deps", str(THIRD_PARTY_EXAMPLE))
 
 
 def _log_install(session: nox.Session, started: float) -> None:
@@ -211,11 +231,21 @@ def _check_skips(session: nox.Session, junit: Path, *, strict: bool) -> None:
         session.error(f"{len(refused)} skipped test(s) ({why}):\n  " + "\n  ".join(refused))
 
 
+def _registered_markers() -> set[str]:
+    """Marker names registered in pyproject.toml (pytest refuses unknown names in ``-m``)."""
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        config = tomllib.load(handle)
+    lines = config.get("tool", {}).get("pytest", {}).get("ini_options", {}).get("markers", [])
+    return {str(line).split(":", 1)[0].split("(", 1)[0].strip() for line in lines}
+
+
 def _pytest(
     session: nox.Session, *, marker: str | None, strict_skips: bool, env: dict[str, str]
 ) -> None:
     junit = _junit_path(session)
+    registered = _registered_markers()
     markers = [m for m in (marker, None if _cuda_available(session) else "not gpu") if m]
+    markers += [f"not {m}" for m in OWN_ENVIRONMENT_MARKERS if m in registered and m != marker]
     args = ["python", "-m", "pytest", f"--junitxml={junit}", "-o", "junit_family=xunit2"]
     if markers:
         args += ["-m", " and ".join(f"({m})" for m in markers)]
@@ -243,12 +273,16 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "--strict", "blackwell_compat")
 
 
-def _torch_range_session(session: nox.Session, requirement_file: str) -> None:
+def _torch_range_session(
+    session: nox.Session, requirement_file: str, *, check_newest: bool = False
+) -> None:
     version = _pinned(requirement_file, "torch")
     started = time.monotonic()
     session.install("-r", _req(requirement_file), "-r", _req("test.txt"))
     _install_project(session)
     _log_install(session, started)
+    if check_newest:
+        _warn_if_newer_torch(session, version)
     _check_torch(session, version)
     _check_targets(session, present=False)
     env = _fetch_nvrtc(session)
@@ -262,24 +296,36 @@ def tests_oldest_torch(session: nox.Session) -> None:
 
 @nox.session(name="tests-newest-torch", python=PYTHON)
 def tests_newest_torch(session: nox.Session) -> None:
-    _warn_if_newer_torch(session, _pinned("torch-newest.txt", "torch"))
-    _torch_range_session(session, "torch-newest.txt")
+    _torch_range_session(session, "torch-newest.txt", check_newest=True)
 
 
 @nox.session(name="tests-full", python=PYTHON)
 def tests_full(session: nox.Session) -> None:
     started = time.monotonic()
-    session.install("-r", _req("full.txt"), "-r", _req("test.txt"))
+    # coqui-tts 0.28 only adds packages to this stack (requirements/coqui028.txt).
+    session.install("-r", _req("full.txt"), "-r", _req("coqui028.txt"), "-r", _req("test.txt"))
     session.install("--no-deps", "-r", _req("full-nodeps.txt"))
     _install_project(session)
-    if THIRD_PARTY_EXAMPLE.is_dir():
-        # Its only dependency is blackwell-compat, installed just above.
-        session.install("--no-deps", str(THIRD_PARTY_EXAMPLE))
     _log_install(session, started)
     _check_torch(session, FULL_TORCH)
     _check_targets(session, present=True)
     env = _fetch_nvrtc(session)
     _pytest(session, marker=None, strict_skips=True, env=env)
+
+
+@nox.session(name="tests-tts022", python=PYTHON)
+def tests_tts022(session: nox.Session) -> None:
+    """Coqui TTS 0.22 (XTTS v2, the ``coqui_tts`` patch): tests marked ``tts022``.
+
+    Its own environment: TTS 0.22 needs transformers <= 4.51.3 (chatterbox-tts pins 5.2.0) and
+    installs the same ``TTS`` package as coqui-tts 0.28 (which tests-full has).
+    """
+    started = time.monotonic()
+    session.install("-r", _req("tts022.txt"), "-r", _req("test.txt"))
+    _install_project(session)
+    _log_install(session, started)
+    _check_torch(session, _pinned("tts022.txt", "torch"))
+    _pytest(session, marker="tts022", strict_skips=True, env={})
 
 
 def _warn_if_newer_torch(session: nox.Session, pinned: str) -> None:
