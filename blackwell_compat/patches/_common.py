@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .. import devices, emulation
+from ._drift import function_problems
 
 
 def argument(args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str) -> Any:
@@ -234,6 +235,35 @@ def whisper_log_mel(
     log_spec = torch.clamp(filters @ power, min=1e-10).log10()
     log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
     return (log_spec + 4.0) / 4.0
+
+
+def log_mel_problems(
+    module: Any,
+    *,
+    where: str,
+    filters: str,
+    signature: Callable[..., Any],
+    constants: tuple[Any, ...],
+) -> list[str]:
+    """Drift check of an openai-whisper style ``log_mel_spectrogram`` in *module* (named *where*
+    in the messages), for :class:`LogMelRouter`: the names its body uses, its parameters and
+    defaults against *signature*, the literal *constants* it must still contain, the Mel filter
+    function *filters* ``(device, n_mels)`` and ``load_audio``."""
+    function = f"{where}.log_mel_spectrogram"
+    problems = function_problems(
+        module,
+        "log_mel_spectrogram",
+        where=where,
+        names=("stft", "abs", filters, "hann_window", "log10", "load_audio"),
+    )
+    target = getattr(module, "log_mel_spectrogram", None)
+    if target is None:
+        return problems
+    problems += defaults_problems(target, signature, function)
+    problems += constants_problems(target, constants, function)
+    problems += function_problems(module, filters, where=where, params=("device", "n_mels"))
+    problems += function_problems(module, "load_audio", where=where, names=())
+    return problems
 
 
 _UNSET: Any = object()

@@ -19,8 +19,7 @@ from __future__ import annotations
 import types
 
 from ..registry import Patch, PatchContext
-from ._common import LogMelRouter, constants_problems, defaults_problems
-from ._drift import function_problems
+from ._common import LogMelRouter, log_mel_problems
 
 TARGET = "s3tokenizer.utils"
 REAL = "real"
@@ -43,24 +42,14 @@ class S3TokenizerPatch(Patch):
     docs = "docs/patches/s3tokenizer.md"
 
     def check(self, module: types.ModuleType) -> list[str]:
-        where = f"{TARGET}.log_mel_spectrogram"
-        problems = function_problems(
-            module,
-            "log_mel_spectrogram",
-            where=TARGET,
-            names=("stft", "abs", "_mel_filters", "hann_window", "log10", "load_audio"),
-        )
-        target = getattr(module, "log_mel_spectrogram", None)
-        if target is None:
-            return problems
-        problems += defaults_problems(target, _signature, where)
         # The STFT size and hop are literals in this function (400 and 160 at 16 kHz).
-        problems += constants_problems(target, (400, 160, 1e-10, 8.0, 4.0), where)
-        problems += function_problems(
-            module, "_mel_filters", where=TARGET, params=("device", "n_mels")
+        return log_mel_problems(
+            module,
+            where=TARGET,
+            filters="_mel_filters",
+            signature=_signature,
+            constants=(400, 160, 1e-10, 8.0, 4.0),
         )
-        problems += function_problems(module, "load_audio", where=TARGET, names=())
-        return problems
 
     def apply(self, module: types.ModuleType, ctx: PatchContext) -> None:
         LogMelRouter(

@@ -50,7 +50,7 @@ from typing import Any
 from .. import spectral
 from ..registry import Patch, PatchContext
 from ._common import argument, call_on_cpu, defaults_problems, targeted
-from ._drift import function_problems
+from ._drift import function_problems, parameter_names
 
 REAL = "real"
 CPU = "cpu"
@@ -60,62 +60,12 @@ FUNCTIONAL = "torchaudio.functional.functional"
 __all__ = ["CPU", "REAL", "TorchaudioPatch"]
 
 
-# -- signatures of the targets (our rewrites take exactly these parameters) -------------------
-# The drift check compares them, defaults included, with the installed torchaudio.
+# -- what the drift check compares --------------------------------------------------------------
+# The rewrites themselves serve as the signature models: the check compares their parameters,
+# defaults included, with the installed torchaudio's (kaldi), or their parameter names (functional).
 
-
-def _sig_kaldi_spectrogram(
-    waveform: Any,
-    blackman_coeff: float = 0.42,
-    channel: int = -1,
-    dither: float = 0.0,
-    energy_floor: float = 1.0,
-    frame_length: float = 25.0,
-    frame_shift: float = 10.0,
-    min_duration: float = 0.0,
-    preemphasis_coefficient: float = 0.97,
-    raw_energy: bool = True,
-    remove_dc_offset: bool = True,
-    round_to_power_of_two: bool = True,
-    sample_frequency: float = 16000.0,
-    snip_edges: bool = True,
-    subtract_mean: bool = False,
-    window_type: str = "povey",
-) -> None:
-    """Parameters of ``kaldi.spectrogram``."""
-
-
-def _sig_kaldi_fbank(
-    waveform: Any,
-    blackman_coeff: float = 0.42,
-    channel: int = -1,
-    dither: float = 0.0,
-    energy_floor: float = 1.0,
-    frame_length: float = 25.0,
-    frame_shift: float = 10.0,
-    high_freq: float = 0.0,
-    htk_compat: bool = False,
-    low_freq: float = 20.0,
-    min_duration: float = 0.0,
-    num_mel_bins: int = 23,
-    preemphasis_coefficient: float = 0.97,
-    raw_energy: bool = True,
-    remove_dc_offset: bool = True,
-    round_to_power_of_two: bool = True,
-    sample_frequency: float = 16000.0,
-    snip_edges: bool = True,
-    subtract_mean: bool = False,
-    use_energy: bool = False,
-    use_log_fbank: bool = True,
-    use_power: bool = True,
-    vtln_high: float = -500.0,
-    vtln_low: float = 100.0,
-    vtln_warp: float = 1.0,
-    window_type: str = "povey",
-) -> None:
-    """Parameters of ``kaldi.fbank``."""
-
-
+# torchaudio's kaldi helpers the rewrites call, with the parameters they are called with (in this
+# order: ``_kaldi_frames`` passes the options by these names).
 _KALDI_HELPERS: dict[str, tuple[str, ...]] = {
     "_get_waveform_and_window_properties": (
         "waveform",
@@ -161,36 +111,6 @@ _KALDI_USES = {
     "mfcc": ("fbank",),
 }
 
-_FUNCTIONAL_PARAMS = {
-    "spectrogram": (
-        "waveform",
-        "pad",
-        "window",
-        "n_fft",
-        "hop_length",
-        "win_length",
-        "power",
-        "normalized",
-        "center",
-        "pad_mode",
-        "onesided",
-        "return_complex",
-    ),
-    "griffinlim": (
-        "specgram",
-        "window",
-        "n_fft",
-        "hop_length",
-        "win_length",
-        "power",
-        "n_iter",
-        "momentum",
-        "length",
-        "rand_init",
-    ),
-    "phase_vocoder": ("complex_specgrams", "rate", "phase_advance"),
-}
-
 _FUNCTIONAL_USES = {
     "spectrogram": ("stft", "abs"),
     "griffinlim": ("stft", "istft", "abs", "_get_complex_dtype"),
@@ -206,35 +126,19 @@ def _kaldi_frames(
 ) -> tuple[Any, Any, int] | None:
     """Windowed frames, their log energies and the FFT size; ``None`` when the signal is
     shorter than ``min_duration``.  Uses torchaudio's own framing code unchanged."""
+    framing = _KALDI_HELPERS["_get_waveform_and_window_properties"]
     signal, shift, size, fft_size = kaldi._get_waveform_and_window_properties(
-        waveform,
-        o["channel"],
-        o["sample_frequency"],
-        o["frame_shift"],
-        o["frame_length"],
-        o["round_to_power_of_two"],
-        o["preemphasis_coefficient"],
+        waveform, *(o[name] for name in framing[1:])
     )
     if len(signal) < o["min_duration"] * o["sample_frequency"]:
         return None
-    frames, log_energy = kaldi._get_window(
-        signal,
-        fft_size,
-        size,
-        shift,
-        o["window_type"],
-        o["blackman_coeff"],
-        o["snip_edges"],
-        o["raw_energy"],
-        o["energy_floor"],
-        o["dither"],
-        o["remove_dc_offset"],
-        o["preemphasis_coefficient"],
-    )
+    # _get_window(waveform, padded_window_size, window_size, window_shift, <options by name>)
+    options = (o[name] for name in _KALDI_HELPERS["_get_window"][4:])
+    frames, log_energy = kaldi._get_window(signal, fft_size, size, shift, *options)
     return frames, log_energy, fft_size
 
 
-def _make_kaldi_spectrogram(kaldi: types.ModuleType) -> Callable[..., Any]:
+def _make_kaldi_spectrogram(kaldi: types.ModuleType, original: Any) -> Callable[..., Any]:
     def real_spectrogram(
         waveform: Any,
         blackman_coeff: float = 0.42,
@@ -267,7 +171,7 @@ def _make_kaldi_spectrogram(kaldi: types.ModuleType) -> Callable[..., Any]:
     return real_spectrogram
 
 
-def _make_kaldi_fbank(kaldi: types.ModuleType) -> Callable[..., Any]:
+def _make_kaldi_fbank(kaldi: types.ModuleType, original: Any) -> Callable[..., Any]:
     def real_fbank(
         waveform: Any,
         blackman_coeff: float = 0.42,
@@ -332,7 +236,7 @@ def _make_kaldi_fbank(kaldi: types.ModuleType) -> Callable[..., Any]:
 # -- torchaudio.functional rewrites -----------------------------------------------------------
 
 
-def _real_spectrogram(original: Callable[..., Any]) -> Callable[..., Any]:
+def _real_spectrogram(functional: types.ModuleType, original: Any) -> Callable[..., Any]:
     def spectrogram(
         waveform: Any,
         pad: int,
@@ -373,7 +277,7 @@ def _real_spectrogram(original: Callable[..., Any]) -> Callable[..., Any]:
     return spectrogram
 
 
-def _real_griffinlim(functional: types.ModuleType, original: Callable[..., Any]) -> Any:
+def _real_griffinlim(functional: types.ModuleType, original: Any) -> Callable[..., Any]:
     def griffinlim(
         specgram: Any,
         window: Any,
@@ -432,7 +336,7 @@ def _real_griffinlim(functional: types.ModuleType, original: Callable[..., Any])
     return griffinlim
 
 
-def _real_phase_vocoder(original: Callable[..., Any]) -> Any:
+def _real_phase_vocoder(functional: types.ModuleType, original: Any) -> Callable[..., Any]:
     def phase_vocoder(complex_specgrams: Any, rate: float, phase_advance: Any) -> Any:
         import torch
 
@@ -462,37 +366,48 @@ def _real_phase_vocoder(original: Callable[..., Any]) -> Any:
 
 # -- dispatch: affected tensors to the rewrite, everything else to the original ----------------
 
+# A rewrite is made from the target's module and its original function (which it may call).
+_Factory = Callable[[types.ModuleType, Any], Callable[..., Any]]
+
+# The rewritten functions of each target module.  Their parameters are those of the targets
+# (the drift check compares them) and serve as the signature models.
+_REWRITES: dict[str, dict[str, _Factory]] = {
+    KALDI: {"spectrogram": _make_kaldi_spectrogram, "fbank": _make_kaldi_fbank},
+    FUNCTIONAL: {
+        "spectrogram": _real_spectrogram,
+        "griffinlim": _real_griffinlim,
+        "phase_vocoder": _real_phase_vocoder,
+    },
+}
+
 
 class _Router:
-    """The replacement installed on a target: calls whose tensor argument (position *index* or
-    keyword *name*) lives on an affected device go to *rewrite*, or, when *rewrite* is
-    ``None`` (the ``cpu`` strategy), to the original function run on the CPU.  Every other
-    call goes to the original unchanged."""
+    """The replacement installed on a target: calls whose tensor argument (the first one, by
+    position or by its name) lives on an affected device go to the rewrite, or, without one
+    (the ``cpu`` strategy), to the original function run on the CPU.  Every other call goes to
+    the original unchanged."""
 
-    def __init__(self, index: int, name: str) -> None:
-        self.index = index
-        self.name = name
+    def __init__(self) -> None:
+        self.name = ""
         self.original: Callable[..., Any] | None = None
         self.rewrite: Callable[..., Any] | None = None
 
     def install(
-        self,
-        ctx: PatchContext,
-        owner: types.ModuleType,
-        attr: str,
-        make: Callable[[Callable[..., Any]], Callable[..., Any]] | None,
+        self, ctx: PatchContext, owner: types.ModuleType, attr: str, factory: _Factory | None
     ) -> None:
         self.original = ctx.replace_function(owner, attr, self)
         # inspect.unwrap() follows __wrapped__ from the patched function to this router and on
         # to the original: signature() and getsource() report torchaudio's own (TorchScript
         # compiles that source, so scripted modules keep the unpatched behaviour).
         self.__wrapped__ = self.original
-        self.rewrite = None if make is None else make(self.original)
+        # The drift check has verified the parameter list before apply().
+        self.name = (parameter_names(self.original) or [""])[0]
+        self.rewrite = None if factory is None else factory(owner, self.original)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         original = self.original
         assert original is not None
-        tensor = argument(args, kwargs, self.index, self.name)
+        tensor = argument(args, kwargs, 0, self.name)
         if not targeted(tensor):
             return original(*args, **kwargs)
         if self.rewrite is None:
@@ -524,17 +439,18 @@ class TorchaudioPatch(Patch):
         problems: list[str] = []
         for attr, uses in _KALDI_USES.items():
             problems += function_problems(kaldi, attr, where=KALDI, names=uses)
-        for attr, model in (("spectrogram", _sig_kaldi_spectrogram), ("fbank", _sig_kaldi_fbank)):
+        for attr, factory in _REWRITES[KALDI].items():
             target = getattr(kaldi, attr, None)
             if target is not None:
-                problems += defaults_problems(target, model, f"{KALDI}.{attr}")
+                problems += defaults_problems(target, factory(kaldi, target), f"{KALDI}.{attr}")
         for attr, params in _KALDI_HELPERS.items():
             problems += function_problems(kaldi, attr, where=KALDI, params=params)
         return problems
 
     def _check_functional(self, functional: types.ModuleType) -> list[str]:
         problems: list[str] = []
-        for attr, params in _FUNCTIONAL_PARAMS.items():
+        for attr, factory in _REWRITES[FUNCTIONAL].items():
+            params = parameter_names(factory(functional, None))
             problems += function_problems(
                 functional, attr, where=FUNCTIONAL, params=params, names=_FUNCTIONAL_USES[attr]
             )
@@ -544,35 +460,11 @@ class TorchaudioPatch(Patch):
         return problems
 
     def apply(self, module: types.ModuleType, ctx: PatchContext) -> None:
+        cpu = ctx.strategy == CPU
+        for attr, factory in _REWRITES.get(module.__name__, {}).items():
+            _Router().install(ctx, module, attr, None if cpu else factory)
         if module.__name__ == KALDI:
-            self._apply_kaldi(module, ctx)
-        elif module.__name__ == FUNCTIONAL:
-            self._apply_functional(module, ctx)
-
-    def _apply_kaldi(self, kaldi: types.ModuleType, ctx: PatchContext) -> None:
-        cpu = ctx.strategy == CPU
-        _Router(0, "waveform").install(
-            ctx, kaldi, "spectrogram", None if cpu else lambda _: _make_kaldi_spectrogram(kaldi)
-        )
-        _Router(0, "waveform").install(
-            ctx, kaldi, "fbank", None if cpu else lambda _: _make_kaldi_fbank(kaldi)
-        )
-        if cpu:
-            _Router(0, "waveform").install(ctx, kaldi, "mfcc", None)
-        else:
-            ctx.note("kaldi.mfcc is covered through its call to the rewritten kaldi.fbank")
-
-    def _apply_functional(self, functional: types.ModuleType, ctx: PatchContext) -> None:
-        cpu = ctx.strategy == CPU
-        _Router(0, "waveform").install(
-            ctx, functional, "spectrogram", None if cpu else _real_spectrogram
-        )
-        _Router(0, "specgram").install(
-            ctx,
-            functional,
-            "griffinlim",
-            None if cpu else lambda original: _real_griffinlim(functional, original),
-        )
-        _Router(0, "complex_specgrams").install(
-            ctx, functional, "phase_vocoder", None if cpu else _real_phase_vocoder
-        )
+            if cpu:
+                _Router().install(ctx, module, "mfcc", None)
+            else:
+                ctx.note("kaldi.mfcc is covered through its call to the rewritten kaldi.fbank")

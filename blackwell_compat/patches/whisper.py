@@ -16,8 +16,7 @@ from __future__ import annotations
 import types
 
 from ..registry import Patch, PatchContext
-from ._common import LogMelRouter, constants_problems, defaults_problems
-from ._drift import function_problems
+from ._common import LogMelRouter, log_mel_problems
 
 TARGET = "whisper.audio"
 REAL = "real"
@@ -40,22 +39,13 @@ class WhisperPatch(Patch):
     docs = "docs/patches/whisper.md"
 
     def check(self, module: types.ModuleType) -> list[str]:
-        where = f"{TARGET}.log_mel_spectrogram"
-        problems = function_problems(
+        problems = log_mel_problems(
             module,
-            "log_mel_spectrogram",
             where=TARGET,
-            names=("stft", "abs", "mel_filters", "hann_window", "log10", "load_audio"),
+            filters="mel_filters",
+            signature=_signature,
+            constants=(1e-10, 8.0, 4.0),
         )
-        target = getattr(module, "log_mel_spectrogram", None)
-        if target is None:
-            return problems
-        problems += defaults_problems(target, _signature, where)
-        problems += constants_problems(target, (1e-10, 8.0, 4.0), where)
-        problems += function_problems(
-            module, "mel_filters", where=TARGET, params=("device", "n_mels")
-        )
-        problems += function_problems(module, "load_audio", where=TARGET, names=())
         for const, value in (("N_FFT", 400), ("HOP_LENGTH", 160)):
             if getattr(module, const, None) != value:
                 problems.append(
