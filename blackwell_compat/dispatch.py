@@ -51,7 +51,13 @@ GUARD = "guard"
 EMULATE = "emulate"
 
 _lock = threading.RLock()
-_local = threading.local()
+
+
+class _ThreadState(threading.local):
+    bypass = 0  # depth of calls into original kernels; a class default keeps reads fast
+
+
+_local = _ThreadState()
 
 _guard_enabled = False
 _recorder: Callable[[JitCall], None] | None = None
@@ -160,7 +166,7 @@ def set_recorder(recorder: Callable[[JitCall], None] | None) -> Callable[[JitCal
 @contextmanager
 def bypass() -> Iterator[None]:
     """Calls made in this thread inside the block reach the original kernels."""
-    depth = getattr(_local, "bypass", 0)
+    depth = _local.bypass
     _local.bypass = depth + 1
     try:
         yield
@@ -169,7 +175,7 @@ def bypass() -> Iterator[None]:
 
 
 def bypassing() -> bool:
-    return bool(getattr(_local, "bypass", 0))
+    return bool(_local.bypass)
 
 
 # -- installation -------------------------------------------------------------------------------
@@ -472,7 +478,7 @@ def _decide(
     spec: OverloadSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[str | None, Any, Any]:
     """``(mode, dtype, device)``; mode ``None`` means: call the original kernel."""
-    if getattr(_local, "bypass", 0):
+    if _local.bypass:
         return None, None, None
     device = _call_device(spec, args, kwargs)
     if device is None:
@@ -583,10 +589,24 @@ def _category(dtype: Any) -> int:
     return 0 if str(dtype) == "torch.bool" else 1
 
 
+_NUMBER_CACHE: dict[tuple[type, Any, Any], Any] = {}
+_NUMBER_CACHE_SIZE = 256
+
+
 def _as_tensor(value: Any, tensors: list[Any]) -> Any:
     """A number in a ``Tensor`` slot as the 0-dim tensor that promotes like PyTorch's own
-    "wrapped number" (which Python kernels receive as a plain number)."""
+    "wrapped number" (which Python kernels receive as a plain number).
+
+    The tensors are cached by value and dtype (kernels only read these operands), so a loop
+    multiplying by the same constant does not allocate one per call.
+    """
     import torch
+
+    reference = tensors[0].dtype if tensors else None
+    key = (type(value), value, reference)
+    cached = _NUMBER_CACHE.get(key)
+    if cached is not None and value == value:  # NaN keys never match; build those each time
+        return cached
 
     if isinstance(value, bool):
         wide = torch.bool
@@ -601,7 +621,10 @@ def _as_tensor(value: Any, tensors: list[Any]) -> Any:
         dtype = torch.result_type(tensors[0], value)
     else:
         dtype = wide
-    return torch.tensor(value, dtype=dtype)
+    tensor = torch.tensor(value, dtype=dtype)
+    if len(_NUMBER_CACHE) < _NUMBER_CACHE_SIZE:
+        _NUMBER_CACHE[key] = tensor
+    return tensor
 
 
 def _rewrap(spec: OverloadSpec, args: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 _lock = threading.RLock()
 _stack: list[str] = []
 _env_active = False
+
+
 class _ThreadState(threading.local):
     depth = 0  # per-thread suspension depth, see suspended(); a class default keeps reads fast
 

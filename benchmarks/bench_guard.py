@@ -1,0 +1,140 @@
+"""Cost of the op guard, measured on the CPU registration (emulation), printed as ratios.
+
+    python benchmarks/bench_guard.py [--repeat 7] [--json]
+
+1. Overhead on non-target dtypes: float32 ops whose calls pass through the dispatcher kernel
+   to PyTorch's own kernel, guarded time / native time, for a tiny (8-element) and a
+   1M-element tensor.  The fixed per-call cost is the tiny-tensor difference in microseconds.
+2. Rewrite throughput: complex64 ops computed by the guard's rewrites, against PyTorch's native
+   complex CPU kernel on the same 1M-element tensor (rewrite time / native time).
+
+Native times are taken with the dispatcher kernels not installed (outside ``bc.emulate()``);
+guarded times inside ``bc.emulate()`` with the ``torch`` patch applied.  Native and guarded
+runs alternate within each of ``--repeat`` rounds and each figure is the best round (the
+minimum, as ``timeit`` recommends: on a shared machine the noise only ever adds time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import blackwell_compat as bc
+from blackwell_compat import emulation
+
+Op = Callable[[], Any]
+
+
+def _time(fn: Op, number: int) -> float:
+    """Seconds per call over *number* calls (after a short warm-up)."""
+    for _ in range(max(1, number // 10)):
+        fn()
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def _number(size: int) -> int:
+    return 2000 if size < 1000 else 20
+
+
+def measure(repeat: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    tiny, big = torch.randn(8), torch.randn(1_000_000)
+    real_ops: dict[str, Callable[[torch.Tensor], Any]] = {
+        "exp": torch.exp,
+        "mul": lambda t: t * 1.5,
+        "abs": torch.abs,
+        "sum": torch.sum,
+    }
+    z = torch.complex(torch.randn(1_000_000), torch.randn(1_000_000))
+    complex_ops: dict[str, Callable[[torch.Tensor], Any]] = {
+        "abs": torch.abs,
+        "angle": torch.angle,
+        "exp": torch.exp,
+        "log": torch.log,
+        "sqrt": torch.sqrt,
+        "sgn": torch.sgn,
+    }
+    samples: dict[str, list[float]] = {}
+
+    def record(key: str, value: float) -> None:
+        samples.setdefault(key, []).append(value)
+
+    for _ in range(repeat):
+        for name, fn in real_ops.items():
+            for label, t in (("tiny", tiny), ("1M", big)):
+                n = _number(t.numel())
+                record(f"native {name} {label}", _time(lambda fn=fn, t=t: fn(t), n))
+                with bc.emulate(), bc.patched(only="torch"):
+                    record(f"guarded {name} {label}", _time(lambda fn=fn, t=t: fn(t), n))
+        for name, fn in complex_ops.items():
+            record(f"native complex {name}", _time(lambda fn=fn: fn(z), 10))
+            with bc.emulate(), bc.patched(only="torch"):
+                record(f"rewrite complex {name}", _time(lambda fn=fn: fn(z), 10))
+    best = {key: min(values) for key, values in samples.items()}
+    result: dict[str, Any] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "repeat": repeat,
+        "overhead": {},
+        "per_call_us": {},
+        "rewrite": {},
+    }
+    for name in real_ops:
+        for label in ("tiny", "1M"):
+            ratio = best[f"guarded {name} {label}"] / best[f"native {name} {label}"]
+            result["overhead"][f"{name} {label}"] = ratio
+        cost = best[f"guarded {name} tiny"] - best[f"native {name} tiny"]
+        result["per_call_us"][name] = cost * 1e6
+    for name in complex_ops:
+        result["rewrite"][name] = best[f"rewrite complex {name}"] / best[f"native complex {name}"]
+    result["times_s"] = best
+    return result
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        f"op guard cost, CPU registration, torch {result['torch']}, "
+        f"{result['threads']} threads, best of {result['repeat']} rounds",
+        "",
+        "non-target dtype (float32), guarded / native:",
+    ]
+    for key, ratio in result["overhead"].items():
+        lines.append(f"  {key:<10} {ratio:6.3f}x")
+    lines.append("fixed per-call cost (tiny tensor, guarded - native):")
+    for key, cost in result["per_call_us"].items():
+        lines.append(f"  {key:<10} {cost:6.2f} us")
+    lines.append("rewrite throughput, complex64 1M elements, rewrite / native complex kernel:")
+    for key, ratio in result["rewrite"].items():
+        lines.append(f"  {key:<10} {ratio:6.2f}x")
+    worst = max(v for k, v in result["overhead"].items() if k.endswith("1M"))
+    verdict = "meets" if worst < 1.05 else "misses"
+    lines.append(f"worst 1M-element overhead {100 * (worst - 1):+.1f}% ({verdict} the 5% aim)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=9, help="interleaved rounds (best kept)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    if emulation.is_active():
+        print(
+            "run without BLACKWELL_COMPAT_EMULATE: native times need no emulation", file=sys.stderr
+        )
+        return 2
+    result = measure(args.repeat)
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
