@@ -8,69 +8,47 @@ goldens.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
-import types
 from typing import Any
 
 import pytest
 import torch
-from golden import store
-from support.audio_parity import (
-    NVRTC_ERROR,
-    assert_fails_unpatched,
-    assert_identical,
-    cuda_available,
-    empty_kernel_cache_env,
-    patched_run,
-    reference,
-)
+from support.audio_parity import NVRTC_ERROR, assert_identical, cuda_available, reference
+from support.patch_suite import GoldenParity, lazy_apply_states, module_copy, run_gpu_script
 
 import blackwell_compat as bc
-from blackwell_compat import engine, inplace
+from blackwell_compat import inplace
 
 pytestmark = pytest.mark.targets
 
 PATCH = "s3tokenizer"
-CASE_NAMES = ["log_mel_128", "log_mel_80_padded", "log_mel_batched", "s3tokenizer_v2_tokens"]
 
 
-def _cases() -> dict[str, Any]:
-    from golden.cases_s3tokenizer import CASES
+class TestGoldenParity(GoldenParity):
+    PATCH = PATCH
+    CASES_MODULE = "golden.cases_s3tokenizer"
+    CASE_NAMES = ("log_mel_128", "log_mel_80_padded", "log_mel_batched", "s3tokenizer_v2_tokens")
 
-    return CASES
+    def compare(self, out: Any, ref: Any) -> None:
+        if out.is_floating_point():
+            torch.testing.assert_close(out, ref)
+        else:
+            assert_identical(out, ref)  # token ids
 
+    def test_device_argument_decides(self, references: dict[str, Any]) -> None:
+        """device='cpu' under emulation is the affected device; outside emulation it is not."""
+        import s3tokenizer
+        from golden.signals import speechlike
 
-@pytest.fixture(scope="module")
-def references() -> dict[str, Any]:
-    engine._reset_for_tests()
-    return {name: reference(case.run) for name, case in _cases().items()}
-
-
-def test_case_list_matches_the_golden_registry() -> None:
-    assert sorted(CASE_NAMES) == sorted(_cases()) == sorted(store.load(PATCH)["cases"])
-
-
-@pytest.mark.parametrize("name", CASE_NAMES)
-def test_reference_matches_golden(name: str, references: dict[str, Any]) -> None:
-    store.assert_matches_golden(PATCH, name, references[name])
-
-
-@pytest.mark.parametrize("name", CASE_NAMES)
-def test_unpatched_fails_under_emulation(name: str) -> None:
-    assert_fails_unpatched(_cases()[name].run)
-
-
-@pytest.mark.parametrize("name", CASE_NAMES)
-def test_patched_matches_reference(name: str, references: dict[str, Any]) -> None:
-    out = patched_run(_cases()[name].run, PATCH)
-    if out.is_floating_point():
-        torch.testing.assert_close(out, references[name])
-    else:
-        assert_identical(out, references[name])  # token ids
-    store.assert_matches_golden(PATCH, name, out)
+        audio = speechlike(16000)[0]
+        with bc.patched(only=PATCH, force=True):
+            assert_identical(
+                s3tokenizer.log_mel_spectrogram(audio, device="cpu"), references["log_mel_128"]
+            )
+            with bc.emulate():
+                torch.testing.assert_close(
+                    s3tokenizer.log_mel_spectrogram(audio, device="cpu"), references["log_mel_128"]
+                )
 
 
 def test_reexport_and_early_imports_are_covered() -> None:
@@ -85,22 +63,6 @@ def test_reexport_and_early_imports_are_covered() -> None:
     with bc.emulate(), bc.patched(only=PATCH):
         assert s3tokenizer.log_mel_spectrogram is early
         torch.testing.assert_close(early(audio), expected)
-
-
-def test_device_argument_decides(references: dict[str, Any]) -> None:
-    """device='cpu' under emulation is the affected device; outside emulation it is not."""
-    import s3tokenizer
-    from golden.signals import speechlike
-
-    audio = speechlike(16000)[0]
-    with bc.patched(only=PATCH, force=True):
-        assert_identical(
-            s3tokenizer.log_mel_spectrogram(audio, device="cpu"), references["log_mel_128"]
-        )
-        with bc.emulate():
-            torch.testing.assert_close(
-                s3tokenizer.log_mel_spectrogram(audio, device="cpu"), references["log_mel_128"]
-            )
 
 
 def test_errors_stay_those_of_s3tokenizer() -> None:
@@ -142,35 +104,15 @@ def test_drift_check() -> None:
     def changed(audio: Any, n_mels: int = 80, padding: int = 0, device: Any = None) -> Any:
         return torch.stft(audio, 512, 128, return_complex=True).abs()
 
-    copy = types.ModuleType(utils.__name__)
-    copy.__dict__.update({k: v for k, v in vars(utils).items() if not k.startswith("__")})
-    copy.log_mel_spectrogram = changed  # type: ignore[attr-defined]
-    problems = patch.check(copy)
+    problems = patch.check(module_copy(utils, log_mel_spectrogram=changed))
     assert any("default of n_mels is 80, expected 128" in p for p in problems), problems
     assert any("no longer uses the constant(s) 400, 160" in p for p in problems), problems
 
 
-LAZY = textwrap.dedent(
-    """
-    import json, sys
-    import blackwell_compat as bc
-    state = bc.apply(only=["s3tokenizer"], force=True).entries[0].state
-    assert "s3tokenizer" not in sys.modules
-    import s3tokenizer
-    from blackwell_compat import inplace
-    (status,) = [s for s in bc.status() if s.name == "s3tokenizer"]
-    print(json.dumps([state, status.state, inplace.is_swapped(s3tokenizer.log_mel_spectrogram)]))
-    """
-)
-
-
 @pytest.mark.slow
 def test_applies_lazily_on_import() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", LAZY], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == ["pending-import", "applied", True]
+    states = lazy_apply_states(PATCH, "s3tokenizer", "log_mel_spectrogram")
+    assert states == ["pending-import", "applied", True]
 
 
 GPU = textwrap.dedent(
@@ -203,16 +145,7 @@ GPU = textwrap.dedent(
 @pytest.mark.gpu
 @pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu_and_compiles_no_jiterator_kernel(tmp_path: Any) -> None:
-    from pathlib import Path
-
-    cache = tmp_path / "kernels"
-    cache.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-c", GPU, str(Path(__file__).resolve().parent)],
-        capture_output=True, text=True, timeout=600, env=empty_kernel_cache_env(str(cache)),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = run_gpu_script(GPU, tmp_path)
     assert data["device"].startswith("cuda")
     assert data["cache"] == []
     # cuFFT vs the CPU FFT: log10 features differ by float rounding only.

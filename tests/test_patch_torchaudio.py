@@ -11,11 +11,9 @@ for bit.  Outputs are also checked against the committed goldens.
 from __future__ import annotations
 
 import functools
-import json
 import subprocess
 import sys
 import textwrap
-import types
 import warnings
 from typing import Any
 
@@ -27,11 +25,11 @@ from support.audio_parity import (
     assert_fails_unpatched,
     assert_identical,
     cuda_available,
-    empty_kernel_cache_env,
     patched_emulation,
     patched_run,
     reference,
 )
+from support.patch_suite import module_copy, run_gpu_script, run_json_script
 
 import blackwell_compat as bc
 from blackwell_compat import engine, inplace, spectral
@@ -354,17 +352,6 @@ def test_revert_restores_every_function_exactly(strategy: str) -> None:
         _fbank_case().run()
 
 
-def _module_copy(module: types.ModuleType, **changes: Any) -> types.ModuleType:
-    copy = types.ModuleType(module.__name__)
-    copy.__dict__.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
-    for key, value in changes.items():
-        if value is None:
-            delattr(copy, key)
-        else:
-            setattr(copy, key, value)
-    return copy
-
-
 def test_drift_check_passes_on_the_installed_torchaudio() -> None:
     import torchaudio.compliance.kaldi as kaldi
     import torchaudio.functional.functional as functional
@@ -387,7 +374,7 @@ def test_drift_check_reports_what_changed() -> None:
     def fixed_fbank(waveform: Any, blackman_coeff: float = 0.42) -> Any:
         return torch.view_as_real(torch.fft.rfft(waveform))  # upstream fixed: no .abs()
 
-    problems = patch.check(_module_copy(kaldi, fbank=fixed_fbank))
+    problems = patch.check(module_copy(kaldi, fbank=fixed_fbank))
     assert any("fbank no longer uses abs" in p for p in problems), problems
     assert any("fbank takes (waveform, blackman_coeff)" in p for p in problems), problems
 
@@ -395,18 +382,18 @@ def test_drift_check_reports_what_changed() -> None:
     defaults = list(changed_default.__defaults__ or ())
     defaults[10] = 40  # num_mel_bins
     changed_default.__defaults__ = tuple(defaults)
-    problems = patch.check(_module_copy(kaldi, fbank=changed_default))
+    problems = patch.check(module_copy(kaldi, fbank=changed_default))
     assert problems == [
         "torchaudio.compliance.kaldi.fbank: default of num_mel_bins is 40, expected 23"
     ]
 
-    problems = patch.check(_module_copy(kaldi, _get_window=None))
+    problems = patch.check(module_copy(kaldi, _get_window=None))
     assert problems == ["torchaudio.compliance.kaldi._get_window is missing"]
 
     def griffinlim(specgram: Any, window: Any) -> Any:
         return specgram
 
-    problems = patch.check(_module_copy(functional, griffinlim=griffinlim))
+    problems = patch.check(module_copy(functional, griffinlim=griffinlim))
     assert any("griffinlim takes (specgram, window)" in p for p in problems), problems
 
 
@@ -452,11 +439,7 @@ LAZY_SCRIPT = textwrap.dedent(
 def test_applies_lazily_when_torchaudio_is_imported() -> None:
     import torchaudio.compliance.kaldi as kaldi
 
-    result = subprocess.run(
-        [sys.executable, "-c", LAZY_SCRIPT], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = run_json_script(LAZY_SCRIPT)
     assert data["before"] == "pending-import"
     assert data["after"] == "applied"
     assert data["swapped"] is True
@@ -499,20 +482,7 @@ GPU_SCRIPT = textwrap.dedent(
 @pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("strategy", ["real", "cpu"])
 def test_cuda_matches_cpu_and_compiles_no_jiterator_kernel(strategy: str, tmp_path: Any) -> None:
-    from pathlib import Path
-
-    tests_dir = str(Path(__file__).resolve().parent)
-    cache = tmp_path / "kernels"
-    cache.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-c", GPU_SCRIPT, tests_dir, strategy],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=empty_kernel_cache_env(str(cache)),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = run_gpu_script(GPU_SCRIPT, tmp_path, strategy)
     assert data["cache_files"] == [], f"Jiterator kernels were compiled: {data['cache_files']}"
     for name, r in data["results"].items():
         assert r["shape_ok"], name

@@ -7,65 +7,26 @@ emulation with only this patch (float32 ``assert_close`` defaults), plus the gol
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
-import types
 from typing import Any
 
 import pytest
 import torch
-from golden import store
-from support.audio_parity import (
-    NVRTC_ERROR,
-    assert_fails_unpatched,
-    cuda_available,
-    empty_kernel_cache_env,
-    patched_run,
-    reference,
-)
+from support.audio_parity import NVRTC_ERROR, cuda_available, reference
+from support.patch_suite import GoldenParity, lazy_apply_states, module_copy, run_gpu_script
 
 import blackwell_compat as bc
-from blackwell_compat import engine, inplace
+from blackwell_compat import inplace
 
 pytestmark = pytest.mark.targets
 
 PATCH = "whisper"
-CASE_NAMES = ["log_mel_80", "log_mel_128_padded", "log_mel_numpy", "whisper_encoder"]
 
 
-def _cases() -> dict[str, Any]:
-    from golden.cases_whisper import CASES
-
-    return CASES
-
-
-@pytest.fixture(scope="module")
-def references() -> dict[str, Any]:
-    engine._reset_for_tests()
-    return {name: reference(case.run) for name, case in _cases().items()}
-
-
-def test_case_list_matches_the_golden_registry() -> None:
-    assert sorted(CASE_NAMES) == sorted(_cases()) == sorted(store.load(PATCH)["cases"])
-
-
-@pytest.mark.parametrize("name", CASE_NAMES)
-def test_reference_matches_golden(name: str, references: dict[str, Any]) -> None:
-    store.assert_matches_golden(PATCH, name, references[name])
-
-
-@pytest.mark.parametrize("name", CASE_NAMES)
-def test_unpatched_fails_under_emulation(name: str) -> None:
-    assert_fails_unpatched(_cases()[name].run)
-
-
-@pytest.mark.parametrize("name", CASE_NAMES)
-def test_patched_matches_reference(name: str, references: dict[str, Any]) -> None:
-    out = patched_run(_cases()[name].run, PATCH)
-    torch.testing.assert_close(out, references[name])
-    store.assert_matches_golden(PATCH, name, out)
+class TestGoldenParity(GoldenParity):
+    PATCH = PATCH
+    CASES_MODULE = "golden.cases_whisper"
+    CASE_NAMES = ("log_mel_80", "log_mel_128_padded", "log_mel_numpy", "whisper_encoder")
 
 
 def test_name_imported_by_transcribe_is_covered() -> None:
@@ -103,36 +64,16 @@ def test_drift_check() -> None:
 
     patch = WhisperPatch()
     assert patch.check(audio) == []
-    copy = types.ModuleType(audio.__name__)
-    copy.__dict__.update({k: v for k, v in vars(audio).items() if not k.startswith("__")})
-    copy.N_FFT = 512  # type: ignore[attr-defined]
-    copy.mel_filters = lambda device, n_mels, sample_rate: None  # type: ignore[attr-defined]
-    problems = patch.check(copy)
+    changed = module_copy(audio, N_FFT=512, mel_filters=lambda device, n_mels, sample_rate: None)
+    problems = patch.check(changed)
     assert "whisper.audio.N_FFT is 512, expected 400" in problems
     assert any("mel_filters takes (device, n_mels, sample_rate)" in p for p in problems), problems
 
 
-LAZY = textwrap.dedent(
-    """
-    import json, sys
-    import blackwell_compat as bc
-    state = bc.apply(only=["whisper"], force=True).entries[0].state
-    assert "whisper" not in sys.modules
-    import whisper
-    from blackwell_compat import inplace
-    (status,) = [s for s in bc.status() if s.name == "whisper"]
-    print(json.dumps([state, status.state, inplace.is_swapped(whisper.log_mel_spectrogram)]))
-    """
-)
-
-
 @pytest.mark.slow
 def test_applies_lazily_on_import() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", LAZY], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == ["pending-import", "applied", True]
+    states = lazy_apply_states(PATCH, "whisper", "log_mel_spectrogram")
+    assert states == ["pending-import", "applied", True]
 
 
 GPU = textwrap.dedent(
@@ -157,15 +98,6 @@ GPU = textwrap.dedent(
 @pytest.mark.gpu
 @pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu_and_compiles_no_jiterator_kernel(tmp_path: Any) -> None:
-    from pathlib import Path
-
-    cache = tmp_path / "kernels"
-    cache.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-c", GPU, str(Path(__file__).resolve().parent)],
-        capture_output=True, text=True, timeout=600, env=empty_kernel_cache_env(str(cache)),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = run_gpu_script(GPU, tmp_path)
     assert data["device"].startswith("cuda") and data["cache"] == []
     assert data["diff"] <= 1e-4  # cuFFT vs CPU FFT rounding, after log10
