@@ -38,7 +38,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
         epilog="Exit status: 0 success, 1 a problem was found, 2 usage error.",
     )
     parser.add_argument("--version", action="version", version=f"blackwell-compat {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     modules = _command_modules()
     for module in modules.values():
         module.add_parser(subparsers)
@@ -54,11 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     parser, modules = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.command is None:
+    if args.subcommand is None:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(modules[args.command].run(args))
+        return int(modules[args.subcommand].run(args))
     except ConfigError as exc:
         print(f"blackwell-compat: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
