@@ -293,6 +293,9 @@ class OverloadSpec:
     factory: bool = False
     tensor_slots: tuple[int, ...] = ()
     """Positions of ``Tensor`` parameters (numbers there must be turned back into tensors)."""
+    complex_only: bool = False
+    """Every jitted dtype is complex and the rule reads only the operands: a call without a
+    complex operand is decided without running the rule (the common, fast case)."""
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Arguments by schema name (defaults filled in)."""
@@ -304,10 +307,19 @@ class OverloadSpec:
 
     def jit_dtype(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The dtype that selects a jitted kernel for this call, or ``None``."""
+        if self.complex_only and not any(_is_complex(a) for a in args):
+            return None
         dtype = self.rule(self, args, kwargs)
         if dtype is None or dtype not in self.dtypes:
             return None
         return dtype
+
+
+def _is_complex(value: Any) -> bool:
+    if isinstance(value, complex):
+        return True
+    is_complex = getattr(value, "is_complex", None)
+    return bool(is_complex()) if is_complex is not None else False
 
 
 def _tensor_slots(op: Any) -> tuple[int, ...]:
@@ -409,6 +421,7 @@ def overload_specs() -> tuple[OverloadSpec, ...]:
                         rule=rule,
                         factory=factory,
                         tensor_slots=_tensor_slots(op),
+                        complex_only=entry.dtypes <= inventory.COMPLEX and entry.rule != "reduce",
                     )
                 )
     return tuple(specs)

@@ -26,8 +26,6 @@ kernels of a ``libtorch_cuda.so`` and compare them with the table.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import sys
@@ -817,6 +815,9 @@ def _format_scan(report: ScanReport) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import json
+
     parser = argparse.ArgumentParser(
         prog="python -m blackwell_compat.inventory",
         description="The Jiterator op/dtype inventory of blackwell-compat.",

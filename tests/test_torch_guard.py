@@ -133,30 +133,29 @@ def test_applied_before_torch_is_imported_in_a_fresh_process(tmp_path: Path) -> 
 @gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_cuda_parity_with_the_cpu_reference() -> None:
+    """Every form of every inventory op/dtype, guard forced on CUDA, against the CPU result."""
     from support import jit_samples
 
     from blackwell_compat import inventory
 
-    torch.manual_seed(0)
     with bc.patched(only="torch", force=True):
         for entry in inventory.entries(torch.__version__):
             for dtype in jit_samples.dtypes_of(entry):
-                for form, fn in jit_samples.forms(entry.name, dtype):
-                    want = fn()
-                    got = _on_cuda(fn)
+                working = jit_samples.working_forms(entry.name, dtype)
+                cpu_calls = dict(jit_samples.calls(entry.name, dtype))
+                torch.set_default_device("cuda")
+                try:
+                    cuda_calls = dict(jit_samples.calls(entry.name, dtype))  # CUDA inputs
+                    results = {form: cuda_calls[form]() for form in working}
+                finally:
+                    torch.set_default_device("cpu")
+                for form in working:
+                    want, got = cpu_calls[form](), results[form]
                     if isinstance(want, torch.Tensor):
+                        assert got.device.type == "cuda", (entry.name, form)
                         torch.testing.assert_close(
                             got.cpu(), want, equal_nan=True, msg=f"{entry.name} {dtype} {form}"
                         )
-
-
-def _on_cuda(fn: object) -> torch.Tensor:
-    """Run a sample with every tensor factory placed on CUDA (default device)."""
-    torch.set_default_device("cuda")
-    try:
-        return fn()  # type: ignore[operator,no-any-return]
-    finally:
-        torch.set_default_device("cpu")
 
 
 @gpu
