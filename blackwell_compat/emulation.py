@@ -20,7 +20,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import config
 
@@ -152,11 +152,34 @@ def compile_log(arch: str, library: str) -> tuple[int, str]:
     """Compile a tiny program for *arch* with the NVRTC at *library*: ``(result, log)``.
 
     ``result`` is NVRTC's return code (0 success, 5 ``NVRTC_ERROR_INVALID_OPTION``).  Raises
-    ``OSError`` when the library cannot be loaded or lacks the NVRTC entry points.
+    ``OSError`` when the library cannot be loaded or lacks the NVRTC entry points.  The library
+    is unloaded again afterwards (as the probe does), so that compiling never decides which
+    NVRTC a later ``import torch`` binds to.
     """
     import ctypes
 
     lib = ctypes.CDLL(library)
+    try:
+        return _compile(lib, arch, library)
+    finally:
+        _unload(lib._handle)
+
+
+def _unload(handle: int) -> None:
+    try:
+        import _ctypes
+
+        if sys.platform == "win32":
+            _ctypes.FreeLibrary(handle)  # type: ignore[attr-defined]
+        else:
+            _ctypes.dlclose(handle)
+    except Exception:  # pragma: no cover - unloading is best effort
+        pass
+
+
+def _compile(lib: Any, arch: str, library: str) -> tuple[int, str]:
+    import ctypes
+
     try:
         create, compile_, destroy = (
             lib.nvrtcCreateProgram,
