@@ -229,8 +229,9 @@ def _cpu_follows_c99() -> bool:
     The rewrites follow C99, as recent PyTorch CPU kernels do; torch 2.6's vectorised kernels
     use the naive formulas at infinities and where an intermediate overflows (exp(inf+0j) =
     inf+nanj, exp(89+0j) = inf+nanj in complex64, atan(3e38j) = -pi/2) and pick the other
-    side of atan's and atanh's branch cuts (atan(2j) = -pi/2 + 0.55j).  Against those, only
-    complex inputs with both parts finite and at most 50 in magnitude, and for atan/atanh off
+    side of atan's and atanh's branch cuts (atan(2j) = -pi/2 + 0.55j), and their vectorised
+    sqrt/rsqrt lose precision on subnormal parts (5e-4 relative).  Against those, only complex
+    inputs with both parts zero or normal and at most 50 in magnitude, and for atan/atanh off
     the axes, are compared.
     """
     with emulation.suspended():
@@ -244,7 +245,10 @@ C99 = _cpu_follows_c99()
 def _finite_if_needed(x: torch.Tensor, name: str = "") -> torch.Tensor:
     if C99 or not x.is_complex():
         return x
-    keep = (x.real.abs() <= 50) & (x.imag.abs() <= 50)  # False for nan and inf too
+    tiny = torch.finfo(_real_dtype(x.dtype)).tiny
+    re, im = x.real.abs(), x.imag.abs()
+    keep = (re <= 50) & (im <= 50)  # False for nan and inf too
+    keep &= ((re == 0) | (re >= tiny)) & ((im == 0) | (im >= tiny))
     if name in ("atan", "atanh"):
         keep &= (x.real != 0) & (x.imag != 0)
     return torch.where(keep, x, torch.full_like(x, 0.25 + 0.5j))
