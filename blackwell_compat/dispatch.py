@@ -32,6 +32,7 @@ that keeps recursion out of the original kernels.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import types
 import warnings
@@ -294,8 +295,8 @@ class OverloadSpec:
     tensor_slots: tuple[int, ...] = ()
     """Positions of ``Tensor`` parameters (numbers there must be turned back into tensors)."""
     complex_only: bool = False
-    """Every jitted dtype is complex and the rule reads only the operands: a call without a
-    complex operand is decided without running the rule (the common, fast case)."""
+    """Every jitted dtype is complex: a call without a complex operand, ``dtype=`` or ``out=``
+    is decided without running the rule (the common, fast case)."""
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Arguments by schema name (defaults filled in)."""
@@ -307,19 +308,10 @@ class OverloadSpec:
 
     def jit_dtype(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The dtype that selects a jitted kernel for this call, or ``None``."""
-        if self.complex_only and not any(_is_complex(a) for a in args):
-            return None
         dtype = self.rule(self, args, kwargs)
         if dtype is None or dtype not in self.dtypes:
             return None
         return dtype
-
-
-def _is_complex(value: Any) -> bool:
-    if isinstance(value, complex):
-        return True
-    is_complex = getattr(value, "is_complex", None)
-    return bool(is_complex()) if is_complex is not None else False
 
 
 def _tensor_slots(op: Any) -> tuple[int, ...]:
@@ -421,7 +413,7 @@ def overload_specs() -> tuple[OverloadSpec, ...]:
                         rule=rule,
                         factory=factory,
                         tensor_slots=_tensor_slots(op),
-                        complex_only=entry.dtypes <= inventory.COMPLEX and entry.rule != "reduce",
+                        complex_only=entry.dtypes <= inventory.COMPLEX,
                     )
                 )
     return tuple(specs)
@@ -514,14 +506,33 @@ def _decide(
 
 
 def make_kernel(spec: OverloadSpec, original: Original) -> Callable[..., Any]:
-    """The Python kernel registered for *spec*; *original* runs the captured kernel."""
+    """The Python kernel registered for *spec*; *original* runs the captured kernel.
+
+    Most calls reach a kernel for a dtype the Jiterator never compiles (a float32 ``mul``), and
+    must cost as little as possible: for overloads whose jitted dtypes are all complex, a call
+    without a complex operand (tensor, Python number or ``dtype=`` argument) goes straight to
+    the original kernel, before any device or state is looked at.
+    """
     from . import rewrites
 
     def call_original(keyset: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with bypass():
             return original(keyset, args, kwargs)
 
+    complex_only = spec.complex_only
+    complex_dtypes = _complex_dtypes()
+
     def kernel(keyset: Any, *args: Any, **kwargs: Any) -> Any:
+        if complex_only:
+            for arg in args:
+                if arg.__class__ is complex or getattr(arg, "dtype", None) in complex_dtypes:
+                    break
+            else:
+                if (
+                    kwargs.get("dtype") not in complex_dtypes
+                    and getattr(kwargs.get("out"), "dtype", None) not in complex_dtypes
+                ):
+                    return original(keyset, args, kwargs)
         mode, dtype, device = _decide(spec, args, kwargs)
         if mode is None:
             return original(keyset, args, kwargs)
@@ -539,6 +550,13 @@ def make_kernel(spec: OverloadSpec, original: Original) -> Callable[..., Any]:
     kernel.__name__ = f"blackwell_compat_{spec.packet}_{spec.overload}"
     kernel.__qualname__ = kernel.__name__
     return kernel
+
+
+@functools.lru_cache(maxsize=1)
+def _complex_dtypes() -> frozenset[Any]:
+    import torch
+
+    return frozenset((torch.complex32, torch.complex64, torch.complex128))
 
 
 # -- registration ---------------------------------------------------------------------------------
@@ -591,9 +609,6 @@ class _Registration:
             logger.warning("blackwell-compat: removing the %s kernels failed: %s", self.key, exc)
 
 
-_CATEGORY = {"bool": 0, "int": 1, "float": 2, "complex": 3}
-
-
 def _category(dtype: Any) -> int:
     if dtype.is_complex:
         return 3
@@ -602,58 +617,142 @@ def _category(dtype: Any) -> int:
     return 0 if str(dtype) == "torch.bool" else 1
 
 
-_NUMBER_CACHE: dict[tuple[type, Any, Any], Any] = {}
+_NUMBER_TYPES = frozenset((bool, int, float, complex))
+
+# (type, exact value key, reference dtype, wanted dtype) -> 0-dim tensor.  The value key keeps
+# the sign of zero (0.0 == -0.0 would share an entry) and NaNs are never cached, so an entry is
+# only ever reused for a bit-identical number.
+_NUMBER_CACHE: dict[tuple[Any, ...], Any] = {}
 _NUMBER_CACHE_SIZE = 256
 
 
-def _as_tensor(value: Any, tensors: list[Any]) -> Any:
-    """A number in a ``Tensor`` slot as the 0-dim tensor that promotes like PyTorch's own
-    "wrapped number" (which Python kernels receive as a plain number).
+def _value_key(value: Any) -> Any:
+    """A cache key equal only for bit-identical numbers of the same type, or ``None``."""
+    kind = value.__class__
+    if kind is float:
+        if value != value:
+            return None
+        return (kind, value, math.copysign(1.0, value))
+    if kind is complex:
+        re, im = value.real, value.imag
+        if re != re or im != im:
+            return None
+        return (kind, re, im, math.copysign(1.0, re), math.copysign(1.0, im))
+    return (kind, value)
 
-    The tensors are cached by value and dtype (kernels only read these operands), so a loop
-    multiplying by the same constant does not allocate one per call.
+
+def _number_dtype(value: Any, tensors: list[Any]) -> Any:
+    """The dtype of the 0-dim tensor that stands for a wrapped number *value*.
+
+    It must promote like PyTorch's wrapped number against *tensors* once every tensor operand
+    has at least one dimension (see :func:`_call_with_numbers`), and keep the number's value
+    where the kernel reads it at higher precision than the result (``x_f16 * 0.1`` computes
+    with the double ``0.1`` rounded to float, not to half).
     """
     import torch
 
-    reference = tensors[0].dtype if tensors else None
-    key = (type(value), value, reference)
-    cached = _NUMBER_CACHE.get(key)
-    if cached is not None and value == value:  # NaN keys never match; build those each time
-        return cached
-
-    if isinstance(value, bool):
+    kind = value.__class__
+    if kind is bool:
         wide = torch.bool
-    elif isinstance(value, int):
+    elif kind is int:
         wide = torch.int64
-    elif isinstance(value, float):
+    elif kind is float:
         wide = torch.float64
     else:
         wide = torch.complex128
-    if tensors and _category(wide) > max(_category(t.dtype) for t in tensors):
-        # A number of a higher category gives the default dtype of that category.
-        dtype = torch.result_type(tensors[0], value)
-    else:
-        dtype = wide
+    if not tensors or _category(wide) <= max(_category(t.dtype) for t in tensors):
+        return wide
+    # A number of a higher category than every tensor: the result takes that category's
+    # default dtype (or, for a complex number with a float tensor, that tensor's complex type).
+    dtype = torch.result_type(tensors[0], value)
+    for tensor in tensors[1:]:
+        dtype = torch.promote_types(dtype, torch.result_type(tensor, value))
+    if dtype == torch.complex32:
+        # complex32 results compute in complex64 with the number rounded to complex64
+        # (what the kernel reads); a complex64 0-dim tensor still yields complex32 against a
+        # half tensor: a lower-priority complex operand takes the float operand's precision.
+        return torch.complex64
+    return dtype
+
+
+def _as_tensor(value: Any, tensors: list[Any]) -> Any:
+    """A number in a ``Tensor`` slot as a 0-dim tensor (see :func:`_number_dtype`).
+
+    Cached by exact value and dtype (kernels only read these operands), so a loop multiplying
+    by the same constant does not allocate one tensor per call.
+    """
+    import torch
+
+    dtype = _number_dtype(value, tensors)
+    value_key = _value_key(value)
+    key = None if value_key is None else (*value_key, dtype)
+    if key is not None:
+        cached = _NUMBER_CACHE.get(key)
+        if cached is not None:
+            return cached
     tensor = torch.tensor(value, dtype=dtype)
-    if len(_NUMBER_CACHE) < _NUMBER_CACHE_SIZE:
+    if key is not None and len(_NUMBER_CACHE) < _NUMBER_CACHE_SIZE:
         _NUMBER_CACHE[key] = tensor
     return tensor
 
 
-def _rewrap(spec: OverloadSpec, args: tuple[Any, ...]) -> tuple[Any, ...]:
+def _number_slots(spec: OverloadSpec, args: tuple[Any, ...]) -> list[int]:
+    """Positions of ``Tensor`` parameters that hold a Python number (a wrapped number)."""
+    count = len(args)
+    return [i for i in spec.tensor_slots if i < count and args[i].__class__ in _NUMBER_TYPES]
+
+
+def _call_with_numbers(
+    call: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
+    spec: OverloadSpec,
+    keyset: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    slots: list[int],
+) -> Any:
+    """Call a kernel that cannot take Python numbers where PyTorch passed wrapped numbers.
+
+    A Python kernel receives PyTorch's "wrapped number" (the ``2.5`` of ``x * 2.5``) as a plain
+    number, and a captured kernel only takes tensors.  A wrapped number promotes below every
+    tensor, 0-dim tensors included; a plain 0-dim tensor does not.  So the number becomes a
+    0-dim tensor (:func:`_as_tensor`), and when every tensor operand is 0-dim as well, those
+    operands are given one dimension for the call (views of one element) and the result is
+    viewed back as 0-dim: against 1-element tensors a 0-dim number promotes exactly as the
+    wrapped number did, and the kernel reads its value at the same precision.
+    """
     import torch
 
-    slots = [
-        i for i in spec.tensor_slots if i < len(args) and not isinstance(args[i], torch.Tensor)
-    ]
-    slots = [i for i in slots if isinstance(args[i], (bool, int, float, complex))]
-    if not slots:
-        return args
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    tensor_type = torch.Tensor
+    operands = [args[i] for i in spec.tensor_slots if i < len(args)]
+    tensors = [a for a in operands if isinstance(a, tensor_type)]
     fixed = list(args)
     for i in slots:
         fixed[i] = _as_tensor(args[i], tensors)
-    return tuple(fixed)
+    if not tensors or any(t.dim() != 0 for t in tensors):
+        return call(keyset, tuple(fixed), kwargs)
+
+    for i in spec.tensor_slots:
+        if i < len(args) and isinstance(args[i], tensor_type):
+            fixed[i] = args[i].view(1)
+    out_name = next((n for n in spec.mutable if n in kwargs), None)
+    out = kwargs.get(out_name) if out_name is not None else None
+    if isinstance(out, tensor_type):
+        if out.dim() != 0:
+            common = torch.result_type(tensors[0], args[slots[0]])
+            if not torch.can_cast(common, out.dtype):
+                # Let the kernel raise its own "can't be cast" error, out untouched.
+                return call(keyset, tuple(fixed), kwargs)
+            # What the kernel does to an out= tensor of another shape, warning included.
+            from .rewrites import resize_output
+
+            resize_output(out, ())
+        kwargs = {**kwargs, out_name: out.view(1)}
+    result = call(keyset, tuple(fixed), kwargs)
+    if spec.returns_alias:
+        return out if out is not None else args[0]
+    if isinstance(result, tensor_type):
+        return result.view(())
+    return result
 
 
 def _original_for(spec: OverloadSpec, key: str) -> Original | None:
@@ -664,16 +763,35 @@ def _original_for(spec: OverloadSpec, key: str) -> Original | None:
         op = spec.op
         if spec.factory:
             return _factory_original(op)
+        redispatch_op = op.redispatch
+
+        def plain_redispatch(keyset: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return redispatch_op(keyset & after, *args, **kwargs)
 
         def redispatch(keyset: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return op.redispatch(keyset & after, *_rewrap(spec, args), **kwargs)
+            slots = _number_slots(spec, args)
+            if slots:
+                return _call_with_numbers(plain_redispatch, spec, keyset, args, kwargs, slots)
+            return redispatch_op(keyset & after, *args, **kwargs)
 
         return redispatch
     kernel = torch.library.get_kernel(spec.qualified, key)
     call_boxed = kernel.call_boxed
 
+    def plain_boxed(keyset: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return call_boxed(keyset, *args, **kwargs)
+
+    tensor_slots = spec.tensor_slots
+    number_types = _NUMBER_TYPES
+
     def boxed(keyset: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return call_boxed(keyset, *_rewrap(spec, args), **kwargs)
+        count = len(args)
+        for i in tensor_slots:
+            if i < count and args[i].__class__ in number_types:
+                return _call_with_numbers(
+                    plain_boxed, spec, keyset, args, kwargs, _number_slots(spec, args)
+                )
+        return call_boxed(keyset, *args, **kwargs)
 
     return boxed
 

@@ -29,7 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _lock = threading.RLock()
 _stack: list[str] = []
-_env_active = False
+_env_arch: str | None = None
+"""The architecture ``BLACKWELL_COMPAT_EMULATE`` named when it was read (once, at activation):
+a program that changes the variable later changes nothing here."""
 
 
 class _ThreadState(threading.local):
@@ -58,20 +60,14 @@ def current_arch() -> str | None:
     with _lock:
         if _stack:
             return _stack[-1]
-    if _env_active:
-        return config.emulated_arch_from_env()
-    return None
+    return _env_arch
 
 
 def is_active() -> bool:
     """Whether emulation is on (called for every intercepted op: no lock on the fast path)."""
     if _local.depth:
         return False
-    if _stack:
-        return True
-    if _env_active:
-        return current_arch() is not None
-    return False
+    return bool(_stack) or _env_arch is not None
 
 
 @contextmanager
@@ -124,11 +120,11 @@ def emulate(arch: str = "sm_121") -> Iterator[str]:
 
 def activate_from_environment() -> None:
     """Turn on emulation for the whole process from ``BLACKWELL_COMPAT_EMULATE``."""
-    global _env_active
+    global _env_arch
     arch = config.emulated_arch_from_env()  # raises ConfigError when malformed
     if arch is None:
         return
-    _env_active = True
+    _env_arch = arch
     _sync_kernels()
 
 

@@ -60,10 +60,18 @@ def assemble(re: Any, im: Any, dtype: Any) -> Any:
 
 
 def widen(value: Any) -> Any:
-    """complex32 tensors become complex64; everything else is returned as is."""
+    """complex32 tensors become complex64 and float16 ones float32 (the precision complex32
+    kernels compute in); everything else is returned as is.
+
+    A float16 operand must be widened too: ``x_f16 * 1j`` is a complex32 product, and left as
+    it is the rewrite would reach the same complex32 kernel again.
+    """
     torch = _torch()
-    if isinstance(value, torch.Tensor) and value.dtype == torch.complex32:
-        return value.to(torch.complex64)
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.complex32:
+            return value.to(torch.complex64)
+        if value.dtype == torch.float16:
+            return value.to(torch.float32)
     return value
 
 
@@ -373,9 +381,7 @@ def _pow(spec: OverloadSpec, bound: dict[str, Any]) -> Any:
     torch = _torch()
     base, exponent = bound["self"], bound["exponent"]
     chalf = torch.complex32
-    base_dtype = base.dtype if isinstance(base, torch.Tensor) else None
-    exp_dtype = exponent.dtype if isinstance(exponent, torch.Tensor) else None
-    if chalf in (base_dtype, exp_dtype):
+    if torch.result_type(base, exponent) == chalf:
         result = torch.pow(widen(base), widen(exponent))
         return result.to(chalf)
     # complex64/complex128 with a real exponent of +-0.5: PyTorch uses sqrt / rsqrt.
@@ -429,6 +435,12 @@ def _lerp(spec: OverloadSpec, bound: dict[str, Any]) -> Any:
     torch = _torch()
     start, end, weight = bound["self"], bound["end"], bound["weight"]
     out_dtype = start.dtype
+    for name, value in (("end", end), ("weight", weight)):
+        if isinstance(value, torch.Tensor) and value.dtype != out_dtype:
+            # PyTorch's lerp takes no mixed dtypes.
+            raise RuntimeError(
+                f"expected dtype {out_dtype} for `{name}` but got dtype {value.dtype}"
+            )
     start, end, weight = widen(start), widen(end), widen(weight)
     diff = end - start
     near_start = _complex_abs(weight) < 0.5

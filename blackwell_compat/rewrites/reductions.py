@@ -3,8 +3,8 @@
 * ``sum`` (complex32) and ``nansum`` (complex) sum in complex64/complex128, whose reduction
   kernels are precompiled;
 * ``prod`` multiplies with ``cumprod`` (a precompiled scan) and keeps the last element,
-  accumulating in float64 / complex128 / int64 so that the result is at least as accurate as
-  PyTorch's own reduction.
+  accumulating in the dtype PyTorch's CUDA reduction uses (float32 for half types, complex64
+  for complex32, the dtype itself otherwise), so that it overflows where PyTorch's does.
 """
 
 from __future__ import annotations
@@ -79,11 +79,18 @@ def _nansum_rewrite(spec: OverloadSpec, bound: dict[str, Any]) -> Any:
 
 
 def _accumulator(dtype: Any) -> Any:
+    """The dtype PyTorch's CUDA product reduction accumulates *dtype* in.
+
+    Not wider: a product that overflows in PyTorch's own kernel (to inf, or to nan once an inf
+    meets a zero) must overflow here too.
+    """
     torch = _torch()
-    if dtype.is_complex:
-        return torch.complex128
-    if dtype.is_floating_point:
-        return torch.float64
+    if dtype == torch.complex32:
+        return torch.complex64
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    if dtype.is_complex or dtype.is_floating_point:
+        return dtype
     return torch.int64
 
 
