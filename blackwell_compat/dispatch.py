@@ -553,6 +553,13 @@ def make_kernel(spec: OverloadSpec, original: Original) -> Callable[..., Any]:
 
 
 @functools.lru_cache(maxsize=1)
+def _tensor_type() -> Any:
+    import torch
+
+    return torch.Tensor
+
+
+@functools.lru_cache(maxsize=1)
 def _complex_dtypes() -> frozenset[Any]:
     import torch
 
@@ -678,20 +685,20 @@ def _number_dtype(value: Any, tensors: list[Any]) -> Any:
 def _as_tensor(value: Any, tensors: list[Any]) -> Any:
     """A number in a ``Tensor`` slot as a 0-dim tensor (see :func:`_number_dtype`).
 
-    Cached by exact value and dtype (kernels only read these operands), so a loop multiplying
-    by the same constant does not allocate one tensor per call.
+    Cached by exact value and the operands' dtypes (kernels only read these operands), so a
+    loop multiplying by the same constant neither allocates nor works out promotion per call.
     """
     import torch
 
-    dtype = _number_dtype(value, tensors)
     value_key = _value_key(value)
-    key = None if value_key is None else (*value_key, dtype)
-    if key is not None:
+    if value_key is not None:
+        # The default dtype decides what an int tensor times a float number gives.
+        key = (*value_key, torch.get_default_dtype(), *[t.dtype for t in tensors])
         cached = _NUMBER_CACHE.get(key)
         if cached is not None:
             return cached
-    tensor = torch.tensor(value, dtype=dtype)
-    if key is not None and len(_NUMBER_CACHE) < _NUMBER_CACHE_SIZE:
+    tensor = torch.tensor(value, dtype=_number_dtype(value, tensors))
+    if value_key is not None and len(_NUMBER_CACHE) < _NUMBER_CACHE_SIZE:
         _NUMBER_CACHE[key] = tensor
     return tensor
 
@@ -720,16 +727,19 @@ def _call_with_numbers(
     viewed back as 0-dim: against 1-element tensors a 0-dim number promotes exactly as the
     wrapped number did, and the kernel reads its value at the same precision.
     """
-    import torch
-
-    tensor_type = torch.Tensor
-    operands = [args[i] for i in spec.tensor_slots if i < len(args)]
-    tensors = [a for a in operands if isinstance(a, tensor_type)]
+    tensor_type = _tensor_type()
+    count = len(args)
+    tensors = [args[i] for i in spec.tensor_slots if i < count and isinstance(args[i], tensor_type)]
     fixed = list(args)
     for i in slots:
         fixed[i] = _as_tensor(args[i], tensors)
-    if not tensors or any(t.dim() != 0 for t in tensors):
+    for tensor in tensors:
+        if tensor.dim() != 0:
+            return call(keyset, tuple(fixed), kwargs)
+    if not tensors:
         return call(keyset, tuple(fixed), kwargs)
+
+    import torch
 
     for i in spec.tensor_slots:
         if i < len(args) and isinstance(args[i], tensor_type):

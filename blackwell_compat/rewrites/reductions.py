@@ -2,7 +2,8 @@
 
 * ``sum`` (complex32) and ``nansum`` (complex) sum in complex64/complex128, whose reduction
   kernels are precompiled;
-* ``prod`` multiplies with ``cumprod`` (a precompiled scan) and keeps the last element,
+* ``prod`` of real dtypes multiplies with ``cumprod`` (a precompiled scan) and keeps the last
+  element (complex products take the CPU round trip),
   accumulating in the dtype PyTorch's CUDA reduction uses (float32 for half types, complex64
   for complex32, the dtype itself otherwise), so that it overflows where PyTorch's does.
 """
@@ -97,6 +98,10 @@ def _accumulator(dtype: Any) -> Any:
 def _prod_rewrite(spec: OverloadSpec, bound: dict[str, Any]) -> Any:
     torch = _torch()
     dtype = output_dtype(spec, bound)
+    if dtype.is_complex:
+        # cumprod's complex products recover from inf * 0 where PyTorch's reduction gives nan:
+        # complex products take the CPU round trip (PyTorch's own kernel).
+        return NotImplemented
     x = bound["self"].to(dtype).to(_accumulator(dtype))
     dim = bound.get("dim")
     if dim is None:

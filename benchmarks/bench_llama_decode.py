@@ -1,0 +1,162 @@
+"""Cost of the op guard in a launch-bound model: greedy Llama decoding, guarded / plain.
+
+    python benchmarks/bench_llama_decode.py [--tokens 48] [--layers 12] [--repeat 5] [--json]
+
+A small ``transformers`` ``LlamaForCausalLM`` with random weights (no download) decodes batch 1
+on one CPU thread: every op is tiny, so the time is dominated by per-call overhead, as on a GPU
+where kernels launch faster than Python issues them.  Printed, from one run:
+
+* plain: no dispatcher kernel of this package installed;
+* guard: ``bc.emulate()`` with the ``torch`` patch applied, so the op guard's kernels sit on
+  every inventory op (on an affected GPU they sit on the CUDA key the same way);
+* the ratio guard / plain (best of ``--repeat`` interleaved rounds, process CPU time);
+* how many calls per generated token reach an intercepted overload, by overload, and how many
+  of those the guard rewrote (for float32 Llama: none).
+
+Needs ``transformers`` (installed in the ``tests-full`` nox environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from typing import Any
+
+import torch
+
+import blackwell_compat as bc
+from blackwell_compat import dispatch, emulation
+
+
+def build_model(layers: int, hidden: int) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=512,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def decode(model: Any, tokens: int) -> torch.Tensor:
+    prompt = torch.tensor([[1, 7, 42, 5]])
+    with torch.inference_mode():
+        out = model.generate(
+            prompt,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    return out  # type: ignore[no-any-return]
+
+
+def _cpu_time(model: Any, tokens: int) -> tuple[float, torch.Tensor]:
+    start = time.process_time()
+    out = decode(model, tokens)
+    return time.process_time() - start, out
+
+
+def count_calls(model: Any, tokens: int) -> collections.Counter[str]:
+    """Calls per overload that reach an intercepted (inventory) overload, with no guard on."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    intercepted = {spec.qualified for spec in dispatch.overload_specs()}
+    counts: collections.Counter[str] = collections.Counter()
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):  # type: ignore[no-untyped-def]
+            name = str(func._schema.name)
+            overload = func._overloadname
+            qualified = name + ("" if overload == "default" else f".{overload}")
+            if qualified in intercepted:
+                counts[qualified] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        decode(model, tokens)
+    return counts
+
+
+def measure(tokens: int, layers: int, hidden: int, repeat: int) -> dict[str, Any]:
+    model = build_model(layers, hidden)
+    decode(model, 4)  # warm-up (lazy initialisation in transformers)
+    plain_times, guard_times = [], []
+    rewritten: list[Any] = []
+    reference = decode(model, tokens)
+    for _ in range(repeat):
+        t, out = _cpu_time(model, tokens)
+        plain_times.append(t)
+        with bc.emulate("sm_121"), bc.patched(only="torch"):
+            decode(model, 2)  # warm-up: the first calls after registration fill caches
+            previous = dispatch.set_recorder(rewritten.append)
+            try:
+                t, guarded = _cpu_time(model, tokens)
+            finally:
+                dispatch.set_recorder(previous)
+        guard_times.append(t)
+        if not torch.equal(guarded, reference) or not torch.equal(out, reference):
+            raise SystemExit("guarded decoding produced other tokens than plain decoding")
+    counts = count_calls(model, tokens)
+    total = sum(counts.values())
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "tokens": tokens,
+        "layers": layers,
+        "hidden": hidden,
+        "repeat": repeat,
+        "plain_s": min(plain_times),
+        "guard_s": min(guard_times),
+        "ratio": min(guard_times) / min(plain_times),
+        "intercepted_calls_per_token": total / tokens,
+        "by_overload_per_token": {k: v / tokens for k, v in counts.most_common()},
+        "rewritten_calls": len(rewritten) // repeat,
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        f"Llama decode, {result['layers']} layers, hidden {result['hidden']}, batch 1, "
+        f"{result['tokens']} tokens, torch {result['torch']}, {result['threads']} thread(s), "
+        f"CPU time, best of {result['repeat']}",
+        f"  plain  {result['plain_s'] * 1e3:8.1f} ms",
+        f"  guard  {result['guard_s'] * 1e3:8.1f} ms",
+        f"  guard / plain  {result['ratio']:.3f}x",
+        f"  intercepted calls per token: {result['intercepted_calls_per_token']:.0f} "
+        f"(rewritten by the guard in all: {result['rewritten_calls']})",
+    ]
+    for name, per_token in list(result["by_overload_per_token"].items())[:8]:
+        lines.append(f"    {name:<28} {per_token:7.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=5, help="interleaved rounds (best kept)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if emulation.is_active():
+        print("run without BLACKWELL_COMPAT_EMULATE: plain times need no emulation", file=sys.stderr)
+        return 2
+    result = measure(args.tokens, args.layers, args.hidden, args.repeat)
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
