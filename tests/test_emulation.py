@@ -282,6 +282,29 @@ def test_environment_variable_turns_emulation_on_before_torch_is_imported() -> N
     assert "True" in result.stdout.splitlines()[-1]
 
 
+def test_environment_variable_is_read_once_not_per_op() -> None:
+    """A program that changes BLACKWELL_COMPAT_EMULATE later changes nothing (read at import):
+    before, every intercepted op re-read it, and a bad value made ``torch.ones(3).sum()``
+    raise ConfigError."""
+    code = (
+        "import os, blackwell_compat, torch\n"
+        "from blackwell_compat import emulation\n"
+        "os.environ['BLACKWELL_COMPAT_EMULATE'] = 'not-an-arch'\n"
+        "print('SUM', torch.ones(3).sum().item())\n"
+        "print('ARCH', emulation.current_arch())\n"
+        "os.environ.pop('BLACKWELL_COMPAT_EMULATE')\n"
+        "try:\n"
+        "    torch.tensor([1+1j]).exp()\n"
+        "except RuntimeError as e:\n"
+        "    print('RAISED', 'invalid value for --gpu-architecture' in str(e))\n"
+    )
+    result = _run(code, BLACKWELL_COMPAT_EMULATE="sm_121")
+    assert result.returncode == 0, result.stderr
+    assert "SUM 3.0" in result.stdout
+    assert "ARCH sm_121" in result.stdout
+    assert "RAISED True" in result.stdout
+
+
 def test_environment_variable_malformed_is_a_clear_error() -> None:
     result = _run("import blackwell_compat", BLACKWELL_COMPAT_EMULATE="not-an-arch")
     assert result.returncode != 0
