@@ -439,6 +439,12 @@ REGRESSIONS = [
     _case("abs(out=)", torch.tensor([1 + 1j]), out_dtype=torch.int64),
     _case("angle(out=)", torch.tensor([1 + 1j], dtype=torch.complex128), out_dtype=torch.int64),
     _case("sum", torch.tensor(0.5)),
+    _case("sgn(out=)", torch.tensor(0j), out_dtype=torch.complex32),
+    _case("neg(out=)", torch.tensor([1 + 1j]), out_dtype=torch.complex128),
+    _case("Tensor.logical_and_", torch.tensor(0j), torch.tensor([False, True, False])),
+    _case("lerp", torch.tensor(0j, dtype=torch.complex32), torch.tensor(0, dtype=torch.uint8), 0.5),
+    _case("*", torch.tensor([1 + 2j], dtype=torch.complex32), 2.5),
+    _case("*", torch.tensor([0.5, 2.0], dtype=torch.float16), 1j),
 ]
 
 

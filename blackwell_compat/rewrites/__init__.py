@@ -64,6 +64,8 @@ def run(
 # kernel writes directly and keeps the layout; functional form: angle only).
 _CONTIGUOUS_OUT = frozenset(("abs", "angle"))
 _CONTIGUOUS_RESULT = frozenset(("angle",))
+# Ops whose kernels refuse an out= of another dtype than the input's.
+_SAME_DTYPE_OUT = frozenset(("sgn", "neg", "conj_physical"))
 
 
 def _layout_probe(spec: OverloadSpec, bound: dict[str, Any], shape: Any) -> Any:
@@ -140,8 +142,9 @@ def deliver(spec: OverloadSpec, bound: dict[str, Any], result: Any) -> Any:
     _check_castable(result.dtype, target.dtype)
     name = spec.entry.name
     complex_target = target.dtype.is_complex
-    if name == "abs" and complex_target and target.dtype != bound["self"].dtype:
-        # abs of a complex tensor into a complex out= must keep the input's dtype.
+    same_dtype = name in _SAME_DTYPE_OUT or (name == "abs" and complex_target)
+    if same_dtype and target.dtype != bound["self"].dtype:
+        # These kernels write only into an out= of the input's own dtype (abs: when complex).
         raise RuntimeError(
             f"Found dtype {_scalar_type_name(target.dtype)} but expected "
             f"{_scalar_type_name(bound['self'].dtype)}"
