@@ -232,3 +232,27 @@ def test_in_place_and_out_forms_are_written_where_expected() -> None:
         inplace = z.clone()
         assert inplace.exp_() is inplace
         torch.testing.assert_close(inplace, want)
+
+
+def test_complex_free_calls_never_reach_the_decision(
+    strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Overloads jitted only for complex dtypes decide from the operands' dtypes first: a call
+    without a complex operand, ``dtype=`` or ``out=`` goes straight to the original kernel
+    (that is what keeps the guard's cost near a trivial pass-through kernel's)."""
+    decided: list[str] = []
+    real_decide = dispatch._decide
+
+    def counting(spec: dispatch.OverloadSpec, *rest: object) -> object:
+        decided.append(spec.qualified)
+        return real_decide(spec, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dispatch, "_decide", counting)
+    x = torch.randn(4)
+    with bc.emulate("sm_121"), bc.patched(only="torch"):
+        x * 2.5, x * x, torch.exp(x), torch.abs(x), x.sum(), torch.rsqrt(x.abs() + 1)
+        assert decided == []
+        torch.exp(x.to(torch.complex64))
+        x.sum(dtype=torch.complex64)
+    assert "aten::exp" in decided
+    assert any(name.startswith("aten::sum") for name in decided)

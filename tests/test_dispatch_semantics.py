@@ -36,6 +36,9 @@ from blackwell_compat import dispatch, inventory, rewrites
 warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
 
 ENTRIES = inventory.by_name(torch.__version__)
+STRATEGIES = [dispatch.BACKEND_SELECT] + (
+    [dispatch.BACKEND] if hasattr(torch.library, "get_kernel") else []
+)
 
 ALL_DTYPES = [
     torch.bool,
@@ -375,6 +378,15 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
+@pytest.fixture(params=STRATEGIES)
+def strategy(request: pytest.FixtureRequest) -> Any:
+    """Both ways of registering where this torch has them (see blackwell_compat.dispatch)."""
+    dispatch.set_strategy(request.param)
+    yield request.param
+    dispatch.set_strategy(None)
+    dispatch._reset_for_tests()
+
+
 # -- the tests -----------------------------------------------------------------------------------
 
 
@@ -454,7 +466,7 @@ REGRESSIONS = [
 @pytest.mark.parametrize(
     "case", REGRESSIONS, ids=[f"{c[0].name}-{'-'.join(map(_describe, c[1]))}" for c in REGRESSIONS]
 )
-def test_regression(case: tuple[Form, list[Any], torch.dtype]) -> None:
+def test_regression(case: tuple[Form, list[Any], torch.dtype], strategy: str) -> None:
     _check_batch([case])
 
 
