@@ -556,6 +556,15 @@ def check_torchaudio(facts: Facts) -> CheckResult:
         return _result("torchaudio", title, SKIP, "torchaudio is not installed", data=data)
     version = audio.version or platform.torchaudio or "?"
     fix = torchaudio_fix(torch.version, torch.cuda)
+    if not audio.tried:
+        return _result(
+            "torchaudio",
+            title,
+            WARN,
+            f"torchaudio {version} was not checked: the torch probe did not get that far",
+            details=[audio.error or "the child process stopped before loading torchaudio"],
+            data=data,
+        )
     if audio.error or audio.native_loaded is False:
         return _result(
             "torchaudio",
