@@ -256,6 +256,24 @@ def test_torchaudio_that_does_not_load_fails_with_matching_build_hint():
     )
 
 
+def test_torchaudio_not_reached_by_a_crashed_torch_child_is_not_called_broken():
+    # Issue 14, point 16: the torch child died first; torchaudio was never tried.
+    from blackwell_compat.doctor.facts import stack_facts_from
+    from blackwell_compat.doctor.process import ChildResult
+
+    crashed = ChildResult(
+        argv=("python",), returncode=-11, timed_out=False, seconds=1.0, error="killed by signal 11"
+    )
+    torch, audio = stack_facts_from(crashed)
+    audio = audio_for(torch, **{**audio.as_dict(), "installed": True, "version": "2.8.0"})
+    report = build_report(machine([H100], torch=torch, torchaudio=audio))
+    check = report.check("torchaudio")
+    assert check.status == WARN
+    assert "was not checked" in check.summary and "does not load" not in check.summary
+    assert "killed by signal 11" in " ".join(check.details)
+    assert report.check("torch").status == FAIL
+
+
 def test_cpu_only_torchaudio_on_aarch64_warns():
     torch = torch_cu128([GB10])
     audio = audio_for(torch, cpu_only=True, cuda_version=None, version="2.8.0")

@@ -220,8 +220,7 @@ def stack_facts_from(
             version=version,
             native_loaded=False if version is not None else None,
             error=(
-                "loading torchaudio after torch (in a child process) failed: "
-                f"{result.error or 'it reported nothing'}"
+                f"loading torchaudio failed: {result.error or 'it reported nothing'}"
                 if version is not None
                 else None
             ),
