@@ -346,3 +346,14 @@ def test_timeout_variable_is_checked():
     assert isolation.default_timeout({isolation.TIMEOUT_VARIABLE: "2.5"}) == 2.5
     for bad in ("soon", "-1", "0", "nan"):
         assert isolation.default_timeout({isolation.TIMEOUT_VARIABLE: bad}) == 20.0
+
+
+@linux_only
+def test_emulation_never_loads_an_nvrtc_that_failed_its_test(tmp_path, store):
+    # emulation compiles with the probed NVRTC to reproduce the real error message; a library
+    # whose constructor aborts must not be loaded for that either.
+    env, _, _ = broken_env(tmp_path, store, nvml=(), nvrtc=("CTOR_ABORT",))
+    code = "from blackwell_compat import emulation; print(emulation.real_nvrtc_log('sm_121'))"
+    done = run(code, env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None"
