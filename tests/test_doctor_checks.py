@@ -256,16 +256,19 @@ def test_torchaudio_that_does_not_load_fails_with_matching_build_hint():
     )
 
 
-def test_torchaudio_not_reached_by_a_crashed_torch_child_is_not_called_broken():
+def test_torchaudio_not_reached_by_a_crashed_torch_child_is_not_called_broken(monkeypatch):
     # Issue 14, point 16: the torch child died first; torchaudio was never tried.
+    from blackwell_compat import versions
     from blackwell_compat.doctor.facts import stack_facts_from
     from blackwell_compat.doctor.process import ChildResult
 
+    installed = {"torch": "2.8.0", "torchaudio": "2.8.0"}
+    monkeypatch.setattr(versions, "installed_version", installed.get)
     crashed = ChildResult(
         argv=("python",), returncode=-11, timed_out=False, seconds=1.0, error="killed by signal 11"
     )
     torch, audio = stack_facts_from(crashed)
-    audio = audio_for(torch, **{**audio.as_dict(), "installed": True, "version": "2.8.0"})
+    assert audio.installed and audio.tried is False
     report = build_report(machine([H100], torch=torch, torchaudio=audio))
     check = report.check("torchaudio")
     assert check.status == WARN

@@ -275,14 +275,15 @@ def test_discovery_agrees_with_what_torch_actually_maps():
 
 
 def planted(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """``work/nvidia/cu13/lib/libnvrtc.so.13`` whose constructor writes ``marker``."""
+    """``work/nvidia/cu13/lib/libnvrtc.so.13`` (for a CUDA 13 torch; the CUDA 12 layout for a
+    CUDA 12 one) whose constructor writes ``marker``."""
     from support import native_fakes
 
     work = tmp_path / "work"
     marker = tmp_path / "constructor-ran"
     library = native_fakes.build(
         "fake_nvrtc.c",
-        work / "nvidia" / "cu13" / "lib" / "libnvrtc.so.13",
+        work / native_fakes.nvrtc_relative_path(),
         f'CTOR_MARKER="{marker}"',
     )
     return work, library, marker

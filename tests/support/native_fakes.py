@@ -40,11 +40,23 @@ def build(source: str, target: Path, *defines: str) -> Path:
     return target
 
 
+def nvrtc_relative_path() -> Path:
+    """Where the NVRTC wheel of the installed torch's CUDA puts the library, relative to
+    site-packages: ``nvidia/cu13/lib/libnvrtc.so.13`` for CUDA 13 builds,
+    ``nvidia/cuda_nvrtc/lib/libnvrtc.so.12`` for CUDA 12 builds."""
+    from blackwell_compat.probing import locate_torch
+
+    major = locate_torch().cuda_major or 13
+    if major >= 13:
+        return Path("nvidia", f"cu{major}", "lib", f"libnvrtc.so.{major}")
+    return Path("nvidia", "cuda_nvrtc", "lib", f"libnvrtc.so.{major}")
+
+
 def nvrtc_site(root: Path, *defines: str) -> tuple[Path, Path]:
-    """A folder laid out like site-packages with ``nvidia/cu13/lib/libnvrtc.so.13`` in it:
+    """A folder laid out like site-packages with the NVRTC of torch's CUDA in it:
     ``(site folder, library)``.  Put the folder on ``PYTHONPATH`` and torch's preload (and the
     probe) take that library."""
-    library = build("fake_nvrtc.c", root / "nvidia" / "cu13" / "lib" / "libnvrtc.so.13", *defines)
+    library = build("fake_nvrtc.c", root / nvrtc_relative_path(), *defines)
     return root, library
 
 
