@@ -357,3 +357,24 @@ def test_emulation_never_loads_an_nvrtc_that_failed_its_test(tmp_path, store):
     done = run(code, env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "None"
+
+
+@linux_only
+@pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python"])
+def test_a_test_process_that_never_reached_the_library_stores_nothing(
+    tmp_path, store, monkeypatch, executable
+):
+    # An embedding interpreter whose sys.executable is not Python says nothing about the
+    # library: no verdict is stored (the next process tries again) and nothing is loaded here.
+    _, library = native_fakes.nvrtc_site(tmp_path / "ok")
+    folder = native_fakes.nvml_folder(tmp_path / "nvml")
+    monkeypatch.setattr(sys, "executable", executable)
+    info = read_nvrtc(library)
+    driver, gpus = read_nvml(folder / "libnvidia-ml.so.1")
+    monkeypatch.undo()
+    assert info.error is not None and info.error.startswith("not read:")
+    assert info.crash is None and info.version is None
+    assert driver.available is False and gpus == () and driver.crash is None
+    assert "does not load an untested library" in (driver.error or "")
+    assert not (store / "native-verdicts-v1.json").exists()
+    assert not mapped(library) and not mapped(folder / "libnvidia-ml.so.1")

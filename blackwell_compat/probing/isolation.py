@@ -116,14 +116,20 @@ def _save_entry(key: str, entry: dict[str, Any]) -> None:
         if len(entries) > _MAX_ENTRIES:
             ordered = sorted(entries.items(), key=lambda kv: str(kv[1].get("tested_at", "")))
             entries = dict(ordered[-_MAX_ENTRIES:])
+        temporary = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, temporary = tempfile.mkstemp(prefix=".verdicts-", dir=str(path.parent))
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump({"version": 1, "entries": entries}, handle, indent=1, sort_keys=True)
             os.replace(temporary, path)
-        except OSError as exc:
+        except (OSError, TypeError, ValueError) as exc:
             logger.debug("could not store the verdict for %s in %s: %s", key, path, exc)
+            if temporary is not None:
+                try:
+                    os.unlink(temporary)
+                except OSError:
+                    pass
 
 
 def forget_verdicts() -> None:
@@ -159,6 +165,16 @@ class ChildOutcome:
     failure: str | None
     """``None`` when it exited 0, else what happened (``"was killed by signal 11 (SIGSEGV)"``)."""
     seconds: float
+
+    @property
+    def says_something(self) -> bool:
+        """Whether the outcome is about the library: the child reached it (announced a step).
+
+        A child that never got that far (no Python at ``sys.executable``, an interpreter that
+        is not Python, this package not importable) says nothing about the library, so no
+        verdict is stored and the library is not loaded either.
+        """
+        return self.last_step is not None
 
     def what_happened(self) -> str:
         """``"was killed by signal 11 (SIGSEGV) while calling nvrtcVersion"``."""
@@ -335,9 +351,23 @@ def read_nvrtc_isolated(
     if entry is None:
         limit = timeout if timeout is not None else default_timeout()
         outcome = run_test_child("nvrtc", absolute, limit)
+        if not outcome.says_something:
+            return NvrtcInfo(
+                path=text,
+                source=source,
+                error=f"not read: {_untested(outcome)}",
+            )
         entry = _verdict_entry("nvrtc", absolute, outcome, limit)
         _save_entry(key, entry)
     return _nvrtc_from_entry(entry, text, source)
+
+
+def _untested(outcome: ChildOutcome) -> str:
+    return (
+        f"the process that tests native libraries {outcome.failure or 'reported nothing'} "
+        f"before it reached the library ({sys.executable or 'no Python executable'} -I -S); "
+        "blackwell-compat does not load an untested library"
+    )
 
 
 def _nvrtc_from_entry(entry: Mapping[str, Any], path: str, source: str) -> NvrtcInfo:
@@ -389,6 +419,8 @@ def read_nvml_isolated(
 ) -> tuple[DriverInfo, tuple[GPU, ...]]:
     """Driver facts and GPUs; NVML is loaded here only after a test process survived it."""
     names = (os.fspath(path),) if path is not None else default_library_names()
+    if path is not None and not os.path.exists(names[0]):
+        return read_nvml_here(path)  # nothing to load: the answer says it does not exist
     key = _nvml_key(names)
     entry = None if retest else _load_store().get(key)
     if isinstance(entry, dict):
@@ -398,6 +430,8 @@ def read_nvml_isolated(
     if not isinstance(entry, dict):
         limit = timeout if timeout is not None else default_timeout()
         outcome = run_test_child("nvml", names[0] if path is not None else "", limit)
+        if not outcome.says_something:
+            return DriverInfo(available=False, library=names[-1], error=_untested(outcome)), ()
         loaded = outcome.loaded
         entry = _verdict_entry("nvml", loaded or names[0], outcome, limit)
         entry["loaded"] = loaded
