@@ -242,6 +242,28 @@ def test_arch_coverage(arch, archs, expected):
     assert arch_coverage(arch, archs) == expected
 
 
+@pytest.mark.parametrize("gpus", [[], [H100]])
+def test_nvrtc_that_crashed_its_test_process_fails_with_a_reinstall_hint(gpus):
+    # Issue 14, point 1: a broken NVRTC is a failed result with its path and what happened.
+    from blackwell_compat.probing import NvrtcInfo
+
+    path = "/venv/site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12"
+    what = "was killed by signal 7 (SIGBUS) while loading " + path
+    nvrtc = NvrtcInfo(
+        path=path,
+        source="torch preload",
+        error=f"NVRTC at {path} is unusable: a test process that loaded it {what}",
+        crash=what,
+    )
+    check = build_report(machine(gpus, nvrtc=nvrtc)).check("nvrtc")
+    assert check.status == FAIL
+    assert "is broken" in check.summary and path in check.summary and "SIGBUS" in check.summary
+    assert any(
+        c.startswith("pip install --force-reinstall --no-deps nvidia-cuda-nvrtc-cu12")
+        for c in check.commands
+    )
+
+
 # -- torchaudio -------------------------------------------------------------------------------
 
 
