@@ -185,3 +185,21 @@ def test_children_never_have_the_working_directory_on_sys_path(tmp_path, monkeyp
     assert str(mods) in record["path"]  # PYTHONPATH still counts, as in the user's programs
     assert os.path.realpath(record["cwd"]) != os.path.realpath(work)
     assert not os.path.exists(record["cwd"])  # an empty scratch folder, removed afterwards
+
+
+def test_doctor_tests_native_libraries_afresh_with_its_timeout(monkeypatch):
+    # The doctor ignores stored verdicts (a library may have been repaired, or a slow first
+    # start mistaken for a hang) and bounds each test process by its own tool timeout.
+    import blackwell_compat.probing as probing
+    from blackwell_compat.doctor import facts
+
+    seen: list[float | None] = []
+
+    def retest(timeout=None):
+        seen.append(timeout)
+        return probing.build_platform()
+
+    monkeypatch.setattr(probing, "retest", retest)
+    platform, error = facts._probe_platform(7.0)
+    assert seen == [7.0] and error is None
+    assert platform.affected is False
