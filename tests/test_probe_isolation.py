@@ -378,3 +378,48 @@ def test_a_test_process_that_never_reached_the_library_stores_nothing(
     assert "does not load an untested library" in (driver.error or "")
     assert not (store / "native-verdicts-v1.json").exists()
     assert not mapped(library) and not mapped(folder / "libnvidia-ml.so.1")
+
+
+@linux_only
+def test_a_store_others_can_write_to_is_ignored(tmp_path, monkeypatch):
+    # A verdict store in a folder another user could write is no evidence: someone could mark
+    # a crashing library as tested.  The library is tested again; nothing is written there.
+    _, library = native_fakes.nvrtc_site(tmp_path / "bad", "CALL_SEGV")
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    key = f"nvrtc|{os.path.abspath(library)}"
+    forged = {
+        "version": 1,
+        "entries": {
+            key: {
+                "ok": True,
+                "file": isolation._file_id(str(library)),
+                "result": {"version": "13.0", "supported_archs": ["sm_121"], "error": None},
+            }
+        },
+    }
+    store_file = folder / "native-verdicts-v1.json"
+    store_file.write_text(json.dumps(forged))
+    folder.chmod(0o777)
+    monkeypatch.setenv(isolation.CACHE_DIR_VARIABLE, str(folder))
+    info = read_nvrtc(library)
+    assert info.crash is not None and "SIGSEGV" in info.crash
+    assert json.loads(store_file.read_text()) == forged
+    folder.chmod(0o700)
+
+
+@linux_only
+def test_read_only_cache_folder_falls_back_to_a_private_temporary_store(tmp_path, monkeypatch):
+    _, library = native_fakes.nvrtc_site(tmp_path / "ok")
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("")
+    monkeypatch.delenv(isolation.CACHE_DIR_VARIABLE, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.setattr(isolation.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert read_nvrtc(library).version == (13, 0)
+    fallback = tmp_path / "tmp" / f"blackwell-compat-{os.getuid()}" / "native-verdicts-v1.json"
+    assert fallback.is_file()
+    assert (fallback.parent.stat().st_mode & 0o777) == 0o700
+    monkeypatch.setattr(isolation, "run_test_child", _refuse)
+    assert read_nvrtc(library).version == (13, 0)

@@ -93,13 +93,32 @@ def default_timeout(env: Mapping[str, str] | None = None) -> float:
 # -- the store ----------------------------------------------------------------------------------
 
 
-def _store_path() -> Path:
-    return cache_dir() / _STORE_NAME
+def _store_paths() -> list[Path]:
+    """The store, then (unless ``BLACKWELL_COMPAT_CACHE_DIR`` names one) a fallback for a
+    read-only cache folder (a container with a read-only home): ``<tmp>/blackwell-compat-<uid>``.
+    A folder is used only if this user owns it and nobody else can write to it.  Without any
+    writable store every process tests afresh (correct, slower)."""
+    paths = [cache_dir() / _STORE_NAME]
+    if hasattr(os, "getuid") and not os.environ.get(CACHE_DIR_VARIABLE, "").strip():
+        paths.append(Path(tempfile.gettempdir()) / f"blackwell-compat-{os.getuid()}" / _STORE_NAME)
+    return paths
 
 
-def _load_store() -> dict[str, Any]:
+def _trusted_folder(folder: Path) -> bool:
+    if not hasattr(os, "getuid"):
+        return True
     try:
-        with open(_store_path(), encoding="utf-8") as handle:
+        st = os.stat(folder)
+    except OSError:
+        return True  # created by us below, with mode 0700
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not _trusted_folder(path.parent):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except (OSError, ValueError):
         return {}
@@ -107,38 +126,55 @@ def _load_store() -> dict[str, Any]:
     return entries if isinstance(entries, dict) else {}
 
 
+def _load_store() -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for path in reversed(_store_paths()):  # the main store wins
+        merged.update(_read(path))
+    return merged
+
+
+def _write(path: Path, entries: dict[str, Any]) -> None:
+    """Write *entries* atomically to *path*; raises ``OSError`` when it cannot."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not _trusted_folder(path.parent):
+        raise PermissionError(f"{path.parent} is not this user's own folder")
+    fd, temporary = tempfile.mkstemp(prefix=".verdicts-", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"version": 1, "entries": entries}, handle, indent=1, sort_keys=True)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
 def _save_entry(key: str, entry: dict[str, Any]) -> None:
     """Add one verdict; concurrent writers may lose an entry, never corrupt the file."""
-    path = _store_path()
     with _store_lock:
-        entries = _load_store()
-        entries[key] = entry
-        if len(entries) > _MAX_ENTRIES:
-            ordered = sorted(entries.items(), key=lambda kv: str(kv[1].get("tested_at", "")))
-            entries = dict(ordered[-_MAX_ENTRIES:])
-        temporary = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, temporary = tempfile.mkstemp(prefix=".verdicts-", dir=str(path.parent))
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"version": 1, "entries": entries}, handle, indent=1, sort_keys=True)
-            os.replace(temporary, path)
-        except (OSError, TypeError, ValueError) as exc:
-            logger.debug("could not store the verdict for %s in %s: %s", key, path, exc)
-            if temporary is not None:
-                try:
-                    os.unlink(temporary)
-                except OSError:
-                    pass
+        for path in _store_paths():
+            entries = _read(path)
+            entries[key] = entry
+            if len(entries) > _MAX_ENTRIES:
+                ordered = sorted(entries.items(), key=lambda kv: str(kv[1].get("tested_at", "")))
+                entries = dict(ordered[-_MAX_ENTRIES:])
+            try:
+                _write(path, entries)
+                return
+            except (OSError, TypeError, ValueError) as exc:
+                logger.debug("could not store the verdict for %s in %s: %s", key, path, exc)
 
 
 def forget_verdicts() -> None:
     """Delete every stored verdict (the next probe tests each library again)."""
     with _store_lock:
-        try:
-            _store_path().unlink()
-        except OSError:
-            pass
+        for path in _store_paths():
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 def _file_id(path: str) -> dict[str, int] | None:
