@@ -1,9 +1,11 @@
 """Facts the doctor's checks judge, gathered in one place.
 
-:func:`gather` reads the real machine: the probe (in process: it never imports torch), torch and
-torchaudio (in a child process with a timeout), Triton's ``ptxas`` (subprocesses with a
-timeout), the patch table, the environment and, on request, the smoke workloads.  Every fact
-type is plain data, so tests build :class:`Facts` for fake machines without touching this one.
+:func:`gather` reads the real machine: the probe (in process: it never imports torch, and NVML
+and NVRTC are retested in child processes with a timeout first), torch and torchaudio (in a
+child process with a timeout, started with ``-P`` in an empty folder), Triton's ``ptxas``
+(subprocesses with a timeout), the patch table, the environment and, on request, the smoke
+workloads.  Every fact type is plain data, so tests build :class:`Facts` for fake machines
+without touching this one.
 """
 
 from __future__ import annotations
