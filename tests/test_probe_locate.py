@@ -332,6 +332,7 @@ def test_probe_under_python_c_reports_the_cwd_library_and_never_loads_it(tmp_pat
     assert nvrtc["error"].startswith("not read:") and nvrtc["version"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF libraries")
 @pytest.mark.parametrize("command", [["list", "--json"], ["doctor", "--json", "--timeout", "120"]])
 def test_cli_in_a_folder_with_a_planted_nvrtc_never_loads_it(tmp_path, command):
