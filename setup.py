@@ -45,14 +45,24 @@ if not getattr(sys, "_blackwell_compat_hook_ran", False):
         autostart.start()
 """
 
+# The values that mean "off", exactly as blackwell_compat.config reads them (its _FALSE set):
+# compared after strip() and lower(), so "false", "Off", " 0" cost no import at all.
+OFF_WORDS = ("", "0", "false", "no", "off")
+
+
+def _off(variable: str) -> str:
+    return f'os.environ.get("{variable}", "").strip().lower() in {OFF_WORDS!r}'
+
+
 HOOK_TEXT = (
     "# blackwell-compat start-up hook, installed and removed with the blackwell-compat package.\n"
-    "# Unset BLACKWELL_COMPAT_AUTO / BLACKWELL_COMPAT_EMULATE: two dictionary lookups, no import.\n"
-    "# Set: activate blackwell-compat before user code runs (see docs/zero-code.md).\n"
+    "# BLACKWELL_COMPAT_AUTO / BLACKWELL_COMPAT_EMULATE unset or off (0/false/no/off): two\n"
+    "# dictionary lookups, no import.  Set: activate blackwell-compat before user code runs\n"
+    "# (see docs/zero-code.md).\n"
     "import os, sys; exec("
     + repr(_HOOK_BODY)
-    + ') if os.environ.get("BLACKWELL_COMPAT_AUTO", "0") not in ("", "0")'
-    + ' or os.environ.get("BLACKWELL_COMPAT_EMULATE", "0") not in ("", "0") else None\n'
+    + f") if not ({_off('BLACKWELL_COMPAT_AUTO')} and {_off('BLACKWELL_COMPAT_EMULATE')})"
+    + " else None\n"
 )
 
 

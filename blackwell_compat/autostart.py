@@ -42,6 +42,11 @@ HOOK_FILENAME = "zz_blackwell_compat_autostart.pth"
 TRIGGER_VARIABLES = (config.AUTO, config.EMULATE)
 """The variables the hook line itself checks before importing anything."""
 
+OFF_WORDS = ("", "0", "false", "no", "off")
+"""Values (after ``strip().lower()``) that leave a trigger variable off: the words
+:func:`blackwell_compat.config.parse_bool` reads as false; ``setup.py`` writes the same tuple
+into the hook line (a test keeps the three in step)."""
+
 _WARNED_VARIABLE = "_BLACKWELL_COMPAT_AUTOSTART_WARNED"
 # Checksums of the start-up warnings already shown in this process tree (comma list).
 
@@ -76,9 +81,13 @@ def last_result() -> StartupResult | None:
 
 
 def trigger_set(env: Mapping[str, str] | None = None) -> bool:
-    """What the hook line decides: whether it would import the package at all."""
+    """What the hook line decides: whether it would import the package at all.
+
+    A variable counts as unset when it is empty or one of config's "off" words (``0``,
+    ``false``, ``no``, ``off``, any case, surrounding blanks ignored), as in the hook line.
+    """
     source = os.environ if env is None else env
-    return any(source.get(name, "0") not in ("", "0") for name in TRIGGER_VARIABLES)
+    return any(source.get(name, "").strip().lower() not in OFF_WORDS for name in TRIGGER_VARIABLES)
 
 
 def start() -> StartupResult:
@@ -107,6 +116,7 @@ def start() -> StartupResult:
     if auto:
         report, apply_problems = _apply(source)
         problems.extend(apply_problems)
+        problems.extend(_native_problems())
     result = StartupResult(auto=auto, emulate=emulate, report=report, problems=tuple(problems))
     with _lock:
         _result = result
@@ -153,6 +163,18 @@ def _apply(source: Mapping[str, str]) -> tuple[ApplyReport | None, list[str]]:
     if not problems:
         problems.extend(str(w.message) for w in ours)
     return report, problems
+
+
+def _native_problems() -> list[str]:
+    """NVML/NVRTC that crashed, hung or was killed in its test process: the program runs on
+    without them, and says so (the verdicts are stored, so this costs no child process)."""
+    try:
+        from .probing import probe
+
+        failures = probe().native_failures
+    except Exception as exc:  # probe() never raises; a start-up hook must not either
+        return [f"the platform probe failed: {type(exc).__name__}: {exc}"]
+    return [f"{line}; it was not loaded into this program" for line in failures]
 
 
 def _quiet_library_logger() -> None:

@@ -134,14 +134,20 @@ _PROGRAM = b'extern "C" __global__ void blackwell_compat_probe(float* x) { x[0] 
 
 
 def _nvrtc_library() -> str | None:
-    """The NVRTC library torch would load, as the probe finds it (``None`` if unknown)."""
+    """The NVRTC library torch would load, as the probe finds it (``None`` if unknown).
+
+    Only a library the probe could read, which means a test process loaded and called it and
+    survived, is returned: a crashing, hanging or working-directory library is never loaded here.
+    """
     try:
         from .probing import probe
 
-        path = probe().nvrtc.path
+        nvrtc = probe().nvrtc
     except Exception:  # the probe never raises by contract; be safe anyway
         return None
-    return path if isinstance(path, str) else None
+    if not nvrtc.known or nvrtc.crash is not None:
+        return None
+    return nvrtc.path if isinstance(nvrtc.path, str) else None
 
 
 def compile_log(arch: str, library: str) -> tuple[int, str]:

@@ -6,6 +6,15 @@ import os
 
 import pytest
 
+# -- native verdict store (probe) ---------------------------------------------------------------
+# The probe stores what its test processes found out about NVML/NVRTC in a per-user cache; the
+# tests keep theirs in a folder of the session (inherited by the interpreters they start).
+
+if not os.environ.get("BLACKWELL_COMPAT_CACHE_DIR"):
+    import tempfile
+
+    os.environ["BLACKWELL_COMPAT_CACHE_DIR"] = tempfile.mkdtemp(prefix="bc-test-verdicts-")
+
 # -- engine state (core) ---------------------------------------------------------------------
 
 

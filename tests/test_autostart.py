@@ -50,6 +50,7 @@ def clean_env(**extra: str) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("BLACKWELL_COMPAT_", "_BLACKWELL_COMPAT_"))
+        or k == "BLACKWELL_COMPAT_CACHE_DIR"  # the session's verdict store (conftest.py)
     }
     env.pop("PYTHONPATH", None)
     env.update(extra)
@@ -139,6 +140,28 @@ def test_unset_hook_imports_nothing(auto):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("variable", ["BLACKWELL_COMPAT_AUTO", "BLACKWELL_COMPAT_EMULATE"])
+@pytest.mark.parametrize("value", ["false", "off", "no", " 0", "FALSE", "Off ", " "])
+def test_off_words_cost_no_import(variable, value):
+    # Issue 14, point 15: every value config reads as false leaves the package unimported.
+    result = python(IMPORTED_MODULES, clean_env(**{variable: value}))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert result.stderr == ""
+    assert not autostart.trigger_set({variable: value})
+
+
+def test_off_words_are_the_words_config_reads_as_false():
+    from blackwell_compat import config
+
+    setup_ns = runpy.run_path(str(ROOT / "setup.py"), run_name="not_main")
+    assert set(autostart.OFF_WORDS) == config._FALSE
+    assert tuple(setup_ns["OFF_WORDS"]) == autostart.OFF_WORDS
+    for word in autostart.OFF_WORDS:
+        assert config.parse_bool("X", {"X": f" {word.upper()} "}) is False
+        assert config.emulated_arch_from_env({config.EMULATE: f" {word.upper()} "}) is None
 
 
 def test_auto_imports_the_package_before_user_code(tmp_path):
@@ -377,6 +400,8 @@ def test_trigger_set_matches_the_hook_line():
     assert not autostart.trigger_set({"BLACKWELL_COMPAT_AUTO": ""})
     assert autostart.trigger_set({"BLACKWELL_COMPAT_AUTO": "1"})
     assert autostart.trigger_set({"BLACKWELL_COMPAT_EMULATE": "sm_121"})
+    assert autostart.trigger_set({"BLACKWELL_COMPAT_AUTO": "sometimes"})  # warns at start-up
+    assert not autostart.trigger_set({"BLACKWELL_COMPAT_AUTO": " Off "})
 
 
 def test_format_problems():

@@ -242,6 +242,28 @@ def test_arch_coverage(arch, archs, expected):
     assert arch_coverage(arch, archs) == expected
 
 
+@pytest.mark.parametrize("gpus", [[], [H100]])
+def test_nvrtc_that_crashed_its_test_process_fails_with_a_reinstall_hint(gpus):
+    # Issue 14, point 1: a broken NVRTC is a failed result with its path and what happened.
+    from blackwell_compat.probing import NvrtcInfo
+
+    path = "/venv/site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12"
+    what = "was killed by signal 7 (SIGBUS) while loading " + path
+    nvrtc = NvrtcInfo(
+        path=path,
+        source="torch preload",
+        error=f"NVRTC at {path} is unusable: a test process that loaded it {what}",
+        crash=what,
+    )
+    check = build_report(machine(gpus, nvrtc=nvrtc)).check("nvrtc")
+    assert check.status == FAIL
+    assert "is broken" in check.summary and path in check.summary and "SIGBUS" in check.summary
+    assert any(
+        c.startswith("pip install --force-reinstall --no-deps nvidia-cuda-nvrtc-cu12")
+        for c in check.commands
+    )
+
+
 # -- torchaudio -------------------------------------------------------------------------------
 
 
@@ -254,6 +276,27 @@ def test_torchaudio_that_does_not_load_fails_with_matching_build_hint():
         "torchaudio==2.8.0 --index-url https://download.pytorch.org/whl/cu128" in c
         for c in check.commands
     )
+
+
+def test_torchaudio_not_reached_by_a_crashed_torch_child_is_not_called_broken(monkeypatch):
+    # Issue 14, point 16: the torch child died first; torchaudio was never tried.
+    from blackwell_compat import versions
+    from blackwell_compat.doctor.facts import stack_facts_from
+    from blackwell_compat.doctor.process import ChildResult
+
+    installed = {"torch": "2.8.0", "torchaudio": "2.8.0"}
+    monkeypatch.setattr(versions, "installed_version", installed.get)
+    crashed = ChildResult(
+        argv=("python",), returncode=-11, timed_out=False, seconds=1.0, error="killed by signal 11"
+    )
+    torch, audio = stack_facts_from(crashed)
+    assert audio.installed and audio.tried is False
+    report = build_report(machine([H100], torch=torch, torchaudio=audio))
+    check = report.check("torchaudio")
+    assert check.status == WARN
+    assert "was not checked" in check.summary and "does not load" not in check.summary
+    assert "killed by signal 11" in " ".join(check.details)
+    assert report.check("torch").status == FAIL
 
 
 def test_cpu_only_torchaudio_on_aarch64_warns():

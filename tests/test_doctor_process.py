@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import sys
 import time
 
@@ -125,3 +126,80 @@ def test_child_timeout_before_any_record_is_a_torch_error():
     )
     torch_facts, _ = stack_facts_from(child)
     assert torch_facts.error == "the torch probe failed: timed out after 5 s"
+
+
+def test_crashed_torch_child_leaves_torchaudio_not_checked():
+    # Issue 14, point 16: a child that died in torch says nothing about torchaudio.
+    child = ChildResult(
+        argv=("python",),
+        returncode=-11,
+        timed_out=False,
+        seconds=1.0,
+        error="killed by signal 11 (SIGSEGV)",
+    )
+    torch_facts, audio_facts = stack_facts_from(child)
+    assert torch_facts.error == "the torch probe failed: killed by signal 11 (SIGSEGV)"
+    assert audio_facts.tried is False
+    assert audio_facts.native_loaded is None
+    if audio_facts.installed:
+        assert audio_facts.error is not None
+        assert audio_facts.error.startswith("not checked: torchaudio is loaded after torch")
+        assert "killed by signal 11 (SIGSEGV)" in audio_facts.error
+
+
+def test_torch_import_error_leaves_torchaudio_not_checked():
+    child = ChildResult(
+        argv=("python",),
+        returncode=0,
+        timed_out=False,
+        seconds=1.0,
+        records=(
+            {"section": "torch", "installed": True, "error": "import torch failed: OSError: x"},
+        ),
+    )
+    _, audio_facts = stack_facts_from(child)
+    assert audio_facts.tried is False and audio_facts.native_loaded is None
+
+
+def test_children_never_have_the_working_directory_on_sys_path(tmp_path, monkeypatch):
+    # Issue 14, point 10: `python -c` would put '' (the cwd) first on sys.path.
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "bc_show_path.py").write_text(
+        "import json, os, sys\n"
+        f"print({MARKER!r} + json.dumps({{'section': 'p', 'path': sys.path, "
+        "'cwd': os.getcwd()}))\n"
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = module_argv("bc_show_path")
+    if sys.version_info >= (3, 11):
+        assert argv[0] == "-P"
+    env = dict(os.environ, PYTHONPATH=str(mods))
+    result = run_child(argv, timeout=60, env=env)
+    record = result.record("p")
+    assert record is not None, result.error
+    assert "" not in record["path"] and "." not in record["path"]
+    assert str(work) not in record["path"]
+    assert str(mods) in record["path"]  # PYTHONPATH still counts, as in the user's programs
+    assert os.path.realpath(record["cwd"]) != os.path.realpath(work)
+    assert not os.path.exists(record["cwd"])  # an empty scratch folder, removed afterwards
+
+
+def test_doctor_tests_native_libraries_afresh_with_its_timeout(monkeypatch):
+    # The doctor ignores stored verdicts (a library may have been repaired, or a slow first
+    # start mistaken for a hang) and bounds each test process by its own tool timeout.
+    import blackwell_compat.probing as probing
+    from blackwell_compat.doctor import facts
+
+    seen: list[float | None] = []
+
+    def retest(timeout=None):
+        seen.append(timeout)
+        return probing.build_platform()
+
+    monkeypatch.setattr(probing, "retest", retest)
+    platform, error = facts._probe_platform(7.0)
+    assert seen == [7.0] and error is None
+    assert platform.affected is False

@@ -269,3 +269,101 @@ def test_discovery_agrees_with_what_torch_actually_maps():
     assert os.path.realpath(data["before"]) == os.path.realpath(data["mapped"][0])
     assert data["after"] == data["mapped"][0]
     assert "already loaded in this process" in data["source"]
+
+
+# -- the working directory (issue 14, point 10) -------------------------------------------------
+
+
+def planted(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """``work/nvidia/cu13/lib/libnvrtc.so.13`` (for a CUDA 13 torch; the CUDA 12 layout for a
+    CUDA 12 one) whose constructor writes ``marker``."""
+    from support import native_fakes
+
+    work = tmp_path / "work"
+    marker = tmp_path / "constructor-ran"
+    library = native_fakes.build(
+        "fake_nvrtc.c",
+        work / native_fakes.nvrtc_relative_path(),
+        f'CTOR_MARKER="{marker}"',
+    )
+    return work, library, marker
+
+
+def cwd_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKWELL_COMPAT_")}
+    env["BLACKWELL_COMPAT_CACHE_DIR"] = str(tmp_path / "verdicts")
+    return env
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF libraries")
+def test_planted_library_really_runs_its_constructor_when_loaded(tmp_path):
+    # The check of the tests below: loading the planted library does write the marker.
+    _, library, marker = planted(tmp_path)
+    subprocess.run(
+        [sys.executable, "-c", f"import ctypes; ctypes.CDLL({str(library)!r})"], check=True
+    )
+    assert marker.exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF libraries")
+def test_probe_under_python_c_reports_the_cwd_library_and_never_loads_it(tmp_path):
+    work, library, marker = planted(tmp_path)
+    code = (
+        "import json, blackwell_compat as bc\n"
+        "p = bc.probe()\n"
+        "print(json.dumps(p.nvrtc.as_dict()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=work,
+        env=cwd_env(tmp_path),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    nvrtc = json.loads(done.stdout)
+    assert not marker.exists(), "the probe loaded a library from the working directory"
+    # torch in that interpreter would preload it ('' is on sys.path): the probe says so.
+    assert nvrtc["path"] == str(library)
+    chosen = [c for c in nvrtc["candidates"] if c["chosen"]]
+    assert chosen and chosen[0]["working_directory"] is True
+    assert "the working directory" in chosen[0]["origin"]
+    assert nvrtc["error"].startswith("not read:") and nvrtc["version"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF libraries")
+@pytest.mark.parametrize("command", [["list", "--json"], ["doctor", "--json", "--timeout", "120"]])
+def test_cli_in_a_folder_with_a_planted_nvrtc_never_loads_it(tmp_path, command):
+    work, library, marker = planted(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "blackwell_compat", *command],
+        cwd=work,
+        env=cwd_env(tmp_path),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    json.loads(done.stdout)
+    assert not marker.exists(), "a library in the working directory was loaded"
+    if command[0] == "doctor":
+        report = json.loads(done.stdout)
+        nvrtc = report["platform"]["nvrtc"]
+        assert nvrtc["path"] != str(library)
+        left_out = [c for c in nvrtc["candidates"] if c["path"] == str(library)]
+        assert left_out and "left out" in left_out[0]["note"]
+
+
+def test_relative_ld_library_path_entry_is_reported_not_loaded(tmp_path, monkeypatch):
+    folder = tmp_path / "rel"
+    folder.mkdir()
+    (folder / "libnvrtc.so.13").write_bytes(b"\x7fELF not really")
+    monkeypatch.chdir(tmp_path)
+    site = make_site(tmp_path / "site", torch_cuda="13.0")
+    info = find_nvrtc([str(site)], env={"LD_LIBRARY_PATH": "rel"}, in_process=False)
+    assert info.path == str(folder / "libnvrtc.so.13")
+    assert info.error is not None and info.error.startswith("not read:")
+    assert info.candidates[-1].working_directory

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import blackwell_compat as bc
+from blackwell_compat.errors import ConfigError
 from blackwell_compat.probing import (
     GPU,
     LIBRARIES,
@@ -303,3 +304,24 @@ def test_probe_is_the_function_in_any_import_order():
         "                  bc.probe is probe, type(bc.probe(refresh=True)).__name__]))"
     )
     assert data == ["Platform", "Platform", "Platform", True, "Platform"]
+
+
+def test_probe_never_raises(monkeypatch):
+    # Issue 14, point 6: whatever the facts do, probe() answers and says why it knows nothing.
+    from blackwell_compat.probing import platform as platform_module
+
+    def broken(*args, **kwargs):
+        raise ConfigError("sm_1210: not a GPU architecture")
+
+    monkeypatch.setattr(platform_module, "_gather", broken)
+    answer = probe(refresh=True)
+    assert answer.affected is False and answer.gpus == ()
+    assert "ConfigError: sm_1210" in answer.reasons[0]
+    monkeypatch.undo()
+    probe(refresh=True)
+
+
+def test_gpu_with_an_impossible_capability_is_refused():
+    for capability in ((12, 10), (-1, -1), (0, 0), (100, 0)):
+        with pytest.raises(ValueError, match="no CUDA compute capability"):
+            GPU(0, "odd", capability=capability)

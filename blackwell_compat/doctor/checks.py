@@ -425,6 +425,28 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _broken_nvrtc_fix(torch_cuda: str | None) -> Fix:
+    """Reinstall the NVRTC wheel of torch's CUDA (a truncated or damaged file is the usual
+    cause of a library that crashes when loaded)."""
+    from .hints import NVRTC_CU12_PACKAGE, NVRTC_CU13_PACKAGE, cuda_major
+
+    major = cuda_major(torch_cuda) if torch_cuda else None
+    text = (
+        "Reinstall the package that put this library there (a truncated download or a damaged "
+        "file is the usual cause); for NVIDIA's pip wheels:"
+    )
+    package = (
+        NVRTC_CU12_PACKAGE if major == 12 else NVRTC_CU13_PACKAGE if (major or 0) >= 13 else None
+    )
+    if package is None:
+        return Fix(text.rstrip(":") + ".")
+    from ..versions import installed_version
+
+    version = installed_version(package)
+    pinned = f"{package}=={version}" if version else package  # the same version, intact
+    return Fix(text, (f"pip install --force-reinstall --no-deps {pinned}",))
+
+
 def check_nvrtc(facts: Facts) -> CheckResult:
     title = "NVRTC (run-time compiled kernels)"
     platform = facts.platform
@@ -447,7 +469,13 @@ def check_nvrtc(facts: Facts) -> CheckResult:
     details: list[str] = []
     fixes: list[Fix] = []
     status = PASS
-    if nvrtc.path is None or not nvrtc.known:
+    if nvrtc.crash is not None:
+        # It crashed, hung or ended its test process: torch's Jiterator would do the same.
+        summary = f"the NVRTC torch loads is broken: {nvrtc.error or nvrtc.crash}"
+        details.append(f"search: {nvrtc.source}" if nvrtc.source else "search: -")
+        status = FAIL
+        fixes.append(_broken_nvrtc_fix(torch.cuda or platform.torch_cuda))
+    elif nvrtc.path is None or not nvrtc.known:
         what = nvrtc.error or nvrtc.describe()
         summary = f"cannot tell which archs the NVRTC torch loads supports: {what}"
         details.append(f"search: {nvrtc.source}" if nvrtc.source else "search: -")
@@ -556,6 +584,15 @@ def check_torchaudio(facts: Facts) -> CheckResult:
         return _result("torchaudio", title, SKIP, "torchaudio is not installed", data=data)
     version = audio.version or platform.torchaudio or "?"
     fix = torchaudio_fix(torch.version, torch.cuda)
+    if not audio.tried:
+        return _result(
+            "torchaudio",
+            title,
+            WARN,
+            f"torchaudio {version} was not checked: the torch probe did not get that far",
+            details=[audio.error or "the child process stopped before loading torchaudio"],
+            data=data,
+        )
     if audio.error or audio.native_loaded is False:
         return _result(
             "torchaudio",

@@ -1,9 +1,11 @@
 """Facts the doctor's checks judge, gathered in one place.
 
-:func:`gather` reads the real machine: the probe (in process: it never imports torch), torch and
-torchaudio (in a child process with a timeout), Triton's ``ptxas`` (subprocesses with a
-timeout), the patch table, the environment and, on request, the smoke workloads.  Every fact
-type is plain data, so tests build :class:`Facts` for fake machines without touching this one.
+:func:`gather` reads the real machine: the probe (in process: it never imports torch, and NVML
+and NVRTC are retested in child processes with a timeout first), torch and torchaudio (in a
+child process with a timeout, started with ``-P`` in an empty folder), Triton's ``ptxas``
+(subprocesses with a timeout), the patch table, the environment and, on request, the smoke
+workloads.  Every fact type is plain data, so tests build :class:`Facts` for fake machines
+without touching this one.
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ class TorchaudioFacts:
     cuda_version: str | None = None
     cpu_only: bool | None = None
     error: str | None = None
+    tried: bool = True
+    """False when the child died before it got to torchaudio (nothing is known about it)."""
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> TorchaudioFacts:
@@ -133,6 +137,7 @@ class TorchaudioFacts:
             "cuda_version": self.cuda_version,
             "cpu_only": self.cpu_only,
             "error": self.error,
+            "tried": self.tried,
         }
 
 
@@ -191,15 +196,33 @@ def stack_facts_from(
         )
     if audio_rec is not None:
         audio_facts = TorchaudioFacts.from_record(audio_rec)
+    elif torch_rec is None or torch_facts.error:
+        # The child died (or torch did not import) before torchaudio was tried: that says
+        # nothing about torchaudio, so it is reported as not checked, with what was tried.
+        version = installed_version("torchaudio")
+        why = (
+            torch_facts.error
+            if torch_rec is not None
+            else f"the child process that imports torch {result.error or 'reported nothing'}"
+        )
+        audio_facts = TorchaudioFacts(
+            installed=version is not None,
+            version=version,
+            tried=False,
+            error=(
+                f"not checked: torchaudio is loaded after torch, and {why}"
+                if version is not None
+                else None
+            ),
+        )
     else:
         version = installed_version("torchaudio")
-        where = "loading torchaudio" if torch_rec is not None else "the probe"
         audio_facts = TorchaudioFacts(
             installed=version is not None,
             version=version,
             native_loaded=False if version is not None else None,
             error=(
-                f"{where} failed: {result.error or 'it reported nothing'}"
+                f"loading torchaudio failed: {result.error or 'it reported nothing'}"
                 if version is not None
                 else None
             ),
@@ -227,7 +250,7 @@ def gather(
     environ = dict(os.environ if env is None else env)
     probe_error: str | None = None
     if platform is None:
-        platform, probe_error = _probe_platform()
+        platform, probe_error = _probe_platform(limits.tool)
 
     stack: dict[str, Any] = {}
 
@@ -269,12 +292,13 @@ def gather(
     )
 
 
-def _probe_platform() -> tuple[Platform, str | None]:
-    """``bc.probe()``; should it ever raise, an empty platform that says why."""
-    from ..probing import DriverInfo, build_platform, current_system, probe, read_versions
+def _probe_platform(timeout: float | None = None) -> tuple[Platform, str | None]:
+    """``bc.probe()`` with every native library tested afresh in a child process (stored
+    verdicts ignored); should it ever raise, an empty platform that says why."""
+    from ..probing import DriverInfo, build_platform, current_system, read_versions, retest
 
     try:
-        return probe(refresh=True), None
+        return retest(timeout), None
     except Exception as exc:
         error = f"the platform probe raised {type(exc).__name__}: {exc}"
         try:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -70,21 +72,26 @@ def package_root() -> str:
 
 
 def module_argv(module: str, *args: str) -> list[str]:
-    """``-c`` arguments that run *module* as ``__main__`` with this package importable.
+    """Arguments that run *module* as ``__main__`` with this package importable.
 
     The package root is appended to ``sys.path`` only when missing, so an installed copy is
-    used exactly as the user's interpreter would use it.
+    used exactly as the user's interpreter would use it.  The working directory never joins
+    ``sys.path``: ``-P`` where Python has it (3.11+), and the code drops the ``''`` entry
+    ``-c`` puts first otherwise (:func:`run_child` also starts children in an empty folder).
     """
     root = package_root()
     code = (
         "import runpy, sys\n"
+        "if sys.path and sys.path[0] == '':\n"
+        "    del sys.path[0]\n"
         f"root = {root!r}\n"
         "if root not in sys.path:\n"
         "    sys.path.append(root)\n"
         f"sys.argv[0] = {module!r}\n"
         f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
     )
-    return ["-c", code, *args]
+    safe = ["-P"] if sys.version_info >= (3, 11) else []
+    return [*safe, "-c", code, *args]
 
 
 def _tail(data: bytes | str | None) -> str:
@@ -150,9 +157,26 @@ def run_child(
     Never raises for what the child does: a failure to start, a non-zero exit, a signal or a
     timeout is described in :attr:`ChildResult.error`.  On timeout the child's whole process
     group is killed (POSIX), so grandchildren holding the pipes cannot hang the doctor.
+    Without *cwd* the child starts in a fresh empty folder, so nothing in the caller's working
+    directory (a planted ``nvidia/cu13/lib/libnvrtc.so.13``) can be picked up relative to it.
     """
     argv = (python or sys.executable, *args)
     started = time.monotonic()
+    scratch = tempfile.mkdtemp(prefix="bc-doctor-child-") if cwd is None else None
+    try:
+        return _run(argv, started, timeout, env, cwd or scratch)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(
+    argv: tuple[str, ...],
+    started: float,
+    timeout: float,
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+) -> ChildResult:
     try:
         proc = subprocess.Popen(
             argv,

@@ -27,6 +27,7 @@ from .platform import (
     judge,
     probe,
     read_versions,
+    retest,
 )
 
 __all__ = [
@@ -50,4 +51,5 @@ __all__ = [
     "read_nvml",
     "read_nvrtc",
     "read_versions",
+    "retest",
 ]

@@ -160,6 +160,25 @@ def _loaded_nvrtc() -> list[str]:
     return seen
 
 
+def _is_working_directory(entry: str) -> bool:
+    """Whether a ``sys.path`` entry is the working directory (``''`` or the cwd itself)."""
+    if entry == "":
+        return True
+    try:
+        return os.path.realpath(entry) == os.path.realpath(os.getcwd())
+    except OSError:
+        return False
+
+
+def _running_as_cli() -> bool:
+    """Whether this process is ``python -m blackwell_compat`` (which put the cwd on sys.path
+    where the user's own programs would not have it)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", "") or ""
+    return name == "blackwell_compat" or name.startswith("blackwell_compat.")
+
+
 def _ldconfig_paths(pattern: str) -> list[str]:
     """Paths the ld.so cache holds for library names matching *pattern* (a regex)."""
     import subprocess
@@ -189,22 +208,43 @@ class _Search:
         self.candidates: list[NvrtcCandidate] = []
         self.winner: NvrtcCandidate | None = None
 
-    def offer(self, path: str, origin: str, *, accept: bool = True, note: str = "") -> bool:
+    def offer(
+        self,
+        path: str,
+        origin: str,
+        *,
+        accept: bool = True,
+        note: str = "",
+        working_directory: bool = False,
+    ) -> bool:
         exists = os.path.isfile(path)
+        cwd = working_directory
         if self.winner is not None:
             if not exists or path == self.winner.path:
                 return False  # only real alternatives are worth listing once decided
             self.candidates.append(
-                NvrtcCandidate(path, origin, exists, note=note or "an earlier candidate wins")
+                NvrtcCandidate(
+                    path,
+                    origin,
+                    exists,
+                    note=note or "an earlier candidate wins",
+                    working_directory=cwd,
+                )
             )
             return False
         if not exists:
-            self.candidates.append(NvrtcCandidate(path, origin, False, note="no such file"))
+            self.candidates.append(
+                NvrtcCandidate(path, origin, False, note="no such file", working_directory=cwd)
+            )
             return False
         if not accept:
-            self.candidates.append(NvrtcCandidate(path, origin, True, note=note))
+            self.candidates.append(
+                NvrtcCandidate(path, origin, True, note=note, working_directory=cwd)
+            )
             return False
-        candidate = NvrtcCandidate(path, origin, True, chosen=True, note=note)
+        candidate = NvrtcCandidate(
+            path, origin, True, chosen=True, note=note, working_directory=cwd
+        )
         self.candidates.append(candidate)
         self.winner = candidate
         return True
@@ -239,9 +279,13 @@ def _linux_search(
 
     if not torch.installed or torch.cuda is not None:
         # torch's preload: first sys.path entry with any match, first match in it.  Without
-        # torch this still shows what a CUDA torch installed here would preload.
+        # torch this still shows what a CUDA torch installed here would preload.  An entry
+        # that is the working directory ('' under ``python -c``/the REPL, the cwd under
+        # ``python -m``) is searched as torch would, flagged, and never loaded by the probe.
+        cli = _running_as_cli()
         for position, entry in enumerate(search_path):
-            if not entry or not os.path.isdir(entry):
+            in_cwd = _is_working_directory(entry)
+            if not os.path.isdir(entry or "."):
                 continue
             found: list[str] = []
             for folder in (
@@ -256,8 +300,44 @@ def _linux_search(
                 found.extend(sorted(glob.glob(os.path.join(folder, pattern))))
             if not found:
                 continue
-            origin = f"torch preload: sys.path[{position}] {entry}"
+            origin = f"torch preload: sys.path[{position}] {entry or repr(entry)}"
             first, rest = found[0], found[1:]
+            if in_cwd:
+                origin += " (the working directory)"
+                found = [os.path.abspath(p) for p in found]
+                first, rest = found[0], found[1:]
+            if in_cwd and cli and position == 0:
+                for path in found:
+                    search.offer(
+                        path,
+                        origin,
+                        accept=False,
+                        working_directory=True,
+                        note=(
+                            "left out: `python -m blackwell_compat` put the working directory "
+                            "on sys.path, your programs' interpreters need not; never loaded"
+                        ),
+                    )
+                continue
+            if in_cwd and matches(first):
+                search.offer(
+                    first,
+                    origin,
+                    working_directory=True,
+                    note=(
+                        "torch in this interpreter would preload it from the working directory "
+                        "(it is on sys.path); the probe reports it but does not load it"
+                    ),
+                )
+                for path in rest:
+                    search.offer(
+                        path,
+                        origin,
+                        accept=False,
+                        working_directory=True,
+                        note="torch preloads only the first match",
+                    )
+                break
             if matches(first):
                 search.offer(
                     first,
@@ -308,7 +388,19 @@ def _linux_search(
             )
 
     for folder in env.get("LD_LIBRARY_PATH", "").split(os.pathsep):
-        if folder:
+        if folder and not os.path.isabs(folder):
+            # The loader resolves it against the working directory: report, never load.
+            for path in sorted(glob.glob(os.path.join(folder, wanted or pattern))):
+                search.offer(
+                    os.path.abspath(path),
+                    f"dynamic loader: LD_LIBRARY_PATH entry {folder!r} (the working directory)",
+                    working_directory=True,
+                    note=(
+                        "a relative LD_LIBRARY_PATH entry: the loader would take it from the "
+                        "working directory; the probe reports it but does not load it"
+                    ),
+                )
+        elif folder:
             offer_folder(folder, "dynamic loader: LD_LIBRARY_PATH", "found through LD_LIBRARY_PATH")
 
     if search.winner is None:
@@ -402,11 +494,14 @@ def find_nvrtc(
     system: str | None = None,
     in_process: bool | None = None,
     read: bool = True,
+    retest: bool = False,
+    timeout: float | None = None,
 ) -> NvrtcInfo:
-    """The NVRTC torch would load, read through ctypes (never raises).
+    """The NVRTC torch would load, read in a test process (never raises).
 
     *search_path* stands for ``sys.path`` of the environment to inspect (default: this
-    interpreter's, which also checks the libraries already mapped into this process).
+    interpreter's, which also checks the libraries already mapped into this process).  A
+    library found through the working directory is reported, never read.
     """
     paths = list(search_path) if search_path is not None else None
     build = torch if torch is not None else locate_torch(paths)
@@ -427,7 +522,18 @@ def find_nvrtc(
         source += f" ({build.describe()}: torch itself will not load it)"
     if not read:
         return NvrtcInfo(path=winner.path, source=source, candidates=candidates)
-    info = read_nvrtc(winner.path, source=source)
+    if winner.working_directory:
+        return NvrtcInfo(
+            path=winner.path,
+            source=source,
+            candidates=candidates,
+            error=(
+                f"not read: {winner.path} lies in the working directory, and blackwell-compat "
+                "loads nothing from there (run your program from another folder, or take the "
+                "working directory off sys.path, e.g. with `python -P`)"
+            ),
+        )
+    info = read_nvrtc(winner.path, source=source, retest=retest, timeout=timeout)
     return NvrtcInfo(
         path=info.path,
         version=info.version,
@@ -435,4 +541,5 @@ def find_nvrtc(
         source=source,
         candidates=candidates,
         error=info.error,
+        crash=info.crash,
     )

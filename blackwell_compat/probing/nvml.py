@@ -14,12 +14,30 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import arch_to_capability, capability_to_arch
 
+_trace: Callable[[str], None] | None = None
+# Set in the test child (probing.isolation): told each native step before it is taken, so a
+# crash or a hang can be reported with the call that caused it.
+
+
+def _step(what: str) -> None:
+    if _trace is not None:
+        _trace(what)
+
+
+def valid_capability(major: int, minor: int) -> bool:
+    """Whether ``major.minor`` can be a CUDA compute capability (``sm_10`` .. ``sm_999``)."""
+    return 1 <= major <= 99 and 0 <= minor <= 9
+
+
 NVML_SUCCESS = 0
+MAX_GPUS = 64
+"""The most GPUs the probe reads: an NVML reporting more is lying, and is reported as such."""
 _NAME_BUFFER = 96  # NVML_DEVICE_NAME_V2_BUFFER_SIZE
 _UUID_BUFFER = 96  # NVML_DEVICE_UUID_V2_BUFFER_SIZE
 _VERSION_BUFFER = 80  # NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE
@@ -54,6 +72,11 @@ class GPU:
             raise ValueError(f"GPU {self.index} ({self.name}): give arch or capability")
         if self.capability is not None:
             major, minor = self.capability
+            if not valid_capability(int(major), int(minor)):
+                raise ValueError(
+                    f"GPU {self.index} ({self.name}): {major}.{minor} is no CUDA compute "
+                    "capability (major 1-99, minor 0-9)"
+                )
             derived = capability_to_arch(int(major), int(minor))
             if self.arch and parse_arch(self.arch, source=f"GPU {self.index} arch") != derived:
                 raise ValueError(
@@ -66,6 +89,19 @@ class GPU:
             arch = parse_arch(self.arch, source=f"GPU {self.index} arch")
             object.__setattr__(self, "arch", arch)
             object.__setattr__(self, "capability", arch_to_capability(arch))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GPU:
+        """The inverse of :meth:`as_dict` (facts a test process reported)."""
+        capability = data.get("capability")
+        return cls(
+            index=int(data["index"]),
+            name=str(data["name"]),
+            arch="" if capability else str(data.get("arch") or ""),
+            capability=(int(capability[0]), int(capability[1])) if capability else None,
+            uuid=data.get("uuid"),
+            pci_bus_id=data.get("pci_bus_id"),
+        )
 
     def label(self) -> str:
         """``"sm_121 (NVIDIA GB10)"``."""
@@ -98,6 +134,9 @@ class DriverInfo:
     error: str | None = None
     notes: tuple[str, ...] = field(default=())
     """Problems with single GPUs or optional facts that did not stop the probe."""
+    crash: str | None = None
+    """What happened when a test process loaded and called NVML (a crash, a signal, a hang),
+    when it did not survive; NVML is then never loaded into this process."""
 
     @property
     def cuda_driver_string(self) -> str | None:
@@ -113,7 +152,26 @@ class DriverInfo:
             "cuda_driver_version": self.cuda_driver_string,
             "error": self.error,
             "notes": list(self.notes),
+            "crash": self.crash,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DriverInfo:
+        """The inverse of :meth:`as_dict` (facts a test process reported)."""
+        cuda = data.get("cuda_driver_version")
+        version: tuple[int, int] | None = None
+        if isinstance(cuda, str) and "." in cuda:
+            head, _, tail = cuda.partition(".")
+            version = (int(head), int(tail))
+        return cls(
+            available=bool(data.get("available")),
+            library=data.get("library"),
+            driver_version=data.get("driver_version"),
+            cuda_driver_version=version,
+            error=data.get("error"),
+            notes=tuple(str(n) for n in data.get("notes") or ()),
+            crash=data.get("crash"),
+        )
 
 
 class _PciInfo(ctypes.Structure):
@@ -161,17 +219,19 @@ class _Nvml:
             pass
         return f"NVML error {code}"
 
-    def function(self, *names: str) -> Any:
+    def function(self, *names: str) -> tuple[Any, str]:
         """The first of *names* the library exports (newer ``_v2`` entry points first)."""
         for name in names:
             func = getattr(self.lib, name, None)
             if func is not None:
                 func.restype = ctypes.c_int
-                return func
+                return func, name
         raise AttributeError(f"NVML has none of {', '.join(names)}")
 
     def call(self, names: tuple[str, ...], *args: Any) -> None:
-        code = self.function(*names)(*args)
+        func, name = self.function(*names)
+        _step(f"calling {name}")
+        code = func(*args)
         if code != NVML_SUCCESS:
             raise _NvmlCallError(names[0], self.error(code))
 
@@ -186,8 +246,32 @@ class _NvmlCallError(Exception):
         super().__init__(f"{name}: {message}")
 
 
+def loaded_path(handle: int) -> str | None:
+    """The file the dynamic loader mapped for *handle* (glibc's ``dlinfo``), resolved."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    class _LinkMap(ctypes.Structure):
+        _fields_ = (("l_addr", ctypes.c_void_p), ("l_name", ctypes.c_char_p))
+
+    try:
+        libc = ctypes.CDLL(None)
+        dlinfo = libc.dlinfo
+        dlinfo.restype = ctypes.c_int
+        dlinfo.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        pointer = ctypes.POINTER(_LinkMap)()
+        if dlinfo(ctypes.c_void_p(handle), 2, ctypes.byref(pointer)) != 0 or not pointer:
+            return None  # 2 is RTLD_DI_LINKMAP
+        name = pointer.contents.l_name
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not name:
+        return None
+    return str(os.path.realpath(name.decode(errors="replace")))
+
+
 def _load(path: str | os.PathLike[str] | None) -> tuple[Any, str, str | None]:
-    """Load NVML; return ``(lib or None, name tried last, error)``."""
+    """Load NVML; return ``(lib or None, file loaded or name tried last, error)``."""
     names = (os.fspath(path),) if path is not None else default_library_names()
     errors: list[str] = []
     for name in names:
@@ -195,7 +279,11 @@ def _load(path: str | os.PathLike[str] | None) -> tuple[Any, str, str | None]:
             errors.append(f"{name} does not exist")
             continue
         try:
-            return ctypes.CDLL(name), name, None
+            _step(f"loading {name}")
+            lib = ctypes.CDLL(name)
+            resolved = loaded_path(lib._handle) or name
+            _step(f"loaded {resolved}")
+            return lib, resolved, None
         except OSError as exc:
             text = str(exc)
             errors.append(text if name in text else f"{name}: {text}")
@@ -219,6 +307,12 @@ def _read_device(nvml: _Nvml, index: int, notes: list[str]) -> GPU | None:
         )
     except (AttributeError, _NvmlCallError) as exc:
         notes.append(f"GPU {index} skipped: {exc}")
+        return None
+    if not valid_capability(major.value, minor.value):
+        notes.append(
+            f"GPU {index} skipped: NVML reported compute capability {major.value}.{minor.value}, "
+            "which no GPU has (major 1-99, minor 0-9)"
+        )
         return None
     try:
         name = nvml.text(("nvmlDeviceGetName",), _NAME_BUFFER, handle)
@@ -285,7 +379,14 @@ def _read(nvml: _Nvml, library: str) -> tuple[DriverInfo, tuple[GPU, ...]]:
             (),
         )
     gpus = []
-    for index in range(count.value):
+    listed = count.value
+    if listed > MAX_GPUS:
+        notes.append(
+            f"NVML reported {listed} GPUs, more than any machine has; only the first "
+            f"{MAX_GPUS} were read"
+        )
+        listed = MAX_GPUS
+    for index in range(listed):
         gpu = _read_device(nvml, index, notes)
         if gpu is not None:
             gpus.append(gpu)
@@ -301,10 +402,29 @@ def _read(nvml: _Nvml, library: str) -> tuple[DriverInfo, tuple[GPU, ...]]:
     )
 
 
-def read_nvml(path: str | os.PathLike[str] | None = None) -> tuple[DriverInfo, tuple[GPU, ...]]:
+def read_nvml(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    retest: bool = False,
+    timeout: float | None = None,
+) -> tuple[DriverInfo, tuple[GPU, ...]]:
     """Driver facts and the GPUs NVML lists, from the NVML library at *path* (default: the
     system's).  Never raises; without a driver the answer says "no NVIDIA driver".
+
+    NVML is loaded into this process only once a test process survived loading and calling
+    it (see :mod:`blackwell_compat.probing.isolation`); *retest* ignores a stored verdict and
+    *timeout* bounds the test process (default: ``BLACKWELL_COMPAT_PROBE_TIMEOUT`` or 20 s).
     """
+    from .isolation import read_nvml_isolated
+
+    return read_nvml_isolated(path, retest=retest, timeout=timeout)
+
+
+def read_nvml_here(
+    path: str | os.PathLike[str] | None = None,
+) -> tuple[DriverInfo, tuple[GPU, ...]]:
+    """:func:`read_nvml` in this very process, with no test process first (the test child and
+    libraries that already survived one use it)."""
     lib, library, load_error = _load(path)
     if lib is None:
         return (

@@ -13,12 +13,21 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 #: First NVRTC whose Jiterator compiles straight to the device's SASS target, with no PTX
 #: fallback (see docs/concepts.md).
 JITERATOR_SASS_SINCE: tuple[int, int] = (11, 8)
+
+_trace: Callable[[str], None] | None = None
+# Set in the test child (probing.isolation): told each native step before it is taken.
+
+
+def _step(what: str) -> None:
+    if _trace is not None:
+        _trace(what)
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,9 @@ class NvrtcCandidate:
     chosen: bool = False
     note: str = ""
     """Why it was chosen or passed over."""
+    working_directory: bool = False
+    """Found through the working directory (``''`` or the cwd on ``sys.path``, a relative
+    ``LD_LIBRARY_PATH`` entry): reported, never loaded by the probe."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +52,7 @@ class NvrtcCandidate:
             "exists": self.exists,
             "chosen": self.chosen,
             "note": self.note,
+            "working_directory": self.working_directory,
         }
 
 
@@ -54,6 +67,9 @@ class NvrtcInfo:
     """How this library was found (or why none was)."""
     candidates: tuple[NvrtcCandidate, ...] = field(default=())
     error: str | None = None
+    crash: str | None = None
+    """What happened when a test process loaded and called this library (a crash, a signal,
+    a hang), when it did not survive; ``None`` when it behaved or was not tried."""
 
     @property
     def version_string(self) -> str | None:
@@ -96,6 +112,7 @@ class NvrtcInfo:
             "supported_archs": list(self.supported_archs),
             "source": self.source,
             "error": self.error,
+            "crash": self.crash,
             "candidates": [c.as_dict() for c in self.candidates],
         }
 
@@ -144,12 +161,22 @@ def read_loaded(lib: Any, path: str, *, source: str = "") -> NvrtcInfo:
         )
     major, minor = ctypes.c_int(0), ctypes.c_int(0)
     version_fn.restype = ctypes.c_int
+    _step("calling nvrtcVersion")
     code = version_fn(ctypes.byref(major), ctypes.byref(minor))
     if code != 0:
         return NvrtcInfo(
             path=path,
             source=source,
             error=f"nvrtcVersion failed at {path}: {_error_text(lib, code)}",
+        )
+    if not (1 <= major.value <= 99 and 0 <= minor.value <= 99):
+        return NvrtcInfo(
+            path=path,
+            source=source,
+            error=(
+                f"nvrtcVersion at {path} reported {major.value}.{minor.value}, which is no "
+                "NVRTC version"
+            ),
         )
     version = (major.value, minor.value)
     shown = f"{version[0]}.{version[1]}"
@@ -168,6 +195,7 @@ def read_loaded(lib: Any, path: str, *, source: str = "") -> NvrtcInfo:
         )
     count = ctypes.c_int(0)
     count_fn.restype = ctypes.c_int
+    _step("calling nvrtcGetNumSupportedArchs")
     code = count_fn(ctypes.byref(count))
     if code != 0 or not 0 < count.value < 4096:
         reason = _error_text(lib, code) if code != 0 else f"it reported {count.value} archs"
@@ -179,6 +207,7 @@ def read_loaded(lib: Any, path: str, *, source: str = "") -> NvrtcInfo:
         )
     values = (ctypes.c_int * count.value)()
     list_fn.restype = ctypes.c_int
+    _step("calling nvrtcGetSupportedArchs")
     code = list_fn(values)
     if code != 0:
         return NvrtcInfo(
@@ -190,15 +219,59 @@ def read_loaded(lib: Any, path: str, *, source: str = "") -> NvrtcInfo:
                 f"{_error_text(lib, code)}"
             ),
         )
+    odd = sorted(v for v in set(values) if not 10 <= v <= 999)
+    if odd:
+        return NvrtcInfo(
+            path=path,
+            version=version,
+            source=source,
+            error=(
+                f"nvrtcGetSupportedArchs of NVRTC {shown} at {path} listed "
+                f"{', '.join(map(str, odd[:4]))}, which are no GPU architectures"
+            ),
+        )
     archs = tuple(f"sm_{value}" for value in sorted(set(values)))
     return NvrtcInfo(path=path, version=version, supported_archs=archs, source=source)
 
 
-def read_nvrtc(path: str | os.PathLike[str], *, source: str = "") -> NvrtcInfo:
-    """Load the NVRTC library at *path* and read its version and supported archs.
+def read_nvrtc(
+    path: str | os.PathLike[str],
+    *,
+    source: str = "",
+    retest: bool = False,
+    timeout: float | None = None,
+) -> NvrtcInfo:
+    """The version and supported archs of the NVRTC library at *path*.
 
-    Never raises: every problem is described in the returned ``error``.
+    Never raises: every problem is described in the returned ``error``.  The library is never
+    loaded into this process: a test process reads it under a timeout and the facts are stored
+    per file (path, size, mtime), so a crash or a hang becomes ``error`` and ``crash`` (see
+    :mod:`blackwell_compat.probing.isolation`).  *retest* ignores a stored answer.
     """
+    from .isolation import read_nvrtc_isolated
+
+    return read_nvrtc_isolated(path, source=source, retest=retest, timeout=timeout)
+
+
+def info_from_dict(data: Mapping[str, Any], *, path: str, source: str) -> NvrtcInfo:
+    """An :class:`NvrtcInfo` from the facts a test process reported (its ``as_dict()``)."""
+    text = data.get("version")
+    version: tuple[int, int] | None = None
+    if isinstance(text, str) and "." in text:
+        head, _, tail = text.partition(".")
+        version = (int(head), int(tail))
+    return NvrtcInfo(
+        path=path,
+        version=version,
+        supported_archs=tuple(str(a) for a in data.get("supported_archs") or ()),
+        source=source,
+        error=data.get("error"),
+        crash=data.get("crash"),
+    )
+
+
+def read_nvrtc_here(path: str | os.PathLike[str], *, source: str = "") -> NvrtcInfo:
+    """:func:`read_nvrtc` in this very process (the test child uses it)."""
     text = os.fspath(path)
     source = source or "given explicitly"
     if not os.path.exists(text):
@@ -206,6 +279,7 @@ def read_nvrtc(path: str | os.PathLike[str], *, source: str = "") -> NvrtcInfo:
     if os.path.isdir(text):
         return NvrtcInfo(path=text, source=source, error=f"{text} is a folder, not a library")
     try:
+        _step(f"loading {text}")
         lib = ctypes.CDLL(text)
     except OSError as exc:
         return NvrtcInfo(

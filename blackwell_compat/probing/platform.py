@@ -92,6 +92,17 @@ class Platform:
     def real_gpus(self) -> tuple[GPU, ...]:
         return tuple(gpu for gpu in self.gpus if not gpu.emulated)
 
+    @property
+    def native_failures(self) -> tuple[str, ...]:
+        """One line per native library that crashed, hung or was killed in its test process
+        (and so was never loaded here), with its path and what happened."""
+        found = []
+        if self.driver.crash:
+            found.append(f"NVML at {self.driver.library}: a test process {self.driver.crash}")
+        if self.nvrtc.crash:
+            found.append(f"NVRTC at {self.nvrtc.path}: a test process {self.nvrtc.crash}")
+        return tuple(found)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready data (``json.dumps(platform.as_dict())`` works)."""
         return {
@@ -210,6 +221,9 @@ def build_platform(
         reasons = tuple(gpu.reason for gpu in judged)
     elif not driver.available:
         reasons = (driver.error or "no NVIDIA driver",)
+    elif any(note.startswith("GPU ") for note in driver.notes):
+        skipped = "; ".join(note for note in driver.notes if note.startswith("GPU "))
+        reasons = (f"NVML lists no GPU the probe could read ({skipped})",)
     else:
         reasons = ("NVML lists no NVIDIA GPU",)
     libraries = {name: known.get(name) for name in LIBRARIES}
@@ -256,13 +270,13 @@ _lock = threading.Lock()
 _facts: _Facts | None = None
 
 
-def _gather() -> _Facts:
+def _gather(retest: bool = False, timeout: float | None = None) -> _Facts:
     from .locate import find_nvrtc, locate_torch
     from .nvml import read_nvml
 
-    driver, gpus = read_nvml()
+    driver, gpus = read_nvml(retest=retest, timeout=timeout)
     torch = locate_torch()
-    nvrtc = find_nvrtc(torch=torch)
+    nvrtc = find_nvrtc(torch=torch, retest=retest, timeout=timeout)
     versions = read_versions()
     if versions.get("torch") is None and torch.version is not None:
         versions["torch"] = torch.version
@@ -301,24 +315,64 @@ def _emulation_state() -> tuple[str | None, str | None]:
 def probe(refresh: bool = False) -> Platform:
     """The platform facts and verdicts; real facts are cached, ``refresh=True`` re-reads them.
 
-    Never imports torch.  While emulation is active the result also holds an emulated,
-    affected GPU; that part is recomputed on every call.
+    Never imports torch and never raises.  NVML and NVRTC are loaded and called in a test
+    process first (see :mod:`blackwell_compat.probing.isolation`): a crash, a hang or nonsense
+    from either becomes part of the answer, with the library's path and what happened.  While
+    emulation is active the result also holds an emulated, affected GPU; that part is
+    recomputed on every call.
     """
+    return _probe(refresh=refresh, retest=False, timeout=None)
+
+
+def retest(timeout: float | None = None) -> Platform:
+    """:func:`probe` after testing every native library afresh in a child process (ignoring
+    stored verdicts); the doctor uses it.  *timeout* bounds each test process."""
+    return _probe(refresh=True, retest=True, timeout=timeout)
+
+
+def _probe(*, refresh: bool, retest: bool, timeout: float | None) -> Platform:
     global _facts
-    with _lock:
-        if _facts is None or refresh:
-            _facts = _gather()
-        facts = _facts
-    arch, source = _emulation_state()
+    try:
+        with _lock:
+            if _facts is None or refresh:
+                _facts = _gather(retest=retest, timeout=timeout)
+            facts = _facts
+    except Exception as exc:  # the contract: probe() answers, whatever it meets
+        logger.debug("probe failed", exc_info=True)
+        return _failed_platform(f"the platform probe failed: {type(exc).__name__}: {exc}")
+    try:
+        arch, source = _emulation_state()
+    except Exception:  # pragma: no cover - emulation validates its arch when switched on
+        logger.debug("emulation state unreadable", exc_info=True)
+        arch, source = None, None
+    try:
+        return build_platform(
+            gpus=facts.gpus,
+            driver=facts.driver,
+            nvrtc=facts.nvrtc,
+            versions=facts.versions,
+            torch_cuda=facts.torch_cuda,
+            system=facts.system,
+            emulated_arch=arch,
+            emulation_source=source,
+        )
+    except Exception as exc:
+        logger.debug("probe verdict failed", exc_info=True)
+        return _failed_platform(f"the platform probe failed: {type(exc).__name__}: {exc}")
+
+
+def _failed_platform(error: str) -> Platform:
+    """A platform that affects nothing and says why the probe could not say more."""
+    try:
+        versions: dict[str, str | None] = read_versions()
+    except Exception:
+        versions = {}
+    try:
+        system = current_system()
+    except Exception:
+        system = SystemInfo(os=sys.platform, machine="", python="")
     return build_platform(
-        gpus=facts.gpus,
-        driver=facts.driver,
-        nvrtc=facts.nvrtc,
-        versions=facts.versions,
-        torch_cuda=facts.torch_cuda,
-        system=facts.system,
-        emulated_arch=arch,
-        emulation_source=source,
+        driver=DriverInfo(available=False, error=error), versions=versions, system=system
     )
 
 

@@ -1,0 +1,514 @@
+"""Native libraries are tried in a child process before this process touches them.
+
+NVML and NVRTC are C libraries.  A broken copy (a truncated file, a constructor that aborts, an
+entry point that crashes or never returns) would take the caller down with it, and the caller
+may be any Python program started with ``BLACKWELL_COMPAT_AUTO=1``.  So the probe first loads
+and calls each library in a throwaway child interpreter: ``python -I -S``, an empty working
+directory, none of this package's activation variables, a timeout (``BLACKWELL_COMPAT_PROBE_
+TIMEOUT`` seconds, default 20).  What the child saw becomes a *verdict*, stored on disk per
+library file (path, size, mtime, inode) so that later processes skip the child:
+
+- NVRTC: the facts themselves (version, archs) are stored; the probe never loads NVRTC into
+  this process at all.
+- NVML: a library that survived is then read in this process (GPUs are live facts); one that
+  crashed, hung or was killed is never loaded here, and its verdict is the answer.
+
+The store is one JSON file in ``BLACKWELL_COMPAT_CACHE_DIR``, else ``$XDG_CACHE_HOME/
+blackwell-compat`` (``~/.cache/blackwell-compat``; ``%LOCALAPPDATA%\\blackwell-compat`` on
+Windows).  It is only an accelerator: when it cannot be read or written every process runs the
+child again.  ``python -m blackwell_compat doctor`` always tests afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import logger
+from .nvml import GPU, DriverInfo, default_library_names, read_nvml_here
+from .nvrtc import NvrtcInfo, info_from_dict
+
+CACHE_DIR_VARIABLE = "BLACKWELL_COMPAT_CACHE_DIR"
+TIMEOUT_VARIABLE = "BLACKWELL_COMPAT_PROBE_TIMEOUT"
+DEFAULT_TIMEOUT = 20.0
+"""Seconds a test process may take before it counts as hung (NVML's first ``nvmlInit`` on a
+many-GPU machine without persistence mode can take several seconds)."""
+
+_MARKER = "@@blackwell-compat-native@@ "
+_STORE_NAME = "native-verdicts-v1.json"
+_MAX_ENTRIES = 256
+_TAIL = 2000
+# Variables the child must not see: the start-up hook (skipped anyway under -S) and emulation.
+_DROPPED = ("BLACKWELL_COMPAT_AUTO", "BLACKWELL_COMPAT_EMULATE")
+
+_store_lock = threading.Lock()
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where verdicts are stored (see the module docstring)."""
+    source = os.environ if env is None else env
+    explicit = source.get(CACHE_DIR_VARIABLE, "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    if sys.platform == "win32":
+        base = source.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "blackwell-compat" / "cache"
+    xdg = source.get("XDG_CACHE_HOME", "").strip()
+    base_dir = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base_dir / "blackwell-compat"
+
+
+def default_timeout(env: Mapping[str, str] | None = None) -> float:
+    """``BLACKWELL_COMPAT_PROBE_TIMEOUT`` when it is a positive number, else 20 s."""
+    raw = (os.environ if env is None else env).get(TIMEOUT_VARIABLE, "").strip()
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = 0.0
+        if 0 < value < 1e6:
+            return value
+        logger.warning(
+            "%s=%r is not a positive number of seconds; using %g",
+            TIMEOUT_VARIABLE,
+            raw,
+            DEFAULT_TIMEOUT,
+        )
+    return DEFAULT_TIMEOUT
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+
+def _store_paths() -> list[Path]:
+    """The store, then (unless ``BLACKWELL_COMPAT_CACHE_DIR`` names one) a fallback for a
+    read-only cache folder (a container with a read-only home): ``<tmp>/blackwell-compat-<uid>``.
+    A folder is used only if this user owns it and nobody else can write to it.  Without any
+    writable store every process tests afresh (correct, slower)."""
+    paths = [cache_dir() / _STORE_NAME]
+    if hasattr(os, "getuid") and not os.environ.get(CACHE_DIR_VARIABLE, "").strip():
+        paths.append(Path(tempfile.gettempdir()) / f"blackwell-compat-{os.getuid()}" / _STORE_NAME)
+    return paths
+
+
+def _trusted_folder(folder: Path) -> bool:
+    if not hasattr(os, "getuid"):
+        return True
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return True  # created by us below, with mode 0700
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not _trusted_folder(path.parent):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    entries = data.get("entries") if isinstance(data, dict) else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def _load_store() -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for path in reversed(_store_paths()):  # the main store wins
+        merged.update(_read(path))
+    return merged
+
+
+def _write(path: Path, entries: dict[str, Any]) -> None:
+    """Write *entries* atomically to *path*; raises ``OSError`` when it cannot."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not _trusted_folder(path.parent):
+        raise PermissionError(f"{path.parent} is not this user's own folder")
+    fd, temporary = tempfile.mkstemp(prefix=".verdicts-", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"version": 1, "entries": entries}, handle, indent=1, sort_keys=True)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+def _save_entry(key: str, entry: dict[str, Any]) -> None:
+    """Add one verdict; concurrent writers may lose an entry, never corrupt the file."""
+    with _store_lock:
+        for path in _store_paths():
+            entries = _read(path)
+            entries[key] = entry
+            if len(entries) > _MAX_ENTRIES:
+                ordered = sorted(entries.items(), key=lambda kv: str(kv[1].get("tested_at", "")))
+                entries = dict(ordered[-_MAX_ENTRIES:])
+            try:
+                _write(path, entries)
+                return
+            except (OSError, TypeError, ValueError) as exc:
+                logger.debug("could not store the verdict for %s in %s: %s", key, path, exc)
+
+
+def forget_verdicts() -> None:
+    """Delete every stored verdict (the next probe tests each library again)."""
+    with _store_lock:
+        for path in _store_paths():
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+
+def _file_id(path: str) -> dict[str, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+# -- the child ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """What one test process did."""
+
+    result: dict[str, Any] | None
+    """The facts it reported, when it got that far."""
+    last_step: str | None
+    """The last native step it announced (``"calling nvmlInit_v2"``)."""
+    loaded: str | None
+    """The file the loader mapped, when the child got that far."""
+    failure: str | None
+    """``None`` when it exited 0, else what happened (``"was killed by signal 11 (SIGSEGV)"``)."""
+    seconds: float
+
+    @property
+    def says_something(self) -> bool:
+        """Whether the outcome is about the library: the child reached it (announced a step).
+
+        A child that never got that far (no Python at ``sys.executable``, an interpreter that
+        is not Python, this package not importable) says nothing about the library, so no
+        verdict is stored and the library is not loaded either.
+        """
+        return self.last_step is not None
+
+    def what_happened(self) -> str:
+        """``"was killed by signal 11 (SIGSEGV) while calling nvrtcVersion"``."""
+        if self.failure is None:
+            return "loaded and called it, and exited normally"
+        if self.last_step and not self.last_step.startswith("finished"):
+            return f"{self.failure} while {self.last_step}"
+        return self.failure
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parent.parent.parent)
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"was killed by signal {-code} ({name})"
+    return f"exited with status {code}"
+
+
+def _emit(record: Mapping[str, Any]) -> None:
+    sys.stdout.write(_MARKER + json.dumps(dict(record), default=str) + "\n")
+    sys.stdout.flush()
+
+
+def run_test_child(kind: str, target: str, timeout: float) -> ChildOutcome:
+    """Load and read one library in a child interpreter; never raises, never hangs."""
+    code = (
+        "import sys\n"
+        f"sys.path.append({_package_root()!r})\n"
+        "from blackwell_compat.probing.isolation import child_main\n"
+        "sys.exit(child_main(sys.argv[1:]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
+    started = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="bc-native-test-")
+    try:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", code, kind, target],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=workdir,
+                env=env,
+                start_new_session=os.name == "posix",
+            )
+        except OSError as exc:
+            return ChildOutcome(
+                None,
+                None,
+                None,
+                f"could not be started ({sys.executable or 'no Python executable'}: {exc})",
+                0.0,
+            )
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            failure = None if proc.returncode == 0 else _describe_exit(proc.returncode)
+        except subprocess.TimeoutExpired:
+            try:
+                if os.name == "posix":
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
+            except OSError:
+                pass
+            try:
+                out, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - survives SIGKILL
+                out, err = b"", b""
+            failure = f"did not finish within {timeout:g} s (killed; it hung or was too slow)"
+    finally:
+        try:
+            os.rmdir(workdir)
+        except OSError:
+            pass
+    seconds = time.monotonic() - started
+    result: dict[str, Any] | None = None
+    last_step: str | None = None
+    loaded: str | None = None
+    for line in out.decode("utf-8", "replace").splitlines():
+        if not line.startswith(_MARKER):
+            continue
+        try:
+            record = json.loads(line[len(_MARKER) :])
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        if "step" in record:
+            last_step = str(record["step"])
+            if last_step.startswith("loaded "):
+                loaded = last_step[len("loaded ") :]
+        if isinstance(record.get("result"), dict):
+            result = record["result"]
+    if failure is not None and failure.startswith("exited"):
+        lines = [x.strip() for x in err.decode("utf-8", "replace")[-_TAIL:].splitlines()]
+        tail = [x for x in lines if x]
+        if tail:
+            failure += f" ({tail[-1][:300]})"
+    return ChildOutcome(result, last_step, loaded, failure, seconds)
+
+
+def child_main(args: Sequence[str]) -> int:
+    """Child side: read one library and print what was found, announcing every native step."""
+    from . import nvml, nvrtc
+
+    kind = args[0] if args else ""
+    target = args[1] if len(args) > 1 else ""
+
+    def step(what: str) -> None:
+        _emit({"step": what})
+
+    nvml._trace = nvrtc._trace = step
+    if kind == "nvrtc":
+        _emit({"result": nvrtc.read_nvrtc_here(target).as_dict()})
+    elif kind == "nvml":
+        driver, gpus = nvml.read_nvml_here(target or None)
+        _emit({"result": {"driver": driver.as_dict(), "gpus": [g.as_dict() for g in gpus]}})
+    else:
+        sys.stderr.write(f"unknown kind {kind!r}\n")
+        return 2
+    step("finished; the process exits")
+    return 0
+
+
+def _verdict_entry(kind: str, path: str, outcome: ChildOutcome, timeout: float) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "path": path,
+        "file": _file_id(path),
+        "ok": outcome.failure is None and outcome.result is not None,
+        "what": outcome.what_happened(),
+        "result": outcome.result,
+        "timeout": timeout,
+        "seconds": round(outcome.seconds, 3),
+        "tested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _cached(key: str, path: str | None) -> dict[str, Any] | None:
+    entry = _load_store().get(key)
+    if not isinstance(entry, dict):
+        return None
+    if path is not None and entry.get("file") != _file_id(path):
+        return None  # the file changed (or vanished) since it was tested
+    return entry
+
+
+# -- NVRTC --------------------------------------------------------------------------------------
+
+
+def read_nvrtc_isolated(
+    path: str | os.PathLike[str],
+    *,
+    source: str = "",
+    retest: bool = False,
+    timeout: float | None = None,
+) -> NvrtcInfo:
+    """NVRTC facts read by a test process (or stored from an earlier one); never raises."""
+    text = os.fspath(path)
+    source = source or "given explicitly"
+    if not os.path.exists(text):
+        return NvrtcInfo(path=text, source=source, error=f"{text} does not exist")
+    if os.path.isdir(text):
+        return NvrtcInfo(path=text, source=source, error=f"{text} is a folder, not a library")
+    absolute = os.path.abspath(text)
+    key = f"nvrtc|{absolute}"
+    entry = None if retest else _cached(key, absolute)
+    if entry is None:
+        limit = timeout if timeout is not None else default_timeout()
+        outcome = run_test_child("nvrtc", absolute, limit)
+        if not outcome.says_something:
+            return NvrtcInfo(
+                path=text,
+                source=source,
+                error=f"not read: {_untested(outcome)}",
+            )
+        entry = _verdict_entry("nvrtc", absolute, outcome, limit)
+        _save_entry(key, entry)
+    return _nvrtc_from_entry(entry, text, source)
+
+
+def _untested(outcome: ChildOutcome) -> str:
+    return (
+        f"the process that tests native libraries {outcome.failure or 'reported nothing'} "
+        f"before it reached the library ({sys.executable or 'no Python executable'} -I -S); "
+        "blackwell-compat does not load an untested library"
+    )
+
+
+def _nvrtc_from_entry(entry: Mapping[str, Any], path: str, source: str) -> NvrtcInfo:
+    result = entry.get("result")
+    if entry.get("ok") and isinstance(result, dict):
+        try:
+            return info_from_dict(result, path=path, source=source)
+        except (TypeError, ValueError):
+            pass  # a store written by someone else: treat as a failed test
+    what = str(entry.get("what") or "did not report")
+    return NvrtcInfo(
+        path=path,
+        source=source,
+        error=(
+            f"NVRTC at {path} is unusable: a test process that loaded it {what}; "
+            "blackwell-compat does not load it into this process"
+        ),
+        crash=what,
+    )
+
+
+# -- NVML ---------------------------------------------------------------------------------------
+
+
+def _nvml_key(names: Sequence[str]) -> str:
+    """What decides which NVML file a name resolves to: the names, the loader's path and
+    cache (Linux), ``PATH`` (Windows)."""
+    parts = ["nvml", *names]
+    if sys.platform == "win32":
+        parts.append("PATH=" + os.environ.get("PATH", ""))
+    else:
+        search = os.environ.get("LD_LIBRARY_PATH", "")
+        parts.append("LD_LIBRARY_PATH=" + search)
+        # A library dropped into one of those folders changes the folder's mtime.
+        parts.extend(
+            f"{folder}={json.dumps(_file_id(folder), sort_keys=True)}"
+            for folder in search.split(os.pathsep)
+            if folder
+        )
+        parts.append("ld.so.cache=" + json.dumps(_file_id("/etc/ld.so.cache"), sort_keys=True))
+    return "|".join(parts)
+
+
+def read_nvml_isolated(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    retest: bool = False,
+    timeout: float | None = None,
+) -> tuple[DriverInfo, tuple[GPU, ...]]:
+    """Driver facts and GPUs; NVML is loaded here only after a test process survived it."""
+    names = (os.fspath(path),) if path is not None else default_library_names()
+    if path is not None and not os.path.exists(names[0]):
+        return read_nvml_here(path)  # nothing to load: the answer says it does not exist
+    key = _nvml_key(names)
+    entry = None if retest else _load_store().get(key)
+    if isinstance(entry, dict):
+        loaded = entry.get("loaded")
+        if loaded and entry.get("file") != _file_id(str(loaded)):
+            entry = None  # the library file changed since it was tested
+    if not isinstance(entry, dict):
+        limit = timeout if timeout is not None else default_timeout()
+        outcome = run_test_child("nvml", names[0] if path is not None else "", limit)
+        if not outcome.says_something:
+            return DriverInfo(available=False, library=names[-1], error=_untested(outcome)), ()
+        loaded = outcome.loaded
+        entry = _verdict_entry("nvml", loaded or names[0], outcome, limit)
+        entry["loaded"] = loaded
+        entry["file"] = _file_id(loaded) if loaded else None
+        _save_entry(key, entry)
+        fresh = True
+    else:
+        fresh = False
+    where = str(entry.get("loaded") or names[-1])
+    if not entry.get("ok"):
+        what = str(entry.get("what") or "did not report")
+        return (
+            DriverInfo(
+                available=False,
+                library=where,
+                error=(
+                    f"NVML at {where} is unusable: a test process that loaded it {what}; "
+                    "blackwell-compat does not load it into this process"
+                ),
+                crash=what,
+            ),
+            (),
+        )
+    loaded = entry.get("loaded")
+    result = entry.get("result")
+    if (fresh or not loaded) and isinstance(result, dict):
+        # Fresh facts need no second read; with nothing loaded (no driver) the stored answer
+        # stands, so that no untested file is ever loaded here.
+        try:
+            driver = DriverInfo.from_dict(result.get("driver") or {})
+            gpus = tuple(GPU.from_dict(g) for g in result.get("gpus") or ())
+            return driver, gpus
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.debug("NVML facts from the test process unreadable: %r", exc)
+            return (
+                DriverInfo(
+                    available=False,
+                    library=where,
+                    error=f"the facts a test process reported about NVML were unreadable: {exc}",
+                ),
+                (),
+            )
+    # It survived: read the live facts in this process, from the very file that was tested.
+    return read_nvml_here(str(loaded))
