@@ -111,4 +111,12 @@ def _running_the_cli() -> bool:
     return any(os.path.basename(arg) == "blackwell-compat" for arg in argv[:2])
 
 
+def _install_fork_handlers() -> None:
+    """Children of ``os.fork()`` get the package's locks free (see ``_forksafe``)."""
+    from . import _forksafe
+
+    _forksafe.install()
+
+
+_install_fork_handlers()
 _activate_env_emulation()
