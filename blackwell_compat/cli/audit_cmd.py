@@ -5,18 +5,23 @@ every call site that reaches a Jiterator kernel, grouped by site with counts.  T
 to its end: each recorded call is computed with PyTorch's CPU kernel.
 
 Output: the program's own stdout and stderr pass through unchanged; the report goes to stderr
-(text), or to stdout with ``--json``, in which case the program's stdout is passed through on
-stderr so that stdout holds only the JSON document.
+(text), or to stdout with ``--json``, in which case the program's stdout (file descriptor 1
+itself, so child processes and C code included) is passed through on stderr so that stdout
+holds only the JSON document.
 
 Exit status: 1 when a call site would fail on the emulated GPU (after ``--fix``: when one is
-left), else the program's own exit code; 2 for a usage error (nothing is run).
+left); else 3 when a process of the program could not be audited; else the program's own exit
+code; 2 for a usage error (nothing is run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import ConfigError
@@ -37,7 +42,8 @@ def add_parser(subparsers: Any) -> None:
             "Examples: python -m blackwell_compat audit -- infer.py --text hello; "
             "python -m blackwell_compat audit --fix --json -m mypackage.cli. "
             "Exit status: 1 when a call site would fail on the emulated GPU (after --fix: "
-            "when one remains), else the program's own exit code; 2 for a usage error."
+            "when one remains); else 3 when a process of the program could not be audited; "
+            "else the program's own exit code; 2 for a usage error."
         ),
     )
     parser.add_argument(
@@ -82,12 +88,35 @@ def target_from(args: argparse.Namespace) -> Any:
     return Target("script", rest[0], tuple(rest[1:]))
 
 
+@contextmanager
+def _stdout_for_the_report_only() -> Iterator[None]:
+    """While the program runs, file descriptor 1 is stderr, for it and every process it starts:
+    output written below Python (``os.write(1, ...)``, C code, child processes) cannot get into
+    the JSON document, which goes to the real stdout afterwards."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture it): as is
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    os.dup2(sys.stderr.fileno(), fd)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import audit
 
     target = target_from(args)
     if args.json:
-        report = audit.run(target, arch=args.arch, fix=args.fix, stdout=sys.stderr)
+        with _stdout_for_the_report_only():
+            report = audit.run(target, arch=args.arch, fix=args.fix, stdout=sys.stderr)
         print(json.dumps(report.as_dict(), indent=2))
     else:
         report = audit.run(target, arch=args.arch, fix=args.fix)
