@@ -10,7 +10,9 @@ within :data:`WAIT_S` (its holder is stuck, or waits for the forking thread) is 
 any longer: the child gets it re-initialised (unlocked) instead, and the state it protects is
 as the other thread left it.
 
-The locks are looked up by name when a fork happens, in modules already imported, so this
+In a process with one thread nothing is done: every held lock is the forking thread's own, and
+it releases them in the child as in the parent.  The locks are looked up by name when a fork
+happens, in modules already imported, so this
 module imports nothing beyond the standard library and costs nothing until a fork.
 """
 
@@ -56,6 +58,9 @@ def current_locks() -> list[Any]:
 def _before() -> None:
     _taken.clear()
     _missed.clear()
+    threading = sys.modules.get("threading")
+    if threading is None or threading.active_count() <= 1:
+        return  # no other thread: a lock held now is held by the forking thread, which goes on
     deadline = time.monotonic() + WAIT_S
     for lock in current_locks():
         try:

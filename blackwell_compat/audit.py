@@ -474,9 +474,26 @@ def _audit_event(event: str, args: tuple[Any, ...]) -> None:
 
 
 def _exit_hook(status: int) -> NoReturn:
-    """``os._exit`` while an audit runs: report first (``fork`` pool workers end this way)."""
+    """``os._exit`` while an audit runs: report first (``fork`` pool workers end this way).
+
+    In the auditing process itself the report is made and handed to the ``on_exit`` of
+    :func:`run`, and the process ends with the audit's exit status instead of *status*.
+    """
+    process = _current
+    if process is not None and process.root and process.pid == os.getpid():
+        handler = _root_exit
+        if handler is not None:
+            try:
+                _real_exit(handler(status))
+            except BaseException:  # never keep a process alive that asked to end
+                _real_exit(status)
     _finish(exit_code=status)
     _real_exit(status)
+
+
+# In the auditing process during run(): makes and hands on the report when the program calls
+# os._exit; returns the exit status to end with.
+_root_exit: Any = None
 
 
 def _finish(exit_code: int | None = None) -> None:
@@ -750,9 +767,15 @@ def run(
     fix: bool = False,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    on_exit: Any = None,
 ) -> AuditReport:
     """Run *target* under emulation and return what it reached.  The program's output goes
-    to *stdout*/*stderr* (default: this process's)."""
+    to *stdout*/*stderr* (default: this process's).
+
+    A program that ends with ``os._exit(n)`` ends this process too: then, if given,
+    ``on_exit(report)`` receives the report first (the command line prints it) and the process
+    ends with the report's exit status; without it, with status *n*, as the program asked.
+    """
     from . import config, dispatch, emulation, engine
 
     arch = config.parse_arch(arch, source="audit --arch")
@@ -776,6 +799,34 @@ def run(
                 {"name": e.name, "state": e.state, "reason": e.reason} for e in report.entries
             ]
         previous = dispatch.set_recorder(recorder)
+
+        def program_exit(status: int) -> int:
+            """The program called os._exit(status) in this process: report, then end."""
+            out.flush()
+            err.flush()
+            dispatch.set_recorder(previous)
+            if on_exit is None:
+                return status
+            report = AuditReport(
+                target=target,
+                arch=arch,
+                fix=fix,
+                sites=[],
+                exit_code=status,
+                error=f"the program ended with os._exit({status})",
+                stdout_tail=out.tail,
+                stderr_tail=err.tail,
+                patches=patches,
+                seconds=time.perf_counter() - started,
+                processes=_collect(root.spool, root),
+            )
+            report.sites = recorder.ordered()
+            _remove_spool(root.spool)
+            on_exit(report)
+            return report.exit_status
+
+        global _root_exit
+        _root_exit = program_exit
         try:
             with _program_argv(target):
                 if target.kind == "script":
@@ -790,6 +841,7 @@ def run(
             traceback.print_exc(file=err)
             exit_code, error = 1, f"{type(exc).__name__}: {exc}"
         finally:
+            _root_exit = None
             if os.getpid() == root.pid:
                 dispatch.set_recorder(previous)
                 if applied:

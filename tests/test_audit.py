@@ -337,3 +337,30 @@ def test_a_process_that_cannot_join_makes_a_clean_audit_incomplete(
     assert "INCOMPLETE" in err
     assert "No call reaches a Jiterator kernel: this program runs" not in err
     assert "No call reached a Jiterator kernel in the processes audited." in err
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "sites"), [("torch.tensor([2j]).exp()", 1, 1), ("", 5, 0)]
+)
+def test_a_program_that_ends_with_os_exit_is_still_reported(
+    tmp_path: Path, body: str, status: int, sites: int
+) -> None:
+    script = tmp_path / "exits.py"
+    script.write_text(f"import os, torch\n{body}\nprint('bye', flush=True)\nos._exit(5)\n")
+    code, data = _audit_json(script)
+    assert code == status == data["exit_status"]
+    assert data["program"]["exit_code"] == 5
+    assert data["program"]["error"] == "the program ended with os._exit(5)"
+    assert data["summary"]["sites"] == sites
+    assert "bye" in data["program"]["stdout_tail"]
+    # The text report too, on stderr after the program's output.
+    result = subprocess.run(
+        [sys.executable, "-m", "blackwell_compat", "audit", "--", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == status
+    assert result.stdout == "bye\n"
+    assert "program exit code: 5 (the program ended with os._exit(5))" in result.stderr

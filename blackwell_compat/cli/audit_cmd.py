@@ -20,8 +20,6 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from ..errors import ConfigError
@@ -88,38 +86,63 @@ def target_from(args: argparse.Namespace) -> Any:
     return Target("script", rest[0], tuple(rest[1:]))
 
 
-@contextmanager
-def _stdout_for_the_report_only() -> Iterator[None]:
+class _ReportStdout:
     """While the program runs, file descriptor 1 is stderr, for it and every process it starts:
     output written below Python (``os.write(1, ...)``, C code, child processes) cannot get into
-    the JSON document, which goes to the real stdout afterwards."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a real file (tests capture it): as is
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    os.dup2(sys.stderr.fileno(), fd)
-    try:
-        yield
-    finally:
+    the JSON document, which goes to the real stdout when the program ends (or calls
+    ``os._exit``)."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.saved: int | None = None
+
+    def __enter__(self) -> _ReportStdout:
+        try:
+            fd = sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):  # not a real file (tests capture it)
+            return self
         sys.stdout.flush()
-        os.dup2(saved, fd)
-        os.close(saved)
+        sys.stderr.flush()
+        self.fd, self.saved = fd, os.dup(fd)
+        os.dup2(sys.stderr.fileno(), fd)
+        return self
+
+    def restore(self) -> None:
+        if self.fd is not None and self.saved is not None:
+            sys.stdout.flush()
+            os.dup2(self.saved, self.fd)
+            os.close(self.saved)
+            self.fd = self.saved = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import audit
 
     target = target_from(args)
+    # The streams as they are now: the program's own replace sys.stdout/sys.stderr meanwhile,
+    # and a report made when the program calls os._exit is written from inside it.
+    real_stdout, real_stderr = sys.stdout, sys.stderr
     if args.json:
-        with _stdout_for_the_report_only():
-            report = audit.run(target, arch=args.arch, fix=args.fix, stdout=sys.stderr)
-        print(json.dumps(report.as_dict(), indent=2))
+        redirect = _ReportStdout()
+
+        def emit_json(report: Any) -> None:
+            redirect.restore()
+            print(json.dumps(report.as_dict(), indent=2), file=real_stdout, flush=True)
+
+        with redirect:
+            report = audit.run(
+                target, arch=args.arch, fix=args.fix, stdout=sys.stderr, on_exit=emit_json
+            )
+        emit_json(report)
     else:
-        report = audit.run(target, arch=args.arch, fix=args.fix)
-        sys.stdout.flush()
-        print(audit.render(report), file=sys.stderr)
+
+        def emit_text(report: Any) -> None:
+            real_stdout.flush()
+            print(audit.render(report), file=real_stderr, flush=True)
+
+        report = audit.run(target, arch=args.arch, fix=args.fix, on_exit=emit_text)
+        emit_text(report)
     return report.exit_status
