@@ -541,6 +541,29 @@ def _after_fork_in_parent() -> None:
         process.launched("fork", sys.executable, "os.fork()", True)
 
 
+def _watch_multiprocessing() -> None:
+    """``multiprocessing`` starts ``spawn``/``forkserver`` interpreters without an audit event:
+    note them too, so that one that cannot join is counted (for this process's lifetime)."""
+    import multiprocessing.util as mp_util
+
+    original = mp_util.spawnv_passfds
+    if getattr(original, "_blackwell_compat_watched", False):
+        return
+
+    def spawnv_passfds(path: Any, args: Any, passfds: Any) -> Any:
+        process = _current
+        if process is not None:
+            program, command = os.fsdecode(path), _describe_command(args)
+            if "multiprocessing.resource_tracker" in command:  # runs none of the program's code
+                process.launched("helper", program, command, False)
+            else:
+                process.launched("multiprocessing", program, command, True)
+        return original(path, args, passfds)
+
+    spawnv_passfds._blackwell_compat_watched = True  # type: ignore[attr-defined]
+    mp_util.spawnv_passfds = spawnv_passfds
+
+
 def _install_hooks() -> None:
     global _hooks_installed
     if _hooks_installed:
@@ -551,6 +574,10 @@ def _install_hooks() -> None:
             after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent
         )
     atexit.register(_finish)
+    try:
+        _watch_multiprocessing()
+    except (ImportError, AttributeError):  # pragma: no cover - a platform without it
+        pass
     _hooks_installed = True
 
 
@@ -596,9 +623,11 @@ def _collect(spool: str, root: _Process) -> dict[str, Any]:
     lost = [
         item
         for item in launches
-        if item["kind"] != "fork" and _is_python(item["program"]) and not item["joins"]
+        if item["kind"] not in ("fork", "helper")
+        and _is_python(item["program"])
+        and not item["joins"]
     ]
-    joined = [c for c in children if c.get("state") != "exec"]
+    joined = children  # an image that exec'd counts for its own start; the new one for its
     uncovered = [
         f"{item['kind']}: {item['command']} (a Python process started with an environment "
         f"that drops {AUDIT_VARIABLE} / BLACKWELL_COMPAT_EMULATE)"

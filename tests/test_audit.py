@@ -364,3 +364,29 @@ def test_a_program_that_ends_with_os_exit_is_still_reported(
     assert result.returncode == status
     assert result.stdout == "bye\n"
     assert "program exit code: 5 (the program ended with os._exit(5))" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_spawn_worker_that_cannot_join_is_counted(tmp_path: Path) -> None:
+    """multiprocessing starts spawn interpreters without an audit event: they are counted too."""
+    script = tmp_path / "lost_worker.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import multiprocessing as mp
+
+            if __name__ == "__main__":
+                os.environ.pop("_BLACKWELL_COMPAT_AUDIT")  # as an interpreter without the hook
+                p = mp.get_context("spawn").Process(target=print, args=("worker",))
+                p.start()
+                p.join()
+            """
+        )
+    )
+    code, data = _audit_json(script)
+    assert code == audit.EXIT_INCOMPLETE
+    (uncovered,) = data["processes"]["uncovered"]
+    assert "1 Python process(es) the program started did not join" in uncovered
+    assert "multiprocessing" in uncovered
+    assert any(s["kind"] == "multiprocessing" for s in data["processes"]["started"])
