@@ -147,9 +147,14 @@ def test_forty_forks_while_another_thread_applies_and_reverts(tmp_path, monkeypa
     thread = threading.Thread(target=churn, daemon=True)
     thread.start()
     codes: list[int | None] = []
+    held = 0  # forks requested while the other thread was inside apply()/revert()
     try:
         for _ in range(40):
             time.sleep(0.003)
+            if engine._lock.acquire(blocking=False):
+                engine._lock.release()
+            else:
+                held += 1
             codes.append(_wait_child(_fork(child), 10))
             if codes.count(None) >= 3:
                 break  # hanging children: no need to wait for 40 of them
@@ -157,6 +162,7 @@ def test_forty_forks_while_another_thread_applies_and_reverts(tmp_path, monkeypa
         stop.set()
         thread.join(20)
     assert codes == [0] * 40, f"children: {codes} (None = hung)"
+    assert held >= 10, f"only {held} of 40 forks met the lock held: the test lost its race"
 
 
 def test_a_single_threaded_fork_holding_a_lock_neither_waits_nor_breaks_it(monkeypatch):
