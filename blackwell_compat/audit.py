@@ -859,7 +859,9 @@ def run(
         try:
             with _program_argv(target):
                 if target.kind == "script":
-                    runpy.run_path(target.name, run_name="__main__")
+                    # An absolute __file__, as `python script.py` gives: one name for each site
+                    # in every process, whatever directory a process is in.
+                    runpy.run_path(os.path.abspath(target.name), run_name="__main__")
                 else:
                     runpy.run_module(target.name, run_name="__main__", alter_sys=True)
         except SystemExit as exc:
