@@ -65,10 +65,12 @@ def test_every_module_lock_of_the_package_is_handled():
             continue  # a module needing a target library that is not installed
         for attribute, value in vars(module).items():
             if isinstance(value, LOCK_TYPES):
-                found.append((name, attribute))
+                found.append((name, attribute, value))
     assert found, "no lock found: the scan is broken"
-    assert sorted(set(found) - set(_forksafe.LOCKS)) == []
-    assert len(_forksafe.current_locks()) == len(found)
+    handled = [id(lock) for lock in _forksafe.current_locks()]
+    missing = [(name, attribute) for name, attribute, lock in found if id(lock) not in handled]
+    assert missing == []
+    assert len(handled) == len(set(handled)) == len({id(lock) for *_, lock in found})
 
 
 @pytest.mark.parametrize(("module_name", "attribute"), _forksafe.LOCKS)
