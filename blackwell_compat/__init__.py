@@ -111,4 +111,30 @@ def _running_the_cli() -> bool:
     return any(os.path.basename(arg) == "blackwell-compat" for arg in argv[:2])
 
 
+def _install_fork_handlers() -> None:
+    """Children of ``os.fork()`` get the package's locks free (see ``_forksafe``)."""
+    from . import _forksafe
+
+    _forksafe.install()
+
+
+def _join_audit() -> None:
+    """In a process a program under ``audit`` started: record into that audit.
+
+    Only when the audit's variable is set (one dictionary lookup otherwise).  A failure to
+    join never stops the program: the audit then reports this process as not covered.
+    """
+    if os.environ.get("_BLACKWELL_COMPAT_AUDIT"):
+        try:
+            from .audit import join_from_environment
+
+            join_from_environment()
+        except Exception as exc:  # pragma: no cover - reported by the auditing process
+            import sys
+
+            print(f"blackwell-compat: audit: this process could not join: {exc}", file=sys.stderr)
+
+
+_install_fork_handlers()
 _activate_env_emulation()
+_join_audit()

@@ -12,28 +12,47 @@ reported as *failing*.
 
 The program's output goes where it would go (see :mod:`blackwell_compat.cli.audit_cmd` for the
 ``--json`` case); its exit code, an uncaught exception and the tail of its output are part of
-the report.  Child processes the program starts are not audited (they would need their own
-``BLACKWELL_COMPAT_EMULATE``).
+the report.
+
+Every process of the program is audited, and the report is one: a child made by ``os.fork``
+(a ``fork`` pool worker included) keeps recording, and Python interpreters the program starts
+(``spawn``/``forkserver`` workers, ``subprocess`` of Python) inherit ``BLACKWELL_COMPAT_EMULATE``
+and :data:`AUDIT_VARIABLE`, and join through the package import that the start-up hook makes.
+Each process other than the auditing one writes what it saw to a spool directory (at once for
+every new call site, so a worker that is killed still leaves its sites; at exit, ``os._exit``
+included, with the final counts), and the auditing process merges them.  A Python process the
+program started that did not join (an environment without these variables, an interpreter
+without the hook) is counted and named: the report then says it is incomplete and the exit
+status is :data:`EXIT_INCOMPLETE` unless a failing site already makes it 1.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
+import json
 import os
+import re
 import runpy
 import sys
+import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from . import __version__
 
 TAIL_CHARS = 4000
+#: Set, for the program's processes, to the spool directory they write their records to.
+AUDIT_VARIABLE = "_BLACKWELL_COMPAT_AUDIT"
+#: Exit status when no site fails but a process of the program could not be audited.
+EXIT_INCOMPLETE = 3
 
 
 @dataclass(frozen=True)
@@ -107,6 +126,12 @@ class AuditReport:
     stderr_tail: str = ""
     patches: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    processes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uncovered(self) -> list[str]:
+        """Processes of the program whose calls are not in the report (empty: all covered)."""
+        return list(self.processes.get("uncovered", []))
 
     @property
     def failing_sites(self) -> list[SiteReport]:
@@ -118,9 +143,12 @@ class AuditReport:
 
     @property
     def exit_status(self) -> int:
-        """1 when a site would fail on the GPU, else the program's own exit code."""
+        """1 when a site would fail on the GPU; else :data:`EXIT_INCOMPLETE` when a process of
+        the program could not be audited; else the program's own exit code."""
         if self.failing_sites:
             return 1
+        if self.uncovered:
+            return EXIT_INCOMPLETE
         return self.exit_code
 
     def as_dict(self) -> dict[str, Any]:
@@ -142,31 +170,8 @@ class AuditReport:
                 "seconds": round(self.seconds, 3),
             },
             "patches": self.patches,
-            "sites": [
-                {
-                    "file": s.site.file,
-                    "line": s.site.line,
-                    "function": s.site.function,
-                    "code": s.site.code,
-                    "calls": s.calls,
-                    "failing": s.failing,
-                    "stack": s.stack,
-                    "ops": [
-                        {
-                            "op": u.op,
-                            "entry": u.entry,
-                            "dtype": u.dtype,
-                            "kernel": u.kernel,
-                            "source": u.source,
-                            "mode": u.mode,
-                            "count": u.count,
-                            "shapes": u.shapes,
-                        }
-                        for u in s.uses.values()
-                    ],
-                }
-                for s in self.sites
-            ],
+            "processes": self.processes,
+            "sites": _sites_as_dicts(self.sites),
             "summary": {
                 "sites": len(self.sites),
                 "failing_sites": len(self.failing_sites),
@@ -175,6 +180,34 @@ class AuditReport:
             },
             "exit_status": self.exit_status,
         }
+
+
+def _sites_as_dicts(sites: list[SiteReport]) -> list[dict[str, Any]]:
+    return [
+        {
+            "file": s.site.file,
+            "line": s.site.line,
+            "function": s.site.function,
+            "code": s.site.code,
+            "calls": s.calls,
+            "failing": s.failing,
+            "stack": s.stack,
+            "ops": [
+                {
+                    "op": u.op,
+                    "entry": u.entry,
+                    "dtype": u.dtype,
+                    "kernel": u.kernel,
+                    "source": u.source,
+                    "mode": u.mode,
+                    "count": u.count,
+                    "shapes": u.shapes,
+                }
+                for u in s.uses.values()
+            ],
+        }
+        for s in sites
+    ]
 
 
 # -- stack inspection ------------------------------------------------------------------------
@@ -210,6 +243,8 @@ class _Frames:
                 os.path.isabs(filename) and filename.startswith(skip)
             )
             if not internal:
+                if not filename.startswith("<"):  # one site, whatever cwd-relative name ran it
+                    filename = os.path.abspath(filename)
                 here = Site(filename, frame.f_lineno, frame.f_code.co_name)
                 if site is None:
                     site = Site(filename, frame.f_lineno, frame.f_code.co_name, _line(here))
@@ -244,6 +279,15 @@ class Recorder:
         self._lock = threading.Lock()
         self._frames = _Frames()
         self.sites: dict[Site, SiteReport] = {}
+        #: Called (outside the lock) when a site or an op at a site is seen the first time,
+        #: and at most every half second for counts (a process's spool stays current).
+        self.on_new: Any = None
+        self.written = 0.0
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: a fresh lock, and only the child's own calls from now on."""
+        self._lock = threading.Lock()
+        self.sites = {}
 
     def __call__(self, call: Any) -> None:
         site, stack = self._frames.outside(sys._getframe(1))
@@ -255,6 +299,7 @@ class Recorder:
             if report is None:
                 report = self.sites[site] = SiteReport(site=site, stack=stack)
             use = report.uses.get(key)
+            new = use is None
             if use is None:
                 use = report.uses[key] = OpUse(
                     op=call.op,
@@ -268,12 +313,387 @@ class Recorder:
             shapes = [list(s) for s in call.shapes]
             if shapes not in use.shapes and len(use.shapes) < self.MAX_SHAPES:
                 use.shapes.append(shapes)
+        if self.on_new is not None and (new or time.monotonic() - self.written > 0.5):
+            self.written = time.monotonic()
+            self.on_new()
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        # A timeout: a signal handler may call this while its own thread holds the lock.
+        locked = self._lock.acquire(timeout=1.0)
+        try:
+            return _sites_as_dicts(list(self.sites.values()))
+        finally:
+            if locked:
+                self._lock.release()
+
+    def merge(self, sites: list[dict[str, Any]]) -> None:
+        """Add the sites another process recorded (:meth:`as_dicts` form)."""
+        with self._lock:
+            for data in sites:
+                site = Site(data["file"], int(data["line"]), data["function"], data["code"])
+                report = self.sites.get(site)
+                if report is None:
+                    report = self.sites[site] = SiteReport(site=site, stack=list(data["stack"]))
+                for op in data["ops"]:
+                    key = (op["op"], op["dtype"], op["mode"])
+                    use = report.uses.get(key)
+                    if use is None:
+                        use = report.uses[key] = OpUse(
+                            op=op["op"],
+                            entry=op["entry"],
+                            dtype=op["dtype"],
+                            kernel=op["kernel"],
+                            source=op["source"],
+                            mode=op["mode"],
+                        )
+                    use.count += int(op["count"])
+                    for shapes in op["shapes"]:
+                        if shapes not in use.shapes and len(use.shapes) < self.MAX_SHAPES:
+                            use.shapes.append(shapes)
 
     def ordered(self) -> list[SiteReport]:
         with self._lock:
             return sorted(
                 self.sites.values(), key=lambda r: (not r.failing, r.site.file, r.site.line)
             )
+
+
+# -- the program's other processes ---------------------------------------------------------------
+
+_PYTHON_NAME = re.compile(r"python[0-9.]*(\.exe)?|pythonw(\.exe)?", re.IGNORECASE)
+
+
+def _is_python(program: str) -> bool:
+    if not program:
+        return False
+    if _PYTHON_NAME.fullmatch(os.path.basename(program)):
+        return True
+    try:
+        return os.path.realpath(program) == os.path.realpath(sys.executable)
+    except (OSError, ValueError):
+        return False
+
+
+def _first_word(args: Any) -> str:
+    if isinstance(args, (str, bytes, os.PathLike)):
+        return os.fsdecode(args).split()[0] if os.fsdecode(args).split() else ""
+    try:
+        return os.fsdecode(next(iter(args)))
+    except (TypeError, StopIteration, ValueError):
+        return ""
+
+
+def _describe_command(args: Any) -> str:
+    if isinstance(args, (str, bytes, os.PathLike)):
+        return os.fsdecode(args)
+    try:
+        return " ".join(os.fsdecode(a) for a in args)
+    except (TypeError, ValueError):
+        return repr(args)
+
+
+class _Process:
+    """This process's part of an audit: its recorder, the processes it started, its spool."""
+
+    def __init__(self, spool: str, recorder: Recorder, root: bool) -> None:
+        self.spool = spool
+        self.recorder = recorder
+        self.root = root
+        self.pid = os.getpid()
+        self.launches: list[dict[str, Any]] = []
+        self.path = os.path.join(spool, f"{self.pid}-{uuid.uuid4().hex[:12]}.json")
+        self._write_lock = threading.Lock()
+        self.finished = False
+
+    def launched(self, kind: str, program: str, command: str, joins: bool) -> None:
+        self.launches.append(
+            {"kind": kind, "program": program, "command": command[:300], "joins": joins}
+        )
+        if not self.root:
+            self.write("running")
+
+    def write(self, state: str, exit_code: int | None = None) -> None:
+        """Write this process's records (children only; atomic, so a reader never sees half)."""
+        if self.root or self.finished:
+            return
+        data = {
+            "pid": self.pid,
+            "ppid": os.getppid(),
+            "argv": list(sys.argv),
+            "state": state,
+            "exit_code": exit_code,
+            "launches": list(self.launches),
+            "sites": self.recorder.as_dicts(),
+        }
+        if not self._write_lock.acquire(timeout=1.0):  # a signal handler interrupted a write
+            return
+        try:
+            tmp = f"{self.path}.{threading.get_ident()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+            os.replace(tmp, self.path)
+        except OSError:  # the spool is gone (the audit ended): nothing to report to
+            pass
+        finally:
+            self._write_lock.release()
+        if state != "running":
+            self.finished = True
+
+
+_current: _Process | None = None
+_real_exit = os._exit
+_hooks_installed = False
+
+
+def _audit_event(event: str, args: tuple[Any, ...]) -> None:
+    """``sys.addaudithook`` hook: note every process the program starts (cheap otherwise)."""
+    process = _current
+    if process is None or not event.startswith(("os.", "subprocess.")):
+        return
+    if event == "subprocess.Popen":
+        executable, command, _cwd, env = args
+        program = os.fsdecode(executable) if executable else _first_word(command)
+        python = _is_python(program)
+        joins = python and (
+            env is None or AUDIT_VARIABLE in env or os.fsencode(AUDIT_VARIABLE) in env
+        )
+        process.launched("subprocess", program, _describe_command(command), joins)
+    elif event in ("os.posix_spawn", "os.spawn", "os.exec"):
+        path, argv, env = args[-3:]
+        program = os.fsdecode(path)
+        python = _is_python(program)
+        joins = python and (
+            env is None or AUDIT_VARIABLE in env or os.fsencode(AUDIT_VARIABLE) in env
+        )
+        process.launched(event[3:], program, _describe_command(argv), joins)
+        if event == "os.exec":  # this image ends here; the new one (if Python) joins anew
+            process.write("exec")
+    elif event == "os.system":
+        command = os.fsdecode(args[0])
+        process.launched("system", _first_word(command), command, False)
+
+
+def _exit_hook(status: int) -> NoReturn:
+    """``os._exit`` while an audit runs: report first (``fork`` pool workers end this way).
+
+    In the auditing process itself the report is made and handed to the ``on_exit`` of
+    :func:`run`, and the process ends with the audit's exit status instead of *status*.
+    """
+    process = _current
+    if process is not None and process.root and process.pid == os.getpid():
+        handler = _root_exit
+        if handler is not None:
+            try:
+                _real_exit(handler(status))
+            except BaseException:  # never keep a process alive that asked to end
+                _real_exit(status)
+    _finish(exit_code=status)
+    _real_exit(status)
+
+
+# In the auditing process during run(): makes and hands on the report when the program calls
+# os._exit; returns the exit status to end with.
+_root_exit: Any = None
+
+
+def _finish(exit_code: int | None = None) -> None:
+    process = _current
+    if process is not None and not process.root and process.pid == os.getpid():
+        process.write("complete", exit_code)
+
+
+def _report_on_sigterm() -> None:
+    """``Pool.terminate()`` ends workers with SIGTERM: report first, then die of it as before.
+
+    Only where SIGTERM has its default action (a handler of the program's own stays) and only
+    in the main thread (where Python allows setting one).
+    """
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        _finish(exit_code=-signum)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    try:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError, AttributeError):  # not the main thread; no SIGTERM here
+        pass
+
+
+def _after_fork_in_child() -> None:
+    global _current
+    parent = _current
+    if parent is None:
+        return
+    parent.recorder.reset_after_fork()
+    child = _Process(parent.spool, parent.recorder, root=False)
+    parent.recorder.on_new = lambda: child.write("running")
+    _current = child
+    child.write("running")
+    _report_on_sigterm()
+
+
+def _after_fork_in_parent() -> None:
+    process = _current
+    if process is not None:
+        process.launched("fork", sys.executable, "os.fork()", True)
+
+
+def _watch_multiprocessing() -> None:
+    """``multiprocessing`` starts ``spawn``/``forkserver`` interpreters without an audit event:
+    note them too, so that one that cannot join is counted (for this process's lifetime)."""
+    import multiprocessing.util as mp_util
+
+    original = mp_util.spawnv_passfds
+    if getattr(original, "_blackwell_compat_watched", False):
+        return
+
+    def spawnv_passfds(path: Any, args: Any, passfds: Any) -> Any:
+        process = _current
+        if process is not None:
+            program, command = os.fsdecode(path), _describe_command(args)
+            if "multiprocessing.resource_tracker" in command:  # runs none of the program's code
+                process.launched("helper", program, command, False)
+            else:
+                process.launched("multiprocessing", program, command, True)
+        return original(path, args, passfds)
+
+    spawnv_passfds._blackwell_compat_watched = True  # type: ignore[attr-defined]
+    mp_util.spawnv_passfds = spawnv_passfds
+
+
+def _install_hooks() -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    sys.addaudithook(_audit_event)  # audit hooks cannot be removed: it checks _current
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(
+            after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent
+        )
+    atexit.register(_finish)
+    try:
+        _watch_multiprocessing()
+    except (ImportError, AttributeError):  # pragma: no cover - a platform without it
+        pass
+    _hooks_installed = True
+
+
+def join_from_environment() -> bool:
+    """In a Python process the program started: record into the audit's spool.
+
+    Called by the package import when :data:`AUDIT_VARIABLE` is set; emulation itself comes
+    from ``BLACKWELL_COMPAT_EMULATE``, which the auditing process sets too.
+    """
+    global _current
+    spool = os.environ.get(AUDIT_VARIABLE, "")
+    if not spool or not os.path.isdir(spool) or _current is not None:
+        return False
+    from . import dispatch
+
+    recorder = Recorder()
+    process = _Process(spool, recorder, root=False)
+    recorder.on_new = lambda: process.write("running")
+    _install_hooks()
+    os._exit = _exit_hook
+    _current = process
+    dispatch.set_recorder(recorder)
+    process.write("running")
+    _report_on_sigterm()
+    return True
+
+
+def _collect(spool: str, root: _Process) -> dict[str, Any]:
+    """Merge the spool into the root's recorder; say which processes are covered."""
+    children: list[dict[str, Any]] = []
+    for name in sorted(os.listdir(spool)):
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(spool, name), encoding="utf-8") as handle:
+                children.append(json.load(handle))
+        except (OSError, ValueError):
+            continue
+    for child in children:
+        root.recorder.merge(child.get("sites", []))
+    launches = list(root.launches) + [item for c in children for item in c.get("launches", [])]
+    expected = [item for item in launches if item["joins"]]
+    lost = [
+        item
+        for item in launches
+        if item["kind"] not in ("fork", "helper")
+        and _is_python(item["program"])
+        and not item["joins"]
+    ]
+    joined = children  # an image that exec'd counts for its own start; the new one for its
+    uncovered = [
+        f"{item['kind']}: {item['command']} (a Python process started with an environment "
+        f"that drops {AUDIT_VARIABLE} / BLACKWELL_COMPAT_EMULATE)"
+        for item in lost
+    ]
+    missing = len(expected) - len(joined)
+    if missing > 0:
+        uncovered.append(
+            f"{missing} Python process(es) the program started did not join the audit (an "
+            "interpreter without blackwell-compat's start-up hook, or one that ended before "
+            "importing it): " + "; ".join(item["command"] for item in expected)[:600]
+        )
+    unfinished = [c for c in joined if c.get("state") == "running"]
+    return {
+        "audited": 1 + len(joined),
+        "children": [
+            {
+                "pid": c.get("pid"),
+                "ppid": c.get("ppid"),
+                "argv": c.get("argv", [])[:8],
+                "state": c.get("state"),
+                "exit_code": c.get("exit_code"),
+            }
+            for c in joined
+        ],
+        "started": [
+            {"kind": item["kind"], "command": item["command"], "audited": item["joins"]}
+            for item in launches
+        ],
+        "unfinished": len(unfinished),
+        "uncovered": uncovered,
+    }
+
+
+@contextmanager
+def _every_process(recorder: Recorder, arch: str, fix: bool) -> Iterator[_Process]:
+    """Make the program's child processes join this audit, for the duration of the block."""
+    global _current
+    spool = tempfile.mkdtemp(prefix="blackwell-compat-audit-")
+    process = _Process(spool, recorder, root=True)
+    variables = {AUDIT_VARIABLE: spool, "BLACKWELL_COMPAT_EMULATE": arch}
+    if fix:
+        variables["BLACKWELL_COMPAT_AUTO"] = "1"
+    saved = {name: os.environ.get(name) for name in variables}
+    _install_hooks()
+    previous_exit = os._exit
+    os.environ.update(variables)
+    os._exit = _exit_hook
+    _current = process
+    try:
+        yield process
+    finally:
+        if os.getpid() == process.pid:
+            _current = None
+            os._exit = previous_exit
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def _remove_spool(spool: str) -> None:
+    import shutil
+
+    shutil.rmtree(spool, ignore_errors=True)
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -376,9 +796,15 @@ def run(
     fix: bool = False,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    on_exit: Any = None,
 ) -> AuditReport:
     """Run *target* under emulation and return what it reached.  The program's output goes
-    to *stdout*/*stderr* (default: this process's)."""
+    to *stdout*/*stderr* (default: this process's).
+
+    A program that ends with ``os._exit(n)`` ends this process too: then, if given,
+    ``on_exit(report)`` receives the report first (the command line prints it) and the process
+    ends with the report's exit status; without it, with status *n*, as the program asked.
+    """
     from . import config, dispatch, emulation, engine
 
     arch = config.parse_arch(arch, source="audit --arch")
@@ -388,7 +814,12 @@ def run(
     patches: list[dict[str, Any]] = []
     out_stream, err_stream = stdout or sys.stdout, stderr or sys.stderr
     started = time.perf_counter()
-    with emulation.emulate(arch), _program_streams(out_stream, err_stream) as (out, err):
+    processes: dict[str, Any] = {}
+    with (
+        emulation.emulate(arch),
+        _program_streams(out_stream, err_stream) as (out, err),
+        _every_process(recorder, arch, fix) as root,
+    ):
         applied: list[str] = []
         if fix:
             report = engine.apply()
@@ -397,10 +828,40 @@ def run(
                 {"name": e.name, "state": e.state, "reason": e.reason} for e in report.entries
             ]
         previous = dispatch.set_recorder(recorder)
+
+        def program_exit(status: int) -> int:
+            """The program called os._exit(status) in this process: report, then end."""
+            out.flush()
+            err.flush()
+            dispatch.set_recorder(previous)
+            if on_exit is None:
+                return status
+            report = AuditReport(
+                target=target,
+                arch=arch,
+                fix=fix,
+                sites=[],
+                exit_code=status,
+                error=f"the program ended with os._exit({status})",
+                stdout_tail=out.tail,
+                stderr_tail=err.tail,
+                patches=patches,
+                seconds=time.perf_counter() - started,
+                processes=_collect(root.spool, root),
+            )
+            report.sites = recorder.ordered()
+            _remove_spool(root.spool)
+            on_exit(report)
+            return report.exit_status
+
+        global _root_exit
+        _root_exit = program_exit
         try:
             with _program_argv(target):
                 if target.kind == "script":
-                    runpy.run_path(target.name, run_name="__main__")
+                    # An absolute __file__, as `python script.py` gives: one name for each site
+                    # in every process, whatever directory a process is in.
+                    runpy.run_path(os.path.abspath(target.name), run_name="__main__")
                 else:
                     runpy.run_module(target.name, run_name="__main__", alter_sys=True)
         except SystemExit as exc:
@@ -411,11 +872,20 @@ def run(
             traceback.print_exc(file=err)
             exit_code, error = 1, f"{type(exc).__name__}: {exc}"
         finally:
-            dispatch.set_recorder(previous)
-            if applied:
-                engine.revert(applied)
+            _root_exit = None
+            if os.getpid() == root.pid:
+                dispatch.set_recorder(previous)
+                if applied:
+                    engine.revert(applied)
         out.flush()
         err.flush()
+        if os.getpid() != root.pid:
+            # A child the program forked ran the rest of the program to its end here: it
+            # reports to the spool and ends, as the program would; one report, the parent's.
+            _finish(exit_code)
+            _real_exit(exit_code)
+        processes = _collect(root.spool, root)
+        _remove_spool(root.spool)
     return AuditReport(
         target=target,
         arch=arch,
@@ -427,6 +897,7 @@ def run(
         stderr_tail=err.tail,
         patches=patches,
         seconds=time.perf_counter() - started,
+        processes=processes,
     )
 
 
@@ -452,8 +923,20 @@ def render(report: AuditReport) -> str:
     if report.patches:
         applied = [p["name"] for p in report.patches if p["state"] in ("applied", "pending-import")]
         lines.append(f"patches applied: {', '.join(applied) or 'none'}")
+    audited = int(report.processes.get("audited", 1))
+    if audited > 1:
+        lines.append(f"processes audited: {audited} (the program and {audited - 1} it started)")
+    if report.uncovered:
+        lines.append("INCOMPLETE: calls in these processes of the program are not in this report:")
+        lines += [f"  - {what}" for what in report.uncovered]
     if not report.sites:
-        lines += ["", "No call reaches a Jiterator kernel: this program runs on the emulated GPU."]
+        if report.uncovered:
+            lines += ["", "No call reached a Jiterator kernel in the processes audited."]
+        else:
+            lines += [
+                "",
+                "No call reaches a Jiterator kernel: this program runs on the emulated GPU.",
+            ]
         return "\n".join(lines)
     lines.append("")
     width = max(len(s.site.describe()) for s in report.sites)

@@ -120,11 +120,19 @@ def start() -> StartupResult:
     result = StartupResult(auto=auto, emulate=emulate, report=report, problems=tuple(problems))
     with _lock:
         _result = result
-    if problems:
+    if problems and not _cli_reports_them():
         _warn_once(problems)
     elif report is not None:
         logger.debug("start-up activation: %s", ", ".join(report.applied + report.pending))
     return result
+
+
+def _cli_reports_them() -> bool:
+    """In ``python -m blackwell_compat ...`` the command line reports a malformed variable
+    itself, as a usage error: the hook's warning would say it a second time."""
+    from . import _running_the_cli
+
+    return _running_the_cli()
 
 
 def _apply(source: Mapping[str, str]) -> tuple[ApplyReport | None, list[str]]:

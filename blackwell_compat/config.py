@@ -20,26 +20,50 @@ FORCE = "BLACKWELL_COMPAT_FORCE"
 
 ALL_VARIABLES = (DISABLE, EMULATE, AUTO, STRATEGY, FORCE)
 
-_ARCH_RE = re.compile(r"^sm_(\d{2,3})[a-z]?$")
+_ARCH_RE = re.compile(r"sm_([0-9]{2,3})[af]?", re.ASCII)
+_DOTTED_RE = re.compile(r"([0-9]{1,2})\.([0-9])", re.ASCII)
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+", re.ASCII)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
+#: Compute capabilities an architecture name may have (sm_30 ... sm_199): older ones no
+#: driver of the CUDA 12/13 era runs, larger ones are typing slips (``sm_999``, ``sm_12``).
+MIN_MAJOR, MAX_MAJOR = 3, 19
+ARCH_FORMS = "'sm_121' (also 'sm_121a'/'sm_121f'), '121' or '12.1'"
 
 
 def parse_arch(value: str, *, source: str = "arch") -> str:
-    """Normalise an architecture name: ``sm_121``, ``121``, ``12.1`` all give ``sm_121``."""
+    """Normalise an architecture name: ``sm_121``, ``121``, ``12.1`` all give ``sm_121``.
+
+    Accepted (see docs/api.md): surrounding whitespace and letter case are ignored; the number
+    is 2 or 3 ASCII digits whose leading digits (the major capability) lie in 3..19; an ``a``
+    or ``f`` suffix (arch-specific / family targets) names the same GPU.  Anything else is a
+    :class:`ConfigError` naming *source* and these forms, never a guess.
+    """
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{source}: expected a str such as 'sm_121', got {type(value).__name__} {value!r}"
+        )
     text = value.strip().lower()
-    if re.fullmatch(r"\d+\.\d", text):
-        major, minor = text.split(".")
-        text = f"sm_{major}{minor}"
-    elif text.isdigit():
+    dotted = _DOTTED_RE.fullmatch(text)
+    if dotted:
+        text = f"sm_{dotted.group(1)}{dotted.group(2)}"
+    elif text.isascii() and text.isdigit():
         text = f"sm_{text}"
-    match = _ARCH_RE.match(text)
+    match = _ARCH_RE.fullmatch(text)
     if not match:
         raise ConfigError(
-            f"{source}: {value!r} is not a GPU architecture; use a form like 'sm_121', '121' "
-            "or '12.1'"
+            f"{source}: {value!r} is not a GPU architecture; use a form like {ARCH_FORMS} "
+            "(ASCII digits)"
         )
-    return f"sm_{match.group(1)}"
+    digits = match.group(1)
+    major = int(digits[:-1])
+    if not MIN_MAJOR <= major <= MAX_MAJOR:
+        raise ConfigError(
+            f"{source}: {value!r} names compute capability {major}.{digits[-1]}, which no "
+            f"NVIDIA GPU has; use a form like {ARCH_FORMS} with a major capability from "
+            f"{MIN_MAJOR} to {MAX_MAJOR}"
+        )
+    return f"sm_{digits}"
 
 
 def arch_to_capability(arch: str) -> tuple[int, int]:
@@ -66,15 +90,29 @@ def parse_name_list(raw: str, *, source: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in raw.split(","))
     names = tuple(n for n in names if n)
     for name in names:
-        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
-            raise ConfigError(f"{source}: {name!r} is not a valid patch name")
-    return names
+        if not _NAME_RE.fullmatch(name):
+            raise ConfigError(
+                f"{source}: {name!r} is not a valid patch name (ASCII letters, digits, '_', "
+                "'.', '-')"
+            )
+    return tuple(dict.fromkeys(names))  # a repeated name means the same thing once
 
 
 def disabled_names(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """Names in ``BLACKWELL_COMPAT_DISABLE`` (unvalidated against the registry)."""
+    """Names in ``BLACKWELL_COMPAT_DISABLE`` (unvalidated against the registry).
+
+    ``all`` stands alone: ``all,nope`` is refused rather than read as ``all`` (the other name
+    would otherwise go unchecked).
+    """
     raw = (os.environ if env is None else env).get(DISABLE, "")
-    return parse_name_list(raw, source=DISABLE)
+    names = parse_name_list(raw, source=DISABLE)
+    if "all" in names and len(names) > 1:
+        others = ", ".join(repr(n) for n in names if n != "all")
+        raise ConfigError(
+            f"{DISABLE}={raw!r}: 'all' disables every patch and cannot be combined with names "
+            f"({others}); use either 'all' or 'name,name'"
+        )
+    return names
 
 
 def emulated_arch_from_env(env: Mapping[str, str] | None = None) -> str | None:
@@ -93,11 +131,17 @@ def strategies_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
         if not item:
             continue
         patch, sep, strategy = item.partition("=")
-        if not sep or not patch.strip() or not strategy.strip():
+        patch, strategy = patch.strip(), strategy.strip()
+        if not sep or not _NAME_RE.fullmatch(patch) or not _NAME_RE.fullmatch(strategy):
             raise ConfigError(
                 f"{STRATEGY}: {item!r} is malformed; use 'patch=strategy[,patch=strategy]'"
             )
-        result[patch.strip()] = strategy.strip()
+        if patch in result:
+            raise ConfigError(
+                f"{STRATEGY}: patch {patch!r} is given twice ({result[patch]!r} and "
+                f"{strategy!r}); give each patch one strategy"
+            )
+        result[patch] = strategy
     return result
 
 
@@ -109,3 +153,44 @@ def check_known(names: Iterable[str], known: Iterable[str], *, source: str) -> N
             f"{source}: unknown patch name(s) {', '.join(map(repr, unknown))}; "
             f"known patches: {', '.join(known_sorted) or '(none)'}"
         )
+
+
+def environment_problems(
+    patches: Mapping[str, Iterable[str]], env: Mapping[str, str] | None = None
+) -> list[str]:
+    """Every malformed library variable in *env*, one message each (empty when all is well).
+
+    *patches* maps each known patch name to its strategies.  The command line refuses to run
+    with any of these (exit status 2), whatever the command: one rule for all of them.
+    """
+    source = os.environ if env is None else env
+    problems: list[str] = []
+    known = sorted(patches)
+    try:
+        emulated_arch_from_env(source)
+    except (ConfigError, TypeError) as exc:
+        problems.append(str(exc))
+    try:
+        disabled = disabled_names(source)
+        if "all" not in disabled:
+            check_known(disabled, known, source=DISABLE)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        wanted = strategies_from_env(source)
+        check_known(wanted, known, source=STRATEGY)
+        for name, strategy in wanted.items():
+            offered = tuple(patches[name])
+            if strategy not in offered:
+                raise ConfigError(
+                    f"{STRATEGY}: patch {name!r} has no strategy {strategy!r}; its strategies: "
+                    f"{', '.join(offered) or 'none'}"
+                )
+    except ConfigError as exc:
+        problems.append(str(exc))
+    for name in (AUTO, FORCE):
+        try:
+            parse_bool(name, source)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from . import config
@@ -92,14 +92,19 @@ def _sync_kernels() -> None:
     dispatch.ensure_installed_when_torch_imported()
 
 
-@contextmanager
-def emulate(arch: str = "sm_121") -> Iterator[str]:
+def emulate(arch: str = "sm_121") -> AbstractContextManager[str]:
     """Inside the block, Jiterator-bound ops on CPU tensors raise the affected GPU's error.
 
-    Blocks may nest (the innermost arch wins).  Raises :class:`~blackwell_compat.ConfigError`
-    for a malformed *arch* before changing anything.
+    Blocks may nest (the innermost arch wins).  The argument is checked by the call itself,
+    before any block is entered: a non-``str`` (``emulate(None)``, ``emulate(123)``) is a
+    ``TypeError``, a malformed name a :class:`~blackwell_compat.ConfigError`, both naming
+    the accepted forms.
     """
-    normalised = config.parse_arch(arch, source="emulate(arch=...)")
+    return _emulation(config.parse_arch(arch, source="emulate(arch=...)"))
+
+
+@contextmanager
+def _emulation(normalised: str) -> Iterator[str]:
     with _lock:
         _stack.append(normalised)
     try:

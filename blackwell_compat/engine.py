@@ -137,12 +137,48 @@ def _lookup() -> dict[str, Registration]:
     return result
 
 
-def _as_names(value: str | Iterable[str] | None) -> list[str] | None:
+def _as_names(value: object, *, source: str) -> list[str] | None:
+    """A name or an iterable of names, checked: bytes, numbers and mappings are refused."""
+    accepted = "a patch name (str) or an iterable of names, e.g. 'torch' or ['torch', 'kokoro']"
     if value is None:
         return None
     if isinstance(value, str):
         return [value]
-    return list(value)
+    if isinstance(value, (bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise TypeError(f"{source} takes {accepted}; got {type(value).__name__} {value!r}")
+    names = list(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"{source} takes {accepted}; got an element {name!r} of type {type(name).__name__}"
+            )
+    return names
+
+
+def _as_strategies(value: object) -> dict[str, str]:
+    """``strategies=`` checked: a mapping of patch name to strategy name, both str."""
+    accepted = "a mapping of patch name to strategy name, e.g. {'torchaudio': 'cpu'}"
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"apply(strategies=...) takes {accepted}; got {type(value).__name__} {value!r}"
+        )
+    result: dict[str, str] = {}
+    for name, strategy in value.items():
+        if not isinstance(name, str) or not isinstance(strategy, str):
+            raise TypeError(
+                f"apply(strategies=...) takes {accepted}; got the item {name!r}: {strategy!r}"
+            )
+        result[name] = strategy
+    return result
+
+
+def _as_flag(value: object, *, source: str) -> bool:
+    """``force=`` checked: only ``True`` or ``False`` (``"no"`` is not false)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{source} takes True or False; got {type(value).__name__} {value!r}")
+    return value
 
 
 # -- gates -----------------------------------------------------------------------------------
@@ -296,16 +332,20 @@ def apply(
             ``BLACKWELL_COMPAT_STRATEGY`` and then from each patch's first strategy.
 
     Raises:
+        TypeError: an argument of the wrong type (``only=b"torch"``, ``force="no"``,
+            ``strategies="torchaudio=cpu"``), before anything changes.
         ConfigError (a ``ValueError``): an unknown patch or strategy name, here or in
             ``BLACKWELL_COMPAT_DISABLE`` / ``BLACKWELL_COMPAT_STRATEGY``.
     """
-    only_list = _as_names(only)
-    exclude_list = _as_names(exclude) or []
+    only_list = _as_names(only, source="apply(only=...)")
+    exclude_list = _as_names(exclude, source="apply(exclude=...)") or []
+    force = _as_flag(force, source="apply(force=...)")
+    wanted = _as_strategies(strategies)
     requested = config.strategies_from_env()
     config.check_known(requested, known_names(), source=config.STRATEGY)
-    if strategies:
-        config.check_known(strategies, known_names(), source="apply(strategies=...)")
-        requested.update(strategies)
+    if wanted:
+        config.check_known(wanted, known_names(), source="apply(strategies=...)")
+        requested.update(wanted)
     with _lock:
         chosen, disabled = _selected(only_list, exclude_list)
         # Validate every strategy before changing anything.
@@ -365,9 +405,15 @@ def revert(names: str | Iterable[str] | None = None) -> None:
     """Undo patches (all of them by default), restoring every patched object exactly.
 
     Pending import hooks are disarmed: a target imported later is left alone.
+
+    Raises:
+        TypeError: *names* is not a name or an iterable of names.
+        ConfigError (a ``ValueError``): a name no registered patch has.
     """
     global _generation
-    selected = _as_names(names)
+    selected = _as_names(names, source="revert(names=...)")
+    if selected is not None:
+        config.check_known(selected, known_names(), source="revert(names=...)")
     with _lock:
         _generation += 1
         for name in reversed(list(_records)):

@@ -232,3 +232,161 @@ def test_report_object_api(sample: Path) -> None:
     assert report.arch == "sm_121"
     text = audit.render(report)
     assert "program exit code: 5" in text
+
+
+# -- every process of the program (issue 14, point 9) ----------------------------------------
+
+
+def _audit_json(script: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
+    """Run `audit --json` as a user would; stdout must hold exactly one JSON document."""
+    result = subprocess.run(
+        [sys.executable, "-m", "blackwell_compat", "audit", "--json", "--", str(script), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        cwd=script.parent,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, json.loads(result.stdout)  # one document, nothing else
+
+
+FORKING = textwrap.dedent(
+    """
+    import os, sys
+    import torch
+
+    pid = os.fork()
+    if pid == 0:
+        torch.tensor([1 + 1j]).exp()  # site: child that ends with os._exit
+        os._exit(5)
+    os.waitpid(pid, 0)
+    pid = os.fork()
+    if pid == 0:
+        torch.tensor([2.5]).lgamma()  # site: child that runs to the end of the script
+    else:
+        os.waitpid(pid, 0)
+        torch.tensor([4j]).sqrt()  # site: parent
+        os.write(1, b"raw write to fd 1\\n")
+        print("parent done")
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_fork_children_are_in_the_one_report_and_fd_1_stays_clean(tmp_path: Path) -> None:
+    script = tmp_path / "forking.py"
+    script.write_text(FORKING)
+    code, data = _audit_json(script)
+    assert code == 1
+    found = {(s["line"], u["entry"]): u["count"] for s in data["sites"] for u in s["ops"]}
+    assert found == {(7, "exp"): 1, (12, "lgamma"): 1, (15, "sqrt"): 1}, found
+    processes = data["processes"]
+    assert processes["audited"] == 3
+    assert processes["uncovered"] == []
+    states = sorted((c["state"], c["exit_code"]) for c in processes["children"])
+    assert states == [("complete", 0), ("complete", 5)]
+    assert "parent done" in data["program"]["stdout_tail"]
+
+
+@pytest.mark.slow
+def test_spawn_workers_are_audited_and_a_process_that_cannot_join_is_named(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "pool.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, subprocess, sys
+            import multiprocessing as mp
+            import torch
+
+            def work(n):
+                return float(torch.tensor([1.5 + n]).lgamma())  # site: spawn workers
+
+            if __name__ == "__main__":
+                with mp.get_context("spawn").Pool(2) as pool:
+                    print(pool.map(work, [1, 2, 3]))
+                clean = {"PATH": os.environ.get("PATH", "")}
+                subprocess.run([sys.executable, "-c", "print('unaudited')"], env=clean)
+            """
+        )
+    )
+    code, data = _audit_json(script)
+    found = {(s["line"], u["entry"]): u["count"] for s in data["sites"] for u in s["ops"]}
+    assert found == {(7, "lgamma"): 3}, found
+    assert code == 1  # a failing site comes first
+    uncovered = data["processes"]["uncovered"]
+    assert len(uncovered) == 1 and "print('unaudited')" in uncovered[0]
+    assert data["processes"]["audited"] >= 3  # the program and its two workers
+
+
+def test_a_process_that_cannot_join_makes_a_clean_audit_incomplete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14, point 9: an audit that misses a process must not say 'all clear' with exit 0."""
+    script = tmp_path / "launcher.py"
+    script.write_text(
+        "import os, subprocess, sys\n"
+        "subprocess.run([sys.executable, '-c', 'pass'], env={'PATH': os.environ['PATH']})\n"
+    )
+    status = main(["audit", "--", str(script)])
+    err = capsys.readouterr().err
+    assert status == audit.EXIT_INCOMPLETE == 3
+    assert "INCOMPLETE" in err
+    assert "No call reaches a Jiterator kernel: this program runs" not in err
+    assert "No call reached a Jiterator kernel in the processes audited." in err
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "sites"), [("torch.tensor([2j]).exp()", 1, 1), ("", 5, 0)]
+)
+def test_a_program_that_ends_with_os_exit_is_still_reported(
+    tmp_path: Path, body: str, status: int, sites: int
+) -> None:
+    script = tmp_path / "exits.py"
+    script.write_text(f"import os, torch\n{body}\nprint('bye', flush=True)\nos._exit(5)\n")
+    code, data = _audit_json(script)
+    assert code == status == data["exit_status"]
+    assert data["program"]["exit_code"] == 5
+    assert data["program"]["error"] == "the program ended with os._exit(5)"
+    assert data["summary"]["sites"] == sites
+    assert "bye" in data["program"]["stdout_tail"]
+    # The text report too, on stderr after the program's output.
+    result = subprocess.run(
+        [sys.executable, "-m", "blackwell_compat", "audit", "--", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == status
+    assert result.stdout == "bye\n"
+    assert "program exit code: 5 (the program ended with os._exit(5))" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_spawn_worker_that_cannot_join_is_counted(tmp_path: Path) -> None:
+    """multiprocessing starts spawn interpreters without an audit event: they are counted too."""
+    script = tmp_path / "lost_worker.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import multiprocessing as mp
+
+            if __name__ == "__main__":
+                os.environ.pop("_BLACKWELL_COMPAT_AUDIT")  # as an interpreter without the hook
+                p = mp.get_context("spawn").Process(target=print, args=("worker",))
+                p.start()
+                p.join()
+            """
+        )
+    )
+    code, data = _audit_json(script)
+    assert code == audit.EXIT_INCOMPLETE
+    (uncovered,) = data["processes"]["uncovered"]
+    assert "1 Python process(es) the program started did not join" in uncovered
+    assert "multiprocessing" in uncovered
+    assert any(s["kind"] == "multiprocessing" for s in data["processes"]["started"])

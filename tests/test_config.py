@@ -72,3 +72,75 @@ def test_check_known_names_the_bad_and_the_known():
     text = str(info.value)
     assert "'kokro'" in text and "kokoro, torch" in text and "apply(only=...)" in text
     assert isinstance(info.value, ValueError)
+
+
+# -- accepted forms, strictly (issue 14, point 14) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("SM_121", "sm_121"), ("sm_121\n", "sm_121"), ("sm_121f", "sm_121"), ("sm_30", "sm_30")],
+)
+def test_arch_normalisation_that_is_documented(raw, expected):
+    assert config.emulated_arch_from_env({config.EMULATE: raw}) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ("sm_999", "compute capability 99.9, which no NVIDIA GPU has"),
+        ("sm_12", "compute capability 1.2, which no NVIDIA GPU has"),
+        ("sm_\u0661\u0662\u0661", "is not a GPU architecture"),  # Arabic-Indic digits
+        ("\uff11\uff12\uff11", "is not a GPU architecture"),  # full-width digits
+        ("\u0661\u0662.\u0661", "is not a GPU architecture"),
+        ("sm_121b", "is not a GPU architecture"),
+        ("sm_121 a", "is not a GPU architecture"),
+        ("99.0", "compute capability 99.0"),
+    ],
+)
+def test_arch_that_names_no_gpu_is_refused_with_the_forms(raw, needle):
+    with pytest.raises(ConfigError, match=needle) as info:
+        config.emulated_arch_from_env({config.EMULATE: raw})
+    assert "BLACKWELL_COMPAT_EMULATE" in str(info.value)
+    assert "'sm_121'" in str(info.value)
+
+
+def test_parse_arch_refuses_a_non_string():
+    with pytest.raises(TypeError, match="expected a str"):
+        config.parse_arch(121)  # type: ignore[arg-type]
+
+
+def test_strategy_given_twice_is_refused_even_with_the_same_value():
+    for raw in ("torchaudio=cpu,torchaudio=real", "torchaudio=cpu, torchaudio = cpu"):
+        with pytest.raises(ConfigError, match="patch 'torchaudio' is given twice"):
+            config.strategies_from_env({config.STRATEGY: raw})
+
+
+def test_strategy_names_are_plain_names():
+    for raw in ("torchaudio=cpu=x", "torch audio=cpu", "torchaudio=c\u00e9"):
+        with pytest.raises(ConfigError, match="malformed"):
+            config.strategies_from_env({config.STRATEGY: raw})
+
+
+def test_disable_all_stands_alone():
+    with pytest.raises(ConfigError, match="'all' disables every patch and cannot be combined"):
+        config.disabled_names({config.DISABLE: "all,nope"})
+    assert config.disabled_names({config.DISABLE: "torch,torch"}) == ("torch",)
+
+
+def test_environment_problems_lists_each_once():
+    patches = {"torchaudio": ("cpu", "real"), "torch": ()}
+    env = {
+        config.EMULATE: "sm_999",
+        config.DISABLE: "nope",
+        config.STRATEGY: "torchaudio=gpu",
+        config.AUTO: "maybe",
+        config.FORCE: "1",
+    }
+    problems = config.environment_problems(patches, env)
+    assert len(problems) == 4, problems
+    assert "sm_999" in problems[0]
+    assert "'nope'" in problems[1]
+    assert "no strategy 'gpu'" in problems[2]
+    assert "BLACKWELL_COMPAT_AUTO='maybe' is not a boolean" in problems[3]
+    assert config.environment_problems(patches, {config.DISABLE: "all"}) == []

@@ -104,15 +104,14 @@ def test_a_probe_out_of_time_is_a_failed_result_not_a_hung_doctor():
         assert "timed out after 0.01 s" in " ".join(torch["details"])
 
 
-def test_malformed_variable_is_a_failed_check_with_the_exact_problem():
+def test_malformed_variable_is_a_usage_error_with_the_exact_problem():
+    # One rule for every command (issue 14, point 13): exit 2, the problem said once.
     done = doctor("--json", BLACKWELL_COMPAT_STRATEGY="torchaudio")
-    data = parsed(done)
-    assert done.returncode == 1
-    env_check = checks(data)["environment"]
-    assert env_check["status"] == "fail"
-    assert (
-        "'torchaudio' is malformed; use 'patch=strategy[,patch=strategy]'" in (env_check["summary"])
-    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    needle = "'torchaudio' is malformed; use 'patch=strategy[,patch=strategy]'"
+    assert done.stderr.count(needle) == 1, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize(

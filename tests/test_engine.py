@@ -322,3 +322,48 @@ def test_disabled_patch_that_fails_to_load_is_skipped_not_failed(use_patches, mo
     report = engine.apply()
     assert report.skipped == {"broken": "disabled by BLACKWELL_COMPAT_DISABLE"}
     assert report.ok
+
+
+# -- argument checks (issue 14, point 12) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "needle"),
+    [
+        (
+            {"strategies": "torchaudio=cpu"},
+            TypeError,
+            r"apply\(strategies=\.\.\.\) takes a mapping",
+        ),
+        ({"strategies": ["torchaudio"]}, TypeError, r"apply\(strategies=\.\.\.\) takes a mapping"),
+        ({"strategies": {"p": 1}}, TypeError, r"the item 'p': 1"),
+        ({"only": b"torch"}, TypeError, r"apply\(only=\.\.\.\) takes a patch name \(str\)"),
+        ({"only": [b"torch"]}, TypeError, r"got an element b'torch' of type bytes"),
+        ({"only": 3}, TypeError, r"apply\(only=\.\.\.\).*got int 3"),
+        ({"exclude": {"p": 1}}, TypeError, r"apply\(exclude=\.\.\.\) takes a patch name"),
+        ({"force": "no"}, TypeError, r"apply\(force=\.\.\.\) takes True or False; got str 'no'"),
+        ({"force": 1}, TypeError, r"apply\(force=\.\.\.\) takes True or False"),
+    ],
+)
+def test_wrong_argument_types_are_refused_before_anything_changes(
+    target_module, use_patches, kwargs, error, needle
+):
+    importlib.import_module(target_module)
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module, strategies=("a",))))
+    with pytest.raises(error, match=needle):
+        engine.apply(**kwargs)
+    assert engine._records == {}
+    assert engine.apply(only=("p",), force=False, strategies={"p": "a"}).applied == ["p"]
+
+
+def test_revert_checks_its_argument(target_module, use_patches):
+    importlib.import_module(target_module)
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module)))
+    engine.apply()
+    with pytest.raises(ConfigError, match=r"revert\(names=\.\.\.\): unknown patch.*'nope'"):
+        engine.revert("nope")
+    with pytest.raises(TypeError, match=r"revert\(names=\.\.\.\) takes a patch name"):
+        engine.revert(b"p")  # type: ignore[arg-type]
+    assert [s.state for s in engine.status()] == ["applied"]  # nothing was reverted
+    engine.revert("p")
+    assert [s.state for s in engine.status()] == ["not-applied"]

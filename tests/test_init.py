@@ -65,3 +65,14 @@ def test_malformed_emulate_env_is_a_usage_error_for_the_cli():
     assert proc.returncode == 2
     assert "\nblackwell-compat: error: BLACKWELL_COMPAT_EMULATE" in "\n" + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("arch", [None, 123, b"sm_121", 12.1])
+def test_emulate_refuses_a_non_string_at_the_call(arch):
+    with pytest.raises(TypeError, match=r"emulate\(arch=\.\.\.\): expected a str such as 'sm_121'"):
+        bc.emulate(arch)
+
+
+def test_emulate_refuses_a_malformed_name_at_the_call():
+    with pytest.raises(bc.ConfigError, match="use a form like 'sm_121'"):
+        bc.emulate("sm_999")  # no `with`: the call itself checks

@@ -12,6 +12,7 @@ import io
 import pickle
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import torch
@@ -138,6 +139,72 @@ def test_concurrent_loads_share_one_registration() -> None:
         thread.join(timeout=60)
     assert "error" not in outcome, outcome.get("error")
     assert isinstance(outcome.get("loaded"), dict)
+    assert not _listed(StandInConfig)
+
+
+@pytest.fixture
+def watched() -> Any:
+    """``add_safe_globals`` watched as while the patch is applied; restored afterwards."""
+    from blackwell_compat.registry import PatchContext
+
+    ctx = PatchContext(patch="coqui_tts", strategy=None)
+    coqui_tts.watch_user_additions(ctx)
+    yield ctx
+    assert ctx.revert() == []
+    torch.serialization.clear_safe_globals()
+
+
+def test_a_class_the_user_allow_lists_during_the_window_stays(watched: Any) -> None:
+    """Issue 14, point 11: the user's own add_safe_globals during a load used to be undone."""
+    with coqui_tts.allow_listed([StandInConfig]):
+        torch.serialization.add_safe_globals([StandInConfig, OtherConfig])
+    assert _listed(StandInConfig) and _listed(OtherConfig)
+    assert not coqui_tts._holders and not coqui_tts._claimed_by_user
+    _load(_saved(CHECKPOINT))
+
+
+def test_a_captured_add_safe_globals_is_watched_too(watched: Any) -> None:
+    from torch.serialization import add_safe_globals  # captured before the window opens
+
+    with coqui_tts.allow_listed([StandInConfig]):
+        with coqui_tts.allow_listed([StandInConfig]):  # nested: the outer one closes it
+            add_safe_globals([StandInConfig])
+    assert _listed(StandInConfig)
+
+
+def test_a_user_addition_in_another_thread_during_the_window_survives(watched: Any) -> None:
+    inside, added = threading.Event(), threading.Event()
+
+    def user() -> None:
+        inside.wait(30)
+        torch.serialization.add_safe_globals([StandInConfig])
+        added.set()
+
+    thread = threading.Thread(target=user)
+    thread.start()
+    with coqui_tts.allow_listed([StandInConfig]):
+        inside.set()
+        assert added.wait(30)
+    thread.join(30)
+    assert _listed(StandInConfig)
+
+
+def test_without_user_additions_the_window_closes_by_difference(watched: Any) -> None:
+    torch.serialization.add_safe_globals([OtherConfig])  # before: not the window's business
+    with coqui_tts.allow_listed([StandInConfig]):
+        torch.serialization.add_safe_globals([int])  # meanwhile, another class
+    assert not _listed(StandInConfig)
+    assert _listed(OtherConfig) and _listed(int)
+
+
+def test_reverting_the_watch_restores_torchs_function(watched: Any) -> None:
+    add = torch.serialization.add_safe_globals
+    code = add.__code__
+    assert watched.revert() == []
+    assert torch.serialization.add_safe_globals is add
+    assert add.__code__ is not code  # the original code is back
+    with coqui_tts.allow_listed([StandInConfig]):
+        add([StandInConfig])  # unwatched: the window takes it away (documented)
     assert not _listed(StandInConfig)
 
 

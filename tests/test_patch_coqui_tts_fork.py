@@ -236,3 +236,30 @@ def test_conditioning_fails_emulated_and_matches_the_cpu_with_the_torchaudio_pat
         gpt, speaker = xtts.conditioning(model)
     torch.testing.assert_close(speaker, speaker_ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(gpt, gpt_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_the_forks_allow_list_window_keeps_the_users_classes() -> None:
+    """Issue 14, point 11: the fork's own window (torch's safe_globals) removed on exit the
+    classes the user had allow-listed, before the load or during it."""
+    module = _xtts_module()
+    config, args, audio, dataset = (
+        module.XttsConfig,
+        module.XttsArgs,
+        module.XttsAudioConfig,
+        module.BaseDatasetConfig,
+    )
+
+    def listed(cls: type) -> bool:
+        return any(entry is cls for entry in torch.serialization.get_safe_globals())
+
+    torch.serialization.add_safe_globals([config])  # the user's own, before the load
+    try:
+        with bc.patched(only=[PATCH]):
+            with coqui_tts_fork._window_kept_by_difference(module):
+                with module._legacy_safe_globals():
+                    assert all(listed(c) for c in (config, args, audio, dataset))
+                    torch.serialization.add_safe_globals([args])  # the user's, during it
+            assert listed(config) and listed(args)  # both the user's: kept
+            assert not listed(audio) and not listed(dataset)  # the window's: gone
+    finally:
+        torch.serialization.clear_safe_globals()

@@ -322,3 +322,37 @@ def test_run_refuses_when_the_start_up_hook_is_not_installed(monkeypatch, tmp_pa
     assert autostart.HOOK_FILENAME in err and str(tmp_path) in err
     (tmp_path / autostart.HOOK_FILENAME).write_text("# hook\n")
     assert autostart.installed_hooks() == [tmp_path / autostart.HOOK_FILENAME]
+
+
+def test_an_empty_command_name_is_a_usage_error():
+    """Issue 14, point 5: `run -- ""` ended in a ValueError traceback with exit status 1."""
+    result = run("--", "")
+    assert result.returncode == 2
+    assert b"the command name is empty" in result.stderr
+    assert b"usage: python -m blackwell_compat run" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_a_nul_in_the_command_name_is_a_usage_error(capsys):
+    # (a NUL cannot cross a real command line; the in-process call is where it could come from)
+    args = argparse.Namespace(
+        command=["--", "py\0thon"],
+        patches=None,
+        exclude=None,
+        emulate=None,
+        force=False,
+        strategy=[],
+    )
+    assert run_cmd.run(args) == 2
+    assert "contains a NUL character" in capsys.readouterr().err
+
+
+def test_a_nul_byte_in_an_argument_cannot_be_executed(monkeypatch, capsys):
+    monkeypatch.setattr(run_cmd, "_restore_default_signals", lambda: None)
+    assert run_cmd.exec_command(["true", "a\0b"], clean_env()) == run_cmd.EXIT_NOT_EXECUTABLE
+    assert "cannot execute true" in capsys.readouterr().err
+
+
+def test_a_strategy_option_given_twice_is_refused():
+    with pytest.raises(ConfigError, match="given twice"):
+        run_cmd.build_environment(clean_env(), strategies=["torchaudio=cpu", "torchaudio=real"])

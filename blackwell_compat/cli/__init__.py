@@ -4,7 +4,8 @@ Each sub-command lives in its own module ``blackwell_compat.cli.<name>_cmd`` exp
 ``add_parser(subparsers)`` and ``run(args) -> int``.
 
 Exit status (all commands): 0 success, 1 the command found a problem (see each command),
-2 usage error (unknown command or option, malformed environment variable).
+2 usage error (unknown command or option, malformed environment variable: the same for every
+command, checked before the command runs).
 """
 
 from __future__ import annotations
@@ -45,22 +46,61 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     return parser, modules
 
 
+def environment_problems() -> list[str]:
+    """Malformed library variables, each reported once (the import's own finding included)."""
+    from .. import _environment_error, config
+    from ..engine import registrations
+
+    patches: dict[str, tuple[str, ...]] = {}
+    for reg in registrations():
+        if reg.name not in patches:
+            patches[reg.name] = reg.patch.strategies if reg.patch is not None else ()
+    problems = [str(_environment_error)] if _environment_error is not None else []
+    for problem in config.environment_problems(patches):
+        if problem not in problems:
+            problems.append(problem)
+    return problems
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout left (``list --json | head``): write the rest nowhere, quietly."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout is not a real file
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from .. import _environment_error
+    """Parse, check the environment, run one command.
+
+    One rule for every command: an unknown option or a malformed ``BLACKWELL_COMPAT_*``
+    variable is a usage error, reported once per problem on stderr, exit status 2, and nothing
+    runs.  A reader that closes stdout early ends the output quietly, never in a traceback.
+    """
     from ..errors import ConfigError
 
-    if _environment_error is not None:
-        print(f"blackwell-compat: error: {_environment_error}", file=sys.stderr)
-        return EXIT_USAGE
     parser, modules = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    problems = environment_problems()
+    if problems:
+        for problem in problems:
+            print(f"blackwell-compat: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     if args.subcommand is None:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(modules[args.subcommand].run(args))
+        code = int(modules[args.subcommand].run(args))
+        sys.stdout.flush()
+        return code
     except ConfigError as exc:
         print(f"blackwell-compat: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        _stdout_gone()
+        return EXIT_PROBLEM
     except KeyboardInterrupt:
         return 130

@@ -5,17 +5,20 @@ every call site that reaches a Jiterator kernel, grouped by site with counts.  T
 to its end: each recorded call is computed with PyTorch's CPU kernel.
 
 Output: the program's own stdout and stderr pass through unchanged; the report goes to stderr
-(text), or to stdout with ``--json``, in which case the program's stdout is passed through on
-stderr so that stdout holds only the JSON document.
+(text), or to stdout with ``--json``, in which case the program's stdout (file descriptor 1
+itself, so child processes and C code included) is passed through on stderr so that stdout
+holds only the JSON document.
 
 Exit status: 1 when a call site would fail on the emulated GPU (after ``--fix``: when one is
-left), else the program's own exit code; 2 for a usage error (nothing is run).
+left); else 3 when a process of the program could not be audited; else the program's own exit
+code; 2 for a usage error (nothing is run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -37,7 +40,8 @@ def add_parser(subparsers: Any) -> None:
             "Examples: python -m blackwell_compat audit -- infer.py --text hello; "
             "python -m blackwell_compat audit --fix --json -m mypackage.cli. "
             "Exit status: 1 when a call site would fail on the emulated GPU (after --fix: "
-            "when one remains), else the program's own exit code; 2 for a usage error."
+            "when one remains); else 3 when a process of the program could not be audited; "
+            "else the program's own exit code; 2 for a usage error."
         ),
     )
     parser.add_argument(
@@ -82,15 +86,63 @@ def target_from(args: argparse.Namespace) -> Any:
     return Target("script", rest[0], tuple(rest[1:]))
 
 
+class _ReportStdout:
+    """While the program runs, file descriptor 1 is stderr, for it and every process it starts:
+    output written below Python (``os.write(1, ...)``, C code, child processes) cannot get into
+    the JSON document, which goes to the real stdout when the program ends (or calls
+    ``os._exit``)."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.saved: int | None = None
+
+    def __enter__(self) -> _ReportStdout:
+        try:
+            fd = sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):  # not a real file (tests capture it)
+            return self
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.fd, self.saved = fd, os.dup(fd)
+        os.dup2(sys.stderr.fileno(), fd)
+        return self
+
+    def restore(self) -> None:
+        if self.fd is not None and self.saved is not None:
+            sys.stdout.flush()
+            os.dup2(self.saved, self.fd)
+            os.close(self.saved)
+            self.fd = self.saved = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import audit
 
     target = target_from(args)
+    # The streams as they are now: the program's own replace sys.stdout/sys.stderr meanwhile,
+    # and a report made when the program calls os._exit is written from inside it.
+    real_stdout, real_stderr = sys.stdout, sys.stderr
     if args.json:
-        report = audit.run(target, arch=args.arch, fix=args.fix, stdout=sys.stderr)
-        print(json.dumps(report.as_dict(), indent=2))
+        redirect = _ReportStdout()
+
+        def emit_json(report: Any) -> None:
+            redirect.restore()
+            print(json.dumps(report.as_dict(), indent=2), file=real_stdout, flush=True)
+
+        with redirect:
+            report = audit.run(
+                target, arch=args.arch, fix=args.fix, stdout=sys.stderr, on_exit=emit_json
+            )
+        emit_json(report)
     else:
-        report = audit.run(target, arch=args.arch, fix=args.fix)
-        sys.stdout.flush()
-        print(audit.render(report), file=sys.stderr)
+
+        def emit_text(report: Any) -> None:
+            real_stdout.flush()
+            print(audit.render(report), file=real_stderr, flush=True)
+
+        report = audit.run(target, arch=args.arch, fix=args.fix, on_exit=emit_text)
+        emit_text(report)
     return report.exit_status

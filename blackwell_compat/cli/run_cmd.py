@@ -150,11 +150,18 @@ def build_environment(
         env[config.DISABLE] = ",".join(new_disabled)
 
     chosen = config.strategies_from_env(env)
+    given: dict[str, str] = {}  # --strategy overrides the inherited value, never itself
     for item in strategies:
         patch, sep, strategy = item.partition("=")
         if not sep or not patch.strip() or not strategy.strip():
             raise ConfigError(f"--strategy {item!r}: use PATCH=STRATEGY, e.g. torchaudio=cpu")
-        chosen[patch.strip()] = strategy.strip()
+        patch, strategy = patch.strip(), strategy.strip()
+        if patch in given:
+            raise ConfigError(
+                f"--strategy: patch {patch!r} is given twice ({given[patch]!r} and "
+                f"{strategy!r}); give each patch one strategy"
+            )
+        given[patch] = chosen[patch] = strategy
     config.check_known(chosen, known, source="--strategy / " + config.STRATEGY)
     for name, strategy in chosen.items():
         patch_obj = regs[name].patch
@@ -198,7 +205,7 @@ def exec_command(command: list[str], env: dict[str, str]) -> int:
     except FileNotFoundError:
         print(f"blackwell-compat: run: command not found: {command[0]}", file=sys.stderr)
         return EXIT_NOT_FOUND
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument
         print(f"blackwell-compat: run: cannot execute {command[0]}: {exc}", file=sys.stderr)
         return EXIT_NOT_EXECUTABLE
     raise AssertionError("unreachable: execvpe returned")  # pragma: no cover
@@ -215,7 +222,7 @@ def spawn_and_wait(command: list[str], env: dict[str, str]) -> int:
     except FileNotFoundError:
         print(f"blackwell-compat: run: command not found: {command[0]}", file=sys.stderr)
         return EXIT_NOT_FOUND
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"blackwell-compat: run: cannot execute {command[0]}: {exc}", file=sys.stderr)
         return EXIT_NOT_EXECUTABLE
     while True:
@@ -227,6 +234,15 @@ def spawn_and_wait(command: list[str], env: dict[str, str]) -> int:
     return 128 - code if code < 0 else code
 
 
+def _bad_command_word(word: str) -> str:
+    """Why *word* cannot be a command name (empty when it can)."""
+    if not word:
+        return 'the command name is empty (run -- "")'
+    if "\0" in word:
+        return f"the command name {word!r} contains a NUL character"
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     from ..autostart import HOOK_FILENAME, hook_installed, site_directories
 
@@ -235,6 +251,14 @@ def run(args: argparse.Namespace) -> int:
         print(
             "blackwell-compat: run: no command given; usage: python -m blackwell_compat run "
             "[options] -- COMMAND [ARGS...]",
+            file=sys.stderr,
+        )
+        return 2
+    bad = _bad_command_word(command[0])
+    if bad:
+        print(
+            f"blackwell-compat: run: {bad}; usage: python -m blackwell_compat run [options] "
+            "-- COMMAND [ARGS...]",
             file=sys.stderr,
         )
         return 2

@@ -23,10 +23,14 @@ The load still runs with ``weights_only=True``: any other global in the file (a 
 ``__reduce__`` payload, a foreign class) fails with torch's own error.  ``weights_only=False``,
 the public workaround, lets a checkpoint file run arbitrary code and is never used.
 
-torch keeps its allow-list in one process-wide set; the patch adds to it only the classes
-that are not already there, counts concurrent loads, and removes on exit exactly what it added
-(a class the user allow-listed with ``add_safe_globals`` stays).  Loads in other threads that
-overlap such a call also accept these four configuration classes for that time.
+torch keeps its allow-list in one process-wide set, so the allow-listing is a *window*: while
+a load runs, loads in other threads also accept these four configuration classes (and nothing
+else).  The patch adds only the classes that are not already there, counts concurrent loads,
+and on exit removes, by difference, exactly what it added and nobody else claimed: a class the
+user allow-listed before the window stays, and so does one the user passes to
+``torch.serialization.add_safe_globals`` during the window (the patch watches that function
+while it is applied, and serialises it with its own additions and removals, since torch updates
+the set by read-modify-write).  See docs/patches/xtts.md.
 
 Version range: the method and the class layout are the same from ``TTS`` 0.19.0 (where
 ``get_compatible_checkpoint_state_dict`` appeared) to 0.22.0 (sources of 0.19.0, 0.20.0, 0.21.0
@@ -67,6 +71,7 @@ __all__ = [
     "CoquiTTSPatch",
     "allow_listed",
     "checkpoint_classes",
+    "watch_user_additions",
 ]
 
 
@@ -75,6 +80,8 @@ __all__ = [
 _allow_lock = threading.Lock()
 # class -> (number of active scopes holding it, torch's context manager that added it)
 _holders: dict[Any, tuple[int, Any]] = {}
+# Held classes the user allow-listed during the window: they stay when the window closes.
+_claimed_by_user: set[Any] = set()
 
 
 @contextmanager
@@ -83,7 +90,8 @@ def allow_listed(classes: Sequence[Any]) -> Iterator[None]:
 
     Uses ``torch.serialization.safe_globals`` per class.  A class already on torch's list
     (the user's own ``add_safe_globals``) is left alone and stays after the block; nested and
-    concurrent blocks share one registration, removed when the last of them ends.
+    concurrent blocks share one registration, removed when the last of them ends, unless the
+    user allow-listed the class meanwhile (seen while the patch watches ``add_safe_globals``).
     """
     import torch.serialization as serialization
 
@@ -109,9 +117,41 @@ def allow_listed(classes: Sequence[Any]) -> Iterator[None]:
                 count, manager = _holders[cls]
                 if count > 1:
                     _holders[cls] = (count - 1, manager)
+                    continue
+                del _holders[cls]
+                if cls in _claimed_by_user:
+                    _claimed_by_user.discard(cls)  # the user's now: it stays on the list
                 else:
-                    del _holders[cls]
                     manager.__exit__(None, None, None)
+
+
+class _WatchedAddSafeGlobals:
+    """Replacement for ``torch.serialization.add_safe_globals`` while the patch is applied:
+    the original, under the window's lock, noting the classes a window holds."""
+
+    def __init__(self) -> None:
+        self.original: Callable[..., Any] | None = None
+
+    def __call__(self, safe_globals: Any, *args: Any, **kwargs: Any) -> Any:
+        original = self.original
+        assert original is not None
+        with _allow_lock:
+            result = original(safe_globals, *args, **kwargs)
+            for entry in safe_globals if isinstance(safe_globals, (list, tuple, set)) else ():
+                try:
+                    if entry in _holders:
+                        _claimed_by_user.add(entry)
+                except TypeError:  # an unhashable entry; torch has said what it thinks of it
+                    continue
+        return result
+
+
+def watch_user_additions(ctx: PatchContext) -> None:
+    """Watch ``torch.serialization.add_safe_globals`` for as long as *ctx* is applied."""
+    import torch.serialization as serialization
+
+    watcher = _WatchedAddSafeGlobals()
+    watcher.original = ctx.replace_function(serialization, "add_safe_globals", watcher)
 
 
 def checkpoint_classes() -> list[Any]:
@@ -229,7 +269,10 @@ class CoquiTTSPatch(Patch):
             )
         loader = _AllowListedLoad()
         loader.original = ctx.replace_function(module.Xtts, METHOD, loader)
+        watch_user_additions(ctx)
         ctx.note(
             "Xtts.get_compatible_checkpoint_state_dict allow-lists XttsConfig, XttsAudioConfig, "
-            "BaseDatasetConfig and XttsArgs for its own torch.load (weights_only stays True)"
+            "BaseDatasetConfig and XttsArgs for its own torch.load (weights_only stays True); "
+            "torch.serialization.add_safe_globals is watched so that a class the user "
+            "allow-lists during that load stays allow-listed"
         )

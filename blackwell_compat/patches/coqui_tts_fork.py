@@ -18,6 +18,10 @@ state dict, but converts in memory only: nothing is written.  Every load of a le
 takes the second path (a failed first attempt, which stops at the first configuration class,
 then the allow-listed load).  To convert a file for good, do it explicitly on a copy.
 
+The allow-list window: torch's ``safe_globals`` (which the fork's ``_legacy_safe_globals`` uses)
+removes its four classes on exit even when the user had allow-listed them; the patch keeps
+them, by difference, as the ``coqui_tts`` patch does (see docs/patches/xtts.md).
+
 Version range: the write-back exists in ``coqui-tts`` 0.28.0 only (0.23–0.27 read the
 checkpoint in ``get_compatible_checkpoint_state_dict`` and never write; sources read).
 """
@@ -26,12 +30,14 @@ from __future__ import annotations
 
 import pickle
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import logger
 from ..registry import Patch, PatchContext
 from ._drift import class_problems, function_problems
+from .coqui_tts import _allow_lock, allow_listed, watch_user_additions
 
 XTTS_MODULE = "TTS.tts.models.xtts"
 METHOD = "_load_checkpoint"
@@ -39,6 +45,37 @@ METHOD = "_load_checkpoint"
 MODULE_NAMES = ("load_fsspec", "_legacy_safe_globals", "is_pytorch_at_least_2_4", "XttsConfig")
 
 __all__ = ["CoquiTTSForkPatch", "load_without_rewrite"]
+
+
+#: The classes the fork's ``_legacy_safe_globals`` allow-lists (names in the xtts module).
+LEGACY_CLASS_NAMES = ("XttsAudioConfig", "XttsArgs", "BaseDatasetConfig", "XttsConfig")
+
+
+@contextmanager
+def _window_kept_by_difference(module: types.ModuleType) -> Iterator[None]:
+    """Around the fork's own ``_legacy_safe_globals`` window: torch's ``safe_globals`` removes
+    its classes on exit even when the user had allow-listed them, before or during the load.
+    The block holds them through :func:`coqui_tts.allow_listed` (which leaves the user's
+    alone and keeps one the user allow-lists meanwhile) and puts back what the fork's exit took
+    from the list as it stood when the fork's window opened."""
+    import torch.serialization as serialization
+
+    classes: list[Any] = [getattr(module, name, None) for name in LEGACY_CLASS_NAMES]
+    if not all(isinstance(cls, type) for cls in classes):
+        yield  # not the layout this was written for: the fork's window as it is
+        return
+    with allow_listed(classes):
+        listed = [c for c in classes if any(e is c for e in serialization.get_safe_globals())]
+        try:
+            yield
+        finally:
+            with _allow_lock:
+                present = serialization.get_safe_globals()
+                taken = [c for c in listed if not any(e is c for e in present)]
+                if taken:
+                    # torch's own add, not the watched public one: these are not new claims.
+                    manager: Any = serialization.safe_globals(taken)
+                    manager.__enter__()
 
 
 def load_without_rewrite(module: types.ModuleType, model_path: Any) -> Any:
@@ -51,10 +88,11 @@ def load_without_rewrite(module: types.ModuleType, model_path: Any) -> Any:
         checkpoint = module.load_fsspec(model_path, map_location=cpu)
     except pickle.UnpicklingError:
         # The legacy layout pickles XttsConfig & co.; allow exactly what the fork allows.
-        with module._legacy_safe_globals():
-            checkpoint = torch.load(
-                model_path, map_location=cpu, weights_only=module.is_pytorch_at_least_2_4()
-            )
+        with _window_kept_by_difference(module):
+            with module._legacy_safe_globals():
+                checkpoint = torch.load(
+                    model_path, map_location=cpu, weights_only=module.is_pytorch_at_least_2_4()
+                )
         if isinstance(checkpoint.get("config"), module.XttsConfig):
             logger.info(
                 "coqui_tts_fork: %s is a legacy XTTS checkpoint; converted in memory, "
@@ -124,4 +162,8 @@ class CoquiTTSForkPatch(Patch):
     def apply(self, module: types.ModuleType, ctx: PatchContext) -> None:
         loader = _InMemoryLoad(module)
         loader.original = ctx.replace_function(module.Xtts, METHOD, loader)
-        ctx.note("Xtts._load_checkpoint converts legacy checkpoints in memory, never on disk")
+        watch_user_additions(ctx)
+        ctx.note(
+            "Xtts._load_checkpoint converts legacy checkpoints in memory, never on disk; the "
+            "fork's allow-list window leaves the user's own allow-listed classes in place"
+        )
