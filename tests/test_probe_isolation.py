@@ -187,7 +187,7 @@ def test_nvml_listing_four_billion_gpus_is_bounded_and_reported(tmp_path, store)
 
 
 @linux_only
-@pytest.mark.parametrize(("major", "minor"), [(12, 10), (-1, -1)])
+@pytest.mark.parametrize(("major", "minor"), [(12, 10), (-1, -1), (2, 0), (25, 0)])
 def test_nonsense_compute_capability_skips_the_gpu_and_says_so(tmp_path, store, major, minor):
     folder = native_fakes.nvml_folder(tmp_path / "nvml", f"CC_MAJOR={major}", f"CC_MINOR={minor}")
     driver, gpus = read_nvml(folder / "libnvidia-ml.so.1")

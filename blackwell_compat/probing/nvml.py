@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import arch_to_capability, capability_to_arch
+from ..config import MAX_MAJOR, MIN_MAJOR, arch_to_capability, capability_to_arch
 
 _trace: Callable[[str], None] | None = None
 # Set in the test child (probing.isolation): told each native step before it is taken, so a
@@ -31,8 +31,9 @@ def _step(what: str) -> None:
 
 
 def valid_capability(major: int, minor: int) -> bool:
-    """Whether ``major.minor`` can be a CUDA compute capability (``sm_10`` .. ``sm_999``)."""
-    return 1 <= major <= 99 and 0 <= minor <= 9
+    """Whether ``major.minor`` is a compute capability the package can name (the range
+    :func:`blackwell_compat.config.parse_arch` accepts, ``sm_30`` .. ``sm_199``)."""
+    return MIN_MAJOR <= major <= MAX_MAJOR and 0 <= minor <= 9
 
 
 NVML_SUCCESS = 0
@@ -75,7 +76,7 @@ class GPU:
             if not valid_capability(int(major), int(minor)):
                 raise ValueError(
                     f"GPU {self.index} ({self.name}): {major}.{minor} is no CUDA compute "
-                    "capability (major 1-99, minor 0-9)"
+                    f"capability (major {MIN_MAJOR}-{MAX_MAJOR}, minor 0-9)"
                 )
             derived = capability_to_arch(int(major), int(minor))
             if self.arch and parse_arch(self.arch, source=f"GPU {self.index} arch") != derived:
@@ -311,7 +312,7 @@ def _read_device(nvml: _Nvml, index: int, notes: list[str]) -> GPU | None:
     if not valid_capability(major.value, minor.value):
         notes.append(
             f"GPU {index} skipped: NVML reported compute capability {major.value}.{minor.value}, "
-            "which no GPU has (major 1-99, minor 0-9)"
+            f"which no GPU has (major {MIN_MAJOR}-{MAX_MAJOR}, minor 0-9)"
         )
         return None
     try:
