@@ -162,7 +162,9 @@ def test_long_commands_are_continued_not_broken():
 
 def test_emulated_failure_is_named_as_emulated_once(nvrtc_libraries, tmp_path):
     emulated = render_text(build_report(scenario("emulated", nvrtc_libraries, tmp_path)))
-    result_at = next(i for i, line in enumerate(emulated.splitlines()) if line.startswith("Result:"))
+    result_at = next(
+        i for i, line in enumerate(emulated.splitlines()) if line.startswith("Result:")
+    )
     tail = " ".join(line.strip() for line in emulated.splitlines()[result_at:])
     assert tail.startswith("Result: 1 failed")
     assert "The NVRTC failure is the emulated sm_121's (BLACKWELL_COMPAT_EMULATE)" in tail

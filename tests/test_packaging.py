@@ -14,19 +14,26 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from email.parser import Parser
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from blackwell_compat.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = "zz_blackwell_compat_autostart.pth"
 # What the sdist is made from: everything else in the repository is for developers.
-SDIST_SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "MANIFEST.in", "CHANGELOG.md")
+SDIST_SOURCES = (
+    "pyproject.toml",
+    "setup.py",
+    "README.md",
+    "LICENSE",
+    "MANIFEST.in",
+    "CHANGELOG.md",
+)
 SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 
 
@@ -167,16 +174,30 @@ def test_the_sdist_holds_the_sources_and_one_schema(built):
 
     with tarfile.open(built["sdist"]) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    for name in (*SDIST_SOURCES, "blackwell_compat/doctor/schema.json", "blackwell_compat/py.typed"):
+    for name in (
+        *SDIST_SOURCES,
+        "blackwell_compat/doctor/schema.json",
+        "blackwell_compat/py.typed",
+    ):
         assert name in names, name
-    assert [n for n in names if n.endswith("schema.json")] == ["blackwell_compat/doctor/schema.json"]
+    assert [n for n in names if n.endswith("schema.json")] == [
+        "blackwell_compat/doctor/schema.json"
+    ]
 
 
 @pytest.mark.slow
 @pytest.mark.packaging
 def test_twine_check_passes(built):
     result = check(
-        [sys.executable, "-m", "twine", "check", "--strict", str(built["sdist"]), str(built["wheel"])]
+        [
+            sys.executable,
+            "-m",
+            "twine",
+            "check",
+            "--strict",
+            str(built["sdist"]),
+            str(built["wheel"]),
+        ]
     )
     assert result.stdout.count("PASSED") == 2, result.stdout
 
@@ -200,8 +221,9 @@ def test_the_wheel_installs_into_a_fresh_venv_with_everything_it_needs(built, tm
     pip = [sys.executable, "-m", "pip", "--python", str(python), "--disable-pip-version-check"]
     check([*pip, "install", "--no-deps", "--no-index", str(built["wheel"])])
     purelib = Path(
-        check([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
-        .stdout.strip()
+        check(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+        ).stdout.strip()
     )
     # The runtime dependencies come from this environment (no registry at test time): a folder
     # with just those two packages, added after the venv's own site-packages.
