@@ -162,7 +162,8 @@ def test_wheel_metadata(built):
         assert f"Programming Language :: Python :: {python}" in classifiers
     assert "Typing :: Typed" in classifiers
     extras = set(metadata.get_all("Provides-Extra") or [])
-    assert {"torch", "torchaudio", "kokoro", "chatterbox", "s3tokenizer", "whisper"} <= extras
+    assert {"torch", "torchaudio", "kokoro", "s3tokenizer", "whisper"} <= extras
+    assert "chatterbox" not in extras  # chatterbox-tts pins torch==2.6.0: --no-deps only
     assert metadata["Description-Content-Type"] == "text/markdown"
     assert "pip install blackwell-compat" in (metadata.get_payload() or "")
 
