@@ -98,6 +98,14 @@ def test_help_names_the_command_the_user_typed(monkeypatch, capsys, argv0, usage
 def built(tmp_path_factory) -> dict[str, Path]:
     """sdist + wheel from ``python -m build`` (the wheel is built from the sdist), and a wheel
     built straight from the source tree."""
+    import importlib.util
+
+    missing = [m for m in ("build", "twine") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not installed: these tests run in `nox -s tests-packaging` "
+            "(requirements/packaging.txt)"
+        )
     source = tmp_path_factory.mktemp("source")
     for name in SDIST_SOURCES:
         shutil.copy2(ROOT / name, source / name)
