@@ -104,7 +104,7 @@ def _emulation_note(report: Report, failed: int) -> str:
         f"The NVRTC failure is the emulated {arch}'s (BLACKWELL_COMPAT_EMULATE): it shows what "
         f"an affected {arch} GPU reports, not a problem of this machine"
         + (f"; the other {others} failure(s) are this machine's" if others else "")
-        + ". Unset BLACKWELL_COMPAT_EMULATE for this machine's own result."
+        + "."
     )
 
 
