@@ -2,7 +2,9 @@
 
 ``nox`` (or ``bash scripts/test.sh``, which installs nox first) runs the default sessions:
 
-* ``lint``: ``ruff check`` and ``ruff format --check`` on the whole repository.
+* ``lint``: ``ruff check`` and ``ruff format --check`` on the whole repository, and the
+  documentation site (``mkdocs build --strict``: a warning, a broken link or a missing API
+  reference fails the session; the site goes to ``.nox/_site``).
 * ``typecheck``: ``mypy --strict`` on the package, next to torch 2.11 like a developer's setup.
 * ``tests-oldest-torch``: torch 2.6.0 (lowest supported), no torchaudio, ``-m "not targets"``.
 * ``tests-newest-torch``: the newest torch on the registry, no torchaudio, ``-m "not targets"``.
@@ -12,9 +14,13 @@
   CUDA device).  It includes coqui-tts 0.28 (``requirements/coqui028.txt``, additions only).
 * ``tests-tts022``: Coqui TTS 0.22 (``requirements/tts022.txt``), ``-m tts022``: it cannot share
   tests-full's environment (transformers pins, the ``TTS`` package of coqui-tts).
+* ``tests-packaging``: ``-m packaging``: builds the sdist and the wheel with ``python -m build``,
+  installs the wheel into a fresh venv, runs ``twine check`` (``requirements/packaging.txt``; no
+  torch).
 
-Every test session installs the project (editable), the ``examples/third_party_patch`` package
-and fetches real NVRTC wheels into ``.nox/_nvrtc`` (``BLACKWELL_COMPAT_TEST_NVRTC_DIR``).
+Every test session installs the project (editable); the torch sessions also install the
+``examples/third_party_patch`` package and fetch real NVRTC wheels into ``.nox/_nvrtc``
+(``BLACKWELL_COMPAT_TEST_NVRTC_DIR``).  pytest prints the slowest tests (``--durations``).
 
 Every install is pinned (``requirements/``), so a session built from scratch is the same
 environment each time.  Virtualenvs are reused when they exist (``nox.options.reuse_venv``):
@@ -46,7 +52,13 @@ FETCH_NVRTC = ROOT / "tests" / "support" / "fetch_nvrtc.py"
 THIRD_PARTY_EXAMPLE = ROOT / "examples" / "third_party_patch"
 
 PYTHON = "3.11"
-TEST_SESSIONS = ("tests-oldest-torch", "tests-newest-torch", "tests-full", "tests-tts022")
+TEST_SESSIONS = (
+    "tests-oldest-torch",
+    "tests-newest-torch",
+    "tests-full",
+    "tests-tts022",
+    "tests-packaging",
+)
 
 nox.options.sessions = ["lint", "typecheck", *TEST_SESSIONS]
 nox.options.reuse_venv = "yes"
@@ -72,7 +84,7 @@ FULL_TORCH = "2.11.0"
 
 # Markers of tests that need an environment of their own (a stack that cannot share tests-full's,
 # e.g. Coqui TTS 0.22): every session here deselects them, their own session selects them.
-OWN_ENVIRONMENT_MARKERS = ("tts022", "coqui028")
+OWN_ENVIRONMENT_MARKERS = ("tts022", "coqui028", "packaging")
 
 # No network for models at test time, no telemetry: fail fast instead of waiting on DNS.
 TEST_ENV = {
@@ -113,13 +125,45 @@ def _check_torch(session: nox.Session, version: str) -> None:
     )
 
 
+# Warnings the target libraries give at import on these machines, understood and harmless here:
+# (module the warning comes from, start of its message) -> why.
+KNOWN_IMPORT_WARNINGS = {
+    ("pyannote", "torchcodec is not installed correctly"): (
+        "no FFmpeg on this machine: torchcodec cannot decode audio files; pyannote works on "
+        "in-memory waveforms, which is all the tests use"
+    ),
+    ("perth", "pkg_resources is deprecated as an API"): (
+        "resemble-perth 1.0.1 (its newest release) imports pkg_resources"
+    ),
+}
+
+
 def _check_targets(session: nox.Session, *, present: bool) -> None:
-    """The target libraries import (full stack) or are all absent (torch-range sessions)."""
+    """The target libraries import (full stack) or are all absent (torch-range sessions).
+
+    Warnings raised by the imports come out as one line each (torchcodec's has 70 lines of
+    tracebacks); a known one says why it is harmless, an unknown one is shown as a warning.
+    """
     if present:
         code = (
-            "import importlib\n"
-            f"for name in {TARGET_MODULES!r}:\n"
-            "    importlib.import_module(name)\n"
+            "import importlib, warnings\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            f"    for name in {TARGET_MODULES!r}:\n"
+            "        importlib.import_module(name)\n"
+            f"known = {KNOWN_IMPORT_WARNINGS!r}\n"
+            "seen = set()\n"
+            "for w in caught:\n"
+            "    text = str(w.message).strip()\n"
+            "    first = text.splitlines()[0] if text else ''\n"
+            "    where = w.filename.replace('\\\\', '/').split('site-packages/')[-1]\n"
+            "    why = next((f'{s}... ({v})' for (m, s), v in known.items()\n"
+            "                if where.startswith(m + '/') and text.startswith(s)), None)\n"
+            "    line = (f'known warning from {where}: {why}' if why else\n"
+            "            f'WARNING from {where}:{w.lineno}: {w.category.__name__}: {first}')\n"
+            "    if line not in seen:\n"
+            "        seen.add(line)\n"
+            "        print(line)\n"
             "print('target libraries import fine')"
         )
     else:
@@ -137,7 +181,11 @@ def _cuda_available(session: nox.Session) -> bool:
     out = session.run(
         "python",
         "-c",
-        "import torch; print(int(torch.cuda.is_available()))",
+        "import importlib.util\n"
+        "if importlib.util.find_spec('torch') is None:\n"
+        "    print(0)\n"
+        "else:\n"
+        "    import torch; print(int(torch.cuda.is_available()))",
         silent=True,
         env=TEST_ENV,
     )
@@ -256,19 +304,27 @@ def _xdist_args(session: nox.Session) -> list[str]:
 
 
 def _pytest(
-    session: nox.Session, *, marker: str | None, strict_skips: bool, env: dict[str, str]
+    session: nox.Session,
+    *,
+    marker: str | None,
+    strict_skips: bool,
+    env: dict[str, str],
+    paths: tuple[str, ...] = (),
 ) -> None:
     junit = _junit_path(session)
     registered = _registered_markers()
     markers = [m for m in (marker, None if _cuda_available(session) else "not gpu") if m]
     markers += [f"not {m}" for m in OWN_ENVIRONMENT_MARKERS if m in registered and m != marker]
     args = ["python", "-m", "pytest", f"--junitxml={junit}", "-o", "junit_family=xunit2"]
+    # The slowest tests, to see where the time goes (an argument after `--` wins).
+    if not any(a.startswith("--durations") for a in session.posargs):
+        args += ["--durations=15", "--durations-min=2"]
     if markers:
         args += ["-m", " and ".join(f"({m})" for m in markers)]
     args += _xdist_args(session)
     # pytest's exit status 5 ("no tests ran") is not a success code: a session whose selection
     # ran nothing is broken.
-    session.run(*args, *session.posargs, env={**TEST_ENV, **env})
+    session.run(*args, *paths, *session.posargs, env={**TEST_ENV, **env})
     _check_skips(session, junit, strict=strict_skips)
 
 
@@ -279,6 +335,18 @@ def lint(session: nox.Session) -> None:
     _log_install(session, started)
     session.run("ruff", "check", str(ROOT))
     session.run("ruff", "format", "--check", str(ROOT))
+    # The documentation site: strict, so a broken link, a missing page in the nav or a reference
+    # to an API name that does not exist fails here.  It reads the sources, never imports them.
+    # (NO_MKDOCS_2_WARNING: the Material theme's banner about its successor, not a build problem.)
+    session.chdir(ROOT)
+    session.run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "--site-dir",
+        str(NOX_DIR / "_site"),
+        env={"NO_MKDOCS_2_WARNING": "1"},
+    )
 
 
 @nox.session(python=PYTHON)
@@ -343,6 +411,23 @@ def tests_tts022(session: nox.Session) -> None:
     _log_install(session, started)
     _check_torch(session, _pinned("tts022.txt", "torch"))
     _pytest(session, marker="tts022", strict_skips=True, env={})
+
+
+@nox.session(name="tests-packaging", python=PYTHON)
+def tests_packaging(session: nox.Session) -> None:
+    """The release artefacts (tests marked ``packaging``): no torch, build and twine only."""
+    started = time.monotonic()
+    session.install("-r", _req("test.txt"), "-r", _req("packaging.txt"))
+    session.install("--no-deps", "-e", str(ROOT))
+    _log_install(session, started)
+    # Only its test module: the others import torch at collection.
+    _pytest(
+        session,
+        marker="packaging",
+        strict_skips=True,
+        env={},
+        paths=(str(ROOT / "tests" / "test_packaging.py"),),
+    )
 
 
 def _warn_if_newer_torch(session: nox.Session, pinned: str) -> None:

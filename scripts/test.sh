@@ -2,8 +2,8 @@
 # The project's test command (the README's `bash scripts/test.sh`, also what CI runs through
 # .ci/run). On a fresh machine it builds everything it needs: a small virtualenv with nox in
 # .nox/_bootstrap, then nox builds one pinned virtualenv per session (requirements/) and runs
-# the default sessions: lint, typecheck, tests-oldest-torch, tests-newest-torch, tests-full,
-# tests-tts022.
+# the default sessions: lint (ruff and the documentation site), typecheck, tests-oldest-torch,
+# tests-newest-torch, tests-full, tests-tts022, tests-packaging.
 # Arguments go to nox: `bash scripts/test.sh -s tests-full -- -k fbank`.
 # Exit status: non-zero when any session fails, or when no test report was written at all.
 set -euo pipefail

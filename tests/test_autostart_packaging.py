@@ -52,7 +52,7 @@ def source_copy(tmp_path_factory) -> Path:
         "to build the project offline"
     )
     dest = tmp_path_factory.mktemp("project")
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, dest / name)
     shutil.copytree(

@@ -158,3 +158,19 @@ def test_long_commands_are_continued_not_broken():
     assert joined == "$ " + command
     long_path = "export X=/" + "a" * 100
     assert command_lines(long_path, "  ", 80) == ["  " + long_path]
+
+
+def test_emulated_failure_is_named_as_emulated_once(nvrtc_libraries, tmp_path):
+    emulated = render_text(build_report(scenario("emulated", nvrtc_libraries, tmp_path)))
+    result_at = next(
+        i for i, line in enumerate(emulated.splitlines()) if line.startswith("Result:")
+    )
+    tail = " ".join(line.strip() for line in emulated.splitlines()[result_at:])
+    assert tail.startswith("Result: 1 failed")
+    assert "The NVRTC failure is the emulated sm_121's (BLACKWELL_COMPAT_EMULATE)" in tail
+    assert "not a problem of this machine" in tail
+    assert " ".join(emulated.split()).count("not a problem of this machine") == 1
+    # a real affected GPU: its failure is real, no such note
+    real = render_text(build_report(scenario("gb10-12.8", nvrtc_libraries, tmp_path)))
+    assert real.splitlines()[-1].startswith("Result: 1 failed")
+    assert "emulated" not in real.split("Result:")[-1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -29,9 +30,17 @@ def _command_modules() -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"{__name__}.{name}_cmd") for name in COMMANDS}
 
 
+def program_name() -> str:
+    """How the user started us, for ``usage:`` lines: the console script or ``python -m``."""
+    started_as = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if started_as.startswith("blackwell-compat"):  # also blackwell-compat.exe on Windows
+        return "blackwell-compat"
+    return "python -m blackwell_compat"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     parser = argparse.ArgumentParser(
-        prog="python -m blackwell_compat",
+        prog=program_name(),
         description=(
             "Diagnose and fix PyTorch on NVIDIA GPUs whose architecture the installed NVRTC "
             "does not know (GB10 sm_121, RTX 50xx sm_120, B300 sm_103)."

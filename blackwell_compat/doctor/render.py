@@ -81,7 +81,31 @@ def render_text(report: Report, width: int = WIDTH) -> str:
             f"{counts[SKIP]} skipped (exit status {report.exit_code})"
         ),
     ]
+    note = _emulation_note(report, counts[FAIL])
+    if note:
+        lines += _wrap(note, " " * 8, " " * 8, width)
     return "\n".join(lines) + "\n"
+
+
+def _emulation_note(report: Report, failed: int) -> str:
+    """Under emulation, say once that the NVRTC failure is the emulated GPU's, not this one's.
+
+    Only when no real GPU is affected: then the emulation alone makes the NVRTC check fail, and
+    a reader of ``Result: 1 failed`` must not take it for a problem of this machine.
+    """
+    arch = report.platform.get("emulated_arch")
+    gpus = report.platform.get("gpus") or ()
+    real_affected = any(g.get("affected") and not g.get("emulated") for g in gpus)
+    nvrtc = next((c for c in report.checks if c.id == "nvrtc"), None)
+    if not arch or real_affected or nvrtc is None or nvrtc.status != FAIL:
+        return ""
+    others = failed - 1
+    return (
+        f"The NVRTC failure is the emulated {arch}'s (BLACKWELL_COMPAT_EMULATE): it shows what "
+        f"an affected {arch} GPU reports, not a problem of this machine"
+        + (f"; the other {others} failure(s) are this machine's" if others else "")
+        + "."
+    )
 
 
 def command_lines(command: str, prefix: str, width: int = WIDTH) -> list[str]:
