@@ -1,6 +1,8 @@
 """Environment variables of blackwell-compat, parsed strictly.
 
-Every variable is read when it is needed (not cached at import), and every malformed value is a
+These functions read a variable when they are called; the package calls them once, at import,
+at start-up or at the explicit call (``apply()``, a command), never per op: emulation keeps the
+architecture ``BLACKWELL_COMPAT_EMULATE`` named when it was read.  Every malformed value is a
 :class:`~blackwell_compat.errors.ConfigError` that names the variable and the accepted forms.
 """
 
@@ -18,7 +20,9 @@ AUTO = "BLACKWELL_COMPAT_AUTO"
 STRATEGY = "BLACKWELL_COMPAT_STRATEGY"
 FORCE = "BLACKWELL_COMPAT_FORCE"
 
-ALL_VARIABLES = (DISABLE, EMULATE, AUTO, STRATEGY, FORCE)
+PROBE_TIMEOUT = "BLACKWELL_COMPAT_PROBE_TIMEOUT"
+CACHE_DIR = "BLACKWELL_COMPAT_CACHE_DIR"
+ALL_VARIABLES = (DISABLE, EMULATE, AUTO, STRATEGY, FORCE, PROBE_TIMEOUT, CACHE_DIR)
 
 _ARCH_RE = re.compile(r"sm_([0-9]{2,3})[af]?", re.ASCII)
 _DOTTED_RE = re.compile(r"([0-9]{1,2})\.([0-9])", re.ASCII)
@@ -193,4 +197,15 @@ def environment_problems(
             parse_bool(name, source)
         except ConfigError as exc:
             problems.append(str(exc))
+    raw = source.get(PROBE_TIMEOUT, "").strip()
+    if raw:
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = 0.0
+        if not 0 < seconds < 1e6:
+            # The library itself warns and uses 20 s (the probe never raises).
+            problems.append(
+                f"{PROBE_TIMEOUT}={raw!r}: expected a positive number of seconds such as '20'"
+            )
     return problems

@@ -144,3 +144,12 @@ def test_environment_problems_lists_each_once():
     assert "no strategy 'gpu'" in problems[2]
     assert "BLACKWELL_COMPAT_AUTO='maybe' is not a boolean" in problems[3]
     assert config.environment_problems(patches, {config.DISABLE: "all"}) == []
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-5", "nan", "1e9"])
+def test_a_probe_timeout_that_is_no_positive_number_is_a_problem(raw):
+    problems = config.environment_problems({}, {config.PROBE_TIMEOUT: raw})
+    assert problems == [
+        f"{config.PROBE_TIMEOUT}={raw!r}: expected a positive number of seconds such as '20'"
+    ]
+    assert config.environment_problems({}, {config.PROBE_TIMEOUT: " 7.5 "}) == []

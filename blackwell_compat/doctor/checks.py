@@ -506,11 +506,14 @@ def check_nvrtc(facts: Facts) -> CheckResult:
     if affected:
         status = FAIL
         labels = ", ".join(_label(g) for g in affected)
-        summary = f"AFFECTED: {labels}: " + (
-            f"NVRTC {nvrtc.version_string} cannot compile for it"
-            if any(not g.emulated for g in affected)
-            else "emulated"
-        )
+        if any(not g.emulated for g in affected):
+            summary = f"AFFECTED: {labels}: NVRTC {nvrtc.version_string} cannot compile for it"
+        else:
+            # Say once, plainly, that the failure shown is the emulation's, not this machine's.
+            summary = (
+                f"AFFECTED (emulated): {labels} fails as an affected GPU would; this "
+                "machine's NVRTC is not the cause"
+            )
         details.append(
             "ops that fail: complex abs/angle/exp/sqrt/log…, complex32 arithmetic, lgamma, "
             "digamma, erfinv, i0, prod, gcd… (see docs/inventory.md)"

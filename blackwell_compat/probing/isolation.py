@@ -34,12 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import config
 from ..errors import logger
 from .nvml import GPU, DriverInfo, default_library_names, read_nvml_here
 from .nvrtc import NvrtcInfo, info_from_dict
 
-CACHE_DIR_VARIABLE = "BLACKWELL_COMPAT_CACHE_DIR"
-TIMEOUT_VARIABLE = "BLACKWELL_COMPAT_PROBE_TIMEOUT"
+CACHE_DIR_VARIABLE = config.CACHE_DIR
+TIMEOUT_VARIABLE = config.PROBE_TIMEOUT
 DEFAULT_TIMEOUT = 20.0
 """Seconds a test process may take before it counts as hung (NVML's first ``nvmlInit`` on a
 many-GPU machine without persistence mode can take several seconds)."""
