@@ -746,7 +746,7 @@ def _call_with_numbers(
             fixed[i] = args[i].view(1)
     out_name = next((n for n in spec.mutable if n in kwargs), None)
     out = kwargs.get(out_name) if out_name is not None else None
-    if isinstance(out, tensor_type):
+    if out_name is not None and isinstance(out, tensor_type):
         if out.dim() != 0:
             common = torch.result_type(tensors[0], args[slots[0]])
             if not torch.can_cast(common, out.dtype):

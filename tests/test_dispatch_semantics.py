@@ -217,7 +217,13 @@ def _forms() -> list[Form]:
             add(entry, name, fn, 2)
             add(entry, f"reflected {name}", lambda a, b, _f=fn: _f(b, a), 2)
         first = calls[0][1]
-        add(entry, f"{calls[0][0]}(out=)", lambda a, b, out, _f=first: _f(a, b, out=out), 2, out=True)
+        add(
+            entry,
+            f"{calls[0][0]}(out=)",
+            lambda a, b, out, _f=first: _f(a, b, out=out),
+            2,
+            out=True,
+        )
         method = f"{calls[0][0].split('.')[-1]}_"
         if hasattr(torch.Tensor, method):
             add(
@@ -272,7 +278,7 @@ def _run(form: Form, args: list[Any], out_dtype: torch.dtype | None) -> Outcome:
             if form.inplace:
                 return Outcome(None, result is call_args[0], _snapshot(call_args[0]))
             return Outcome(None, _snapshot(result))
-        except Exception as exc:  # noqa: BLE001 - the refusal itself is compared
+        except Exception as exc:
             return Outcome(type(exc), None, message=str(exc))
 
 
@@ -351,7 +357,9 @@ def _compare(form: Form, args: list[Any], got: Outcome, want: Outcome) -> None:
             continue
         dtype, shape, stride, tensor = want_value
         g_dtype, g_shape, g_stride, g_tensor = got_value
-        assert (g_dtype, g_shape) == (dtype, shape), f"{where}: {g_dtype}{g_shape} vs {dtype}{shape}"
+        assert (g_dtype, g_shape) == (dtype, shape), (
+            f"{where}: {g_dtype}{g_shape} vs {dtype}{shape}"
+        )
         assert g_stride == stride, f"{where}: strides {g_stride} vs {stride}"
         if _rewritten(form, _input_dtype(args)) or _rewritten(form, dtype):
             # Rewrites are exact in layout; their values are held to the parity suite's

@@ -150,9 +150,7 @@ def deliver(spec: OverloadSpec, bound: dict[str, Any], result: Any) -> Any:
             f"{_scalar_type_name(bound['self'].dtype)}"
         )
     if tuple(target.shape) != tuple(result.shape):
-        read_too = any(
-            value is target for key, value in bound.items() if key not in spec.mutable
-        )
+        read_too = any(value is target for key, value in bound.items() if key not in spec.mutable)
         if spec.mutable[0] == "self" or read_too:
             # An output that is also an input (in-place, or out= the input itself) is never
             # resized: it must already have the broadcast shape.
