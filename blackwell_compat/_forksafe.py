@@ -33,6 +33,7 @@ LOCKS: tuple[tuple[str, str], ...] = (
     ("blackwell_compat.dispatch", "_lock"),
     ("blackwell_compat.spectral", "_lock"),
     ("blackwell_compat.probing.platform", "_lock"),
+    ("blackwell_compat.probing.isolation", "_store_lock"),
     ("blackwell_compat.devices", "_lock"),
 )
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import test_torch_guard_parity as parity
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -323,6 +324,19 @@ def _product_overflows(x: torch.Tensor, dtype: torch.dtype) -> bool:
     return bool(large.log().sum() > math.log(torch.finfo(dtype).max) - 1)
 
 
+def _moderate(args: list[Any]) -> bool:
+    """Complex operands with both parts zero or normal and at most 50 in magnitude: the only
+    ones compared where PyTorch's CPU complex kernels do not give C99 special values (torch
+    2.6: exp(89+0j) is inf+nanj there); see test_torch_guard_parity._cpu_follows_c99."""
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.is_complex():
+            parts = torch.view_as_real(a.to(torch.complex128)).abs()
+            tiny = torch.finfo(parts.dtype).tiny
+            if bool(((parts > 50) | ((parts != 0) & (parts < tiny))).any()):
+                return False
+    return True
+
+
 def _close(got: torch.Tensor, want: torch.Tensor) -> None:
     """Rewritten results: the parity suite's tolerances, NaN as a whole complex value, signs."""
     if want.dtype == torch.complex32:
@@ -384,7 +398,8 @@ def _compare(form: Form, args: list[Any], got: Outcome, want: Outcome) -> None:
             # the order of the reduction, which PyTorch's CPU and CUDA kernels differ in.
             half_prod = form.entry == "prod" and dtype in (torch.float16, torch.bfloat16)
             overflowing = form.entry == "prod" and _product_overflows(args[0], dtype)
-            if _finite(args, dtype) and form.entry != "sgn" and not half_prod and not overflowing:
+            comparable = _finite(args, dtype) and (parity.C99 or _moderate(args))
+            if comparable and form.entry != "sgn" and not half_prod and not overflowing:
                 _close(g_tensor, tensor)
         else:
             assert _bits_equal(g_tensor, tensor), f"{where}: {g_tensor} vs {tensor}"

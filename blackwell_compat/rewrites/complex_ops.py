@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from .rules import tensor_result_dtype
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..dispatch import OverloadSpec
 
@@ -454,25 +456,23 @@ def _lerp(spec: OverloadSpec, bound: dict[str, Any]) -> Any:
 
 
 def _addcmul(spec: OverloadSpec, bound: dict[str, Any]) -> Any:
-    torch = _torch()
     a, b, c = bound["self"], bound["tensor1"], bound["tensor2"]
     value = bound.get("value", 1)
-    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), c.dtype)
+    dtype = tensor_result_dtype([a, b, c])
     return (a + value * (b * c)).to(dtype)
 
 
 def _addcdiv(spec: OverloadSpec, bound: dict[str, Any]) -> Any:
-    torch = _torch()
     a, b, c = bound["self"], bound["tensor1"], bound["tensor2"]
     value = bound.get("value", 1)
-    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), c.dtype)
+    dtype = tensor_result_dtype([a, b, c])
     return (a + value * (b / c)).to(dtype)
 
 
 def _sigmoid_backward(spec: OverloadSpec, bound: dict[str, Any]) -> Any:
     torch = _torch()
     grad, out = bound["grad_output"], bound["output"]
-    dtype = torch.promote_types(grad.dtype, out.dtype)
+    dtype = tensor_result_dtype([grad, out])
     grad, out = widen(grad), widen(out)
     return (grad * torch.conj((1 - out) * out).resolve_conj()).to(dtype)
 
@@ -480,7 +480,7 @@ def _sigmoid_backward(spec: OverloadSpec, bound: dict[str, Any]) -> Any:
 def _tanh_backward(spec: OverloadSpec, bound: dict[str, Any]) -> Any:
     torch = _torch()
     grad, out = bound["grad_output"], bound["output"]
-    dtype = torch.promote_types(grad.dtype, out.dtype)
+    dtype = tensor_result_dtype([grad, out])
     grad, out = widen(grad), widen(out)
     return (grad * torch.conj(1 - out * out).resolve_conj()).to(dtype)
 

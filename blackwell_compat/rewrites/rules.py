@@ -86,13 +86,50 @@ def binary_float(spec: OverloadSpec, args: tuple[Any, ...], kwargs: dict[str, An
     return None if dtype is None else _floatish(dtype)
 
 
+def _combine(higher: Any, lower: Any) -> Any:
+    """The result dtype when *lower* comes from lower-priority operands (0-dim tensors below
+    dimensioned ones): only a higher category of *lower* counts, as in PyTorch."""
+    import torch
+
+    if higher.is_complex:
+        return higher
+    if lower.is_complex:
+        if higher.is_floating_point:
+            return {
+                torch.float16: torch.complex32,
+                torch.float32: torch.complex64,
+                torch.float64: torch.complex128,
+            }.get(higher, torch.promote_types(higher, lower))
+        return lower
+    if higher.is_floating_point:
+        return higher
+    if higher == torch.bool or lower.is_floating_point:
+        return torch.promote_types(higher, lower)
+    return higher
+
+
+def tensor_result_dtype(tensors: list[Any]) -> Any:
+    """The dtype PyTorch's elementwise kernels give *tensors* (dimensioned ones before 0-dim
+    ones), for any number of operands (``torch.result_type`` takes two)."""
+    import torch
+
+    dimensioned = [t.dtype for t in tensors if t.dim() > 0]
+    zero_dim = [t.dtype for t in tensors if t.dim() == 0]
+    if not dimensioned or not zero_dim:
+        return functools.reduce(torch.promote_types, dimensioned or zero_dim)
+    return _combine(
+        functools.reduce(torch.promote_types, dimensioned),
+        functools.reduce(torch.promote_types, zero_dim),
+    )
+
+
 def promote(spec: OverloadSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     import torch
 
-    dtypes = [a.dtype for a in args if isinstance(a, torch.Tensor)]
-    if not dtypes:
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if not tensors:
         return None
-    return functools.reduce(torch.promote_types, dtypes)
+    return tensor_result_dtype(tensors)
 
 
 def div(spec: OverloadSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
