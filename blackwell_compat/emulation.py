@@ -16,11 +16,12 @@ Emulation is process-wide, not per thread: on a real affected GPU every thread f
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import config
 
@@ -135,8 +136,6 @@ def activate_from_environment() -> None:
 
 # -- the error ------------------------------------------------------------------------------------
 
-_PROGRAM = b'extern "C" __global__ void blackwell_compat_probe(float* x) { x[0] = 1.0f; }'
-
 
 def _nvrtc_library() -> str | None:
     """The NVRTC library torch would load, as the probe finds it (``None`` if unknown).
@@ -155,65 +154,89 @@ def _nvrtc_library() -> str | None:
     return nvrtc.path if isinstance(nvrtc.path, str) else None
 
 
-def compile_log(arch: str, library: str) -> tuple[int, str]:
+# Run by compile_log() in a child interpreter (``-I -S``: nothing but the standard library):
+# argv = [library, arch]; prints {"result": int, "log": str} or {"error": str} as JSON.
+_COMPILE_CHILD = r"""
+import ctypes, json, sys
+library, arch = sys.argv[1], sys.argv[2]
+try:
+    lib = ctypes.CDLL(library)
+    create, compile_, destroy = (
+        lib.nvrtcCreateProgram, lib.nvrtcCompileProgram, lib.nvrtcDestroyProgram)
+    log_size_fn, log_fn = lib.nvrtcGetProgramLogSize, lib.nvrtcGetProgramLog
+except (OSError, AttributeError) as exc:
+    print(json.dumps({"error": f"{library} is not a usable NVRTC library: {exc}"}))
+    sys.exit(0)
+for fn in (create, compile_, destroy, log_size_fn, log_fn):
+    fn.restype = ctypes.c_int
+program = ctypes.c_void_p()
+source = b'extern "C" __global__ void blackwell_compat_probe(float* x) { x[0] = 1.0f; }'
+code = create(ctypes.byref(program), source, b"blackwell_compat.cu", 0, None, None)
+if code != 0:
+    print(json.dumps({"error": f"nvrtcCreateProgram failed with {code} at {library}"}))
+    sys.exit(0)
+options = (ctypes.c_char_p * 1)(f"--gpu-architecture={arch}".encode())
+result = int(compile_(program, 1, options))
+size = ctypes.c_size_t(0)
+text = ""
+if log_size_fn(program, ctypes.byref(size)) == 0 and size.value > 1:
+    buffer = ctypes.create_string_buffer(size.value)
+    if log_fn(program, buffer) == 0:
+        text = buffer.value.decode(errors="replace")
+destroy(ctypes.byref(program))
+print(json.dumps({"result": result, "log": text}))
+"""
+
+
+def compile_log(arch: str, library: str, *, timeout: float | None = None) -> tuple[int, str]:
     """Compile a tiny program for *arch* with the NVRTC at *library*: ``(result, log)``.
 
-    ``result`` is NVRTC's return code (0 success, 5 ``NVRTC_ERROR_INVALID_OPTION``).  Raises
-    ``OSError`` when the library cannot be loaded or lacks the NVRTC entry points.  The library
-    is unloaded again afterwards (as the probe does), so that compiling never decides which
-    NVRTC a later ``import torch`` binds to.
+    ``result`` is NVRTC's return code (0 success, 5 ``NVRTC_ERROR_INVALID_OPTION``).  The
+    compile runs in a child interpreter under a time limit (the probe's), never in this
+    process: a library that passed the probe's version and arch calls may still crash or hang
+    when it compiles, and that must not take the program down.  Raises ``OSError`` when the
+    child could not compile (not an NVRTC library, a crash, a signal, a hang).
     """
-    import ctypes
+    import json
+    import subprocess
+    import tempfile
 
-    lib = ctypes.CDLL(library)
+    from .probing.isolation import default_timeout
+
+    limit = default_timeout() if timeout is None else timeout
+    command = [sys.executable, "-I", "-S", "-c", _COMPILE_CHILD, library, arch]
     try:
-        return _compile(lib, arch, library)
-    finally:
-        _unload(lib._handle)
-
-
-def _unload(handle: int) -> None:
+        folder = tempfile.gettempdir()
+    except (OSError, RuntimeError):
+        folder = "/"
     try:
-        import _ctypes
-
-        if sys.platform == "win32":
-            _ctypes.FreeLibrary(handle)  # type: ignore[attr-defined]
-        else:
-            _ctypes.dlclose(handle)
-    except Exception:  # pragma: no cover - unloading is best effort
-        pass
-
-
-def _compile(lib: Any, arch: str, library: str) -> tuple[int, str]:
-    import ctypes
-
-    try:
-        create, compile_, destroy = (
-            lib.nvrtcCreateProgram,
-            lib.nvrtcCompileProgram,
-            lib.nvrtcDestroyProgram,
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=limit,
+            cwd=folder,
+            env={"PATH": os.environ.get("PATH", "")},
+            check=False,
         )
-        log_size_fn, log_fn = lib.nvrtcGetProgramLogSize, lib.nvrtcGetProgramLog
-    except AttributeError as exc:
-        raise OSError(f"{library} is not an NVRTC library: {exc}") from exc
-    program = ctypes.c_void_p()
-    create.restype = compile_.restype = destroy.restype = ctypes.c_int
-    code = create(ctypes.byref(program), _PROGRAM, b"blackwell_compat.cu", 0, None, None)
-    if code != 0:
-        raise OSError(f"nvrtcCreateProgram failed with {code} at {library}")
+    except subprocess.TimeoutExpired as exc:
+        raise OSError(f"compiling with {library} did not finish within {limit:g} s") from exc
+    except OSError as exc:
+        raise OSError(f"could not start a process to compile with {library}: {exc}") from exc
+    if done.returncode != 0:
+        how = (
+            f"was killed by signal {-done.returncode}"
+            if done.returncode < 0
+            else f"exited with status {done.returncode}"
+        )
+        raise OSError(f"the process compiling with {library} {how}")
     try:
-        option = f"--gpu-architecture={arch}".encode()
-        options = (ctypes.c_char_p * 1)(option)
-        result = int(compile_(program, 1, options))
-        size = ctypes.c_size_t(0)
-        log_text = ""
-        if log_size_fn(program, ctypes.byref(size)) == 0 and size.value > 1:
-            buffer = ctypes.create_string_buffer(size.value)
-            if log_fn(program, buffer) == 0:
-                log_text = buffer.value.decode(errors="replace")
-        return result, log_text
-    finally:
-        destroy(ctypes.byref(program))
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+        if "error" in answer:
+            raise OSError(str(answer["error"]))
+        return int(answer["result"]), str(answer["log"])
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        raise OSError(f"the process compiling with {library} gave no answer") from exc
 
 
 def real_nvrtc_log(arch: str, library: str | None = None) -> tuple[str, str] | None:

@@ -8,10 +8,11 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
-from support import jit_samples
+from support import jit_samples, native_fakes
 
 import blackwell_compat as bc
 from blackwell_compat import dispatch, emulation, inventory
@@ -341,3 +342,27 @@ def test_message_uses_the_real_log_when_available(
     with bc.emulate("sm_121"):
         text = _raises_nvrtc(lambda: torch.tensor([1 + 1j]).exp())
     assert "log produced by compiling for sm_121" in text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF libraries")
+def test_an_nvrtc_that_crashes_when_compiling_never_takes_the_program_down(
+    tmp_path: Path,
+) -> None:
+    """The real-log reproduction compiles in a child process: a library that passed the
+    probe's version and arch calls but segfaults in nvrtcCompileProgram becomes a fallback
+    message (before, it was loaded and called in the user's process and killed it)."""
+    crashing = native_fakes.build(
+        "fake_nvrtc.c", tmp_path / "crash" / "libnvrtc.so.13", "COMPILE_SEGV"
+    )
+    working = native_fakes.build("fake_nvrtc.c", tmp_path / "ok" / "libnvrtc.so.13")
+    with pytest.raises(OSError, match="killed by signal"):
+        emulation.compile_log("sm_121", str(crashing))
+    assert emulation.real_nvrtc_log("sm_121", str(crashing)) is None
+    result, log = emulation.compile_log("sm_121", str(working))
+    assert result == emulation.NVRTC_ERROR_INVALID_OPTION and NVRTC_LINE in log
+    real = emulation.real_nvrtc_log("sm_121", str(working))
+    assert real is not None and NVRTC_LINE in real[0]
+    # Nothing of either library was mapped into this process.
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        mapped = maps.read()
+    assert str(crashing) not in mapped and str(working) not in mapped

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -429,3 +430,39 @@ def test_read_only_cache_folder_falls_back_to_a_private_temporary_store(tmp_path
     assert (fallback.parent.stat().st_mode & 0o777) == 0o700
     monkeypatch.setattr(isolation, "run_test_child", _refuse)
     assert read_nvrtc(library).version == (13, 0)
+
+
+# -- an unusual process environment ---------------------------------------------------------------
+
+
+def _no_home():
+    raise RuntimeError("Could not determine home directory")
+
+
+@linux_only
+def test_no_home_folder_falls_back_to_the_temporary_folder(tmp_path, monkeypatch):
+    """A container run with an arbitrary uid has no HOME and no passwd entry: Path.home()
+    raises.  Before, the whole probe failed there ("the platform probe failed") and apply()
+    patched nothing on an affected GPU."""
+    monkeypatch.delenv(isolation.CACHE_DIR_VARIABLE, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(_no_home))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert isolation.cache_dir() == tmp_path / ".cache" / "blackwell-compat"
+    _, library = native_fakes.nvrtc_site(tmp_path / "ok")
+    info = read_nvrtc(library, retest=True)
+    assert info.error is None and info.version == (13, 0)
+
+
+@linux_only
+def test_no_writable_temporary_folder_is_no_exception(tmp_path, store, monkeypatch):
+    """Test processes start in the file-system root when no temporary folder can be made;
+    before, run_test_child and the doctor's run_child raised FileNotFoundError."""
+    from blackwell_compat.doctor import process
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    _, library = native_fakes.nvrtc_site(tmp_path / "ok")
+    outcome = isolation.run_test_child("nvrtc", str(library), SHORT)
+    assert outcome.failure is None, outcome
+    result = process.run_child(["-c", "import os; print(os.getcwd())"], timeout=SHORT)
+    assert result.error is None and result.stdout_tail.strip() == os.path.abspath(os.sep)

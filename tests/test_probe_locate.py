@@ -337,6 +337,19 @@ def test_probe_under_python_c_reports_the_cwd_library_and_never_loads_it(tmp_pat
 @pytest.mark.parametrize("command", [["list", "--json"], ["doctor", "--json", "--timeout", "120"]])
 def test_cli_in_a_folder_with_a_planted_nvrtc_never_loads_it(tmp_path, command):
     work, library, marker = planted(tmp_path)
+    # ... nor runs a planted ptxas (the doctor's Triton check runs ptxas binaries): a ./triton
+    # package with a bundled one, and a ./nvidia/cu13/bin/ptxas like the pip wheels' layout.
+    ptxas_marker = tmp_path / "ptxas-ran"
+    (work / "triton").mkdir()
+    (work / "triton" / "__init__.py").write_text("")
+    for where in (
+        work / "triton" / "backends" / "nvidia" / "bin",
+        work / "nvidia" / "cu13" / "bin",
+    ):
+        where.mkdir(parents=True, exist_ok=True)
+        script = where / "ptxas"
+        script.write_text(f"#!/bin/sh\necho ran > '{ptxas_marker}'\necho ptxas\n")
+        script.chmod(0o755)
     done = subprocess.run(
         [sys.executable, "-m", "blackwell_compat", *command],
         cwd=work,
@@ -349,6 +362,7 @@ def test_cli_in_a_folder_with_a_planted_nvrtc_never_loads_it(tmp_path, command):
     assert done.returncode in (0, 1), done.stderr
     json.loads(done.stdout)
     assert not marker.exists(), "a library in the working directory was loaded"
+    assert not ptxas_marker.exists(), "a ptxas in the working directory was run"
     if command[0] == "doctor":
         report = json.loads(done.stdout)
         nvrtc = report["platform"]["nvrtc"]

@@ -356,3 +356,19 @@ def test_a_nul_byte_in_an_argument_cannot_be_executed(monkeypatch, capsys):
 def test_a_strategy_option_given_twice_is_refused():
     with pytest.raises(ConfigError, match="given twice"):
         run_cmd.build_environment(clean_env(), strategies=["torchaudio=cpu", "torchaudio=real"])
+
+
+def test_usage_errors_name_the_command_the_user_typed():
+    """Started as the console script, the usage line says ``blackwell-compat run``."""
+    code = (
+        "import sys\n"
+        "sys.argv[0] = '/usr/local/bin/blackwell-compat'\n"
+        "from blackwell_compat.cli import main\n"
+        "sys.exit(main(['run', '--', '']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert "usage: blackwell-compat run [options] -- COMMAND" in done.stderr
+    assert "python -m blackwell_compat" not in done.stderr

@@ -26,6 +26,8 @@ from ..errors import ConfigError
 
 
 def add_parser(subparsers: Any) -> None:
+    from . import program_name
+
     parser = subparsers.add_parser(
         "audit",
         help="run a program on the CPU as if on an affected GPU and list every Jiterator call",
@@ -37,8 +39,8 @@ def add_parser(subparsers: Any) -> None:
             "docs/audit.md for how to read the report."
         ),
         epilog=(
-            "Examples: python -m blackwell_compat audit -- infer.py --text hello; "
-            "python -m blackwell_compat audit --fix --json -m mypackage.cli. "
+            f"Examples: {program_name()} audit -- infer.py --text hello; "
+            f"{program_name()} audit --fix --json -m mypackage.cli. "
             "Exit status: 1 when a call site would fail on the emulated GPU (after --fix: "
             "when one remains); else 3 when a process of the program could not be audited; "
             "else the program's own exit code; 2 for a usage error."

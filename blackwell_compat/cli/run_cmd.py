@@ -41,8 +41,8 @@ def add_parser(subparsers: Any) -> None:
             "process id and the exit status (a death by signal included) are COMMAND's own."
         ),
         epilog=(
-            "Examples: python -m blackwell_compat run -- python serve.py --port 8000; "
-            "python -m blackwell_compat run --emulate sm_121 -- pytest tests/. "
+            f"Examples: {_program()} run -- python serve.py --port 8000; "
+            f"{_program()} run --emulate sm_121 -- pytest tests/. "
             "Exit status: COMMAND's; 2 for a usage error (nothing is run); 126 when COMMAND "
             "cannot be executed, 127 when it is not found."
         ),
@@ -243,13 +243,20 @@ def _bad_command_word(word: str) -> str:
     return ""
 
 
+def _program() -> str:
+    """How the user started us (``blackwell-compat`` or ``python -m blackwell_compat``)."""
+    from . import program_name
+
+    return program_name()
+
+
 def run(args: argparse.Namespace) -> int:
     from ..autostart import HOOK_FILENAME, hook_installed, site_directories
 
     command = _command(args)
     if not command:
         print(
-            "blackwell-compat: run: no command given; usage: python -m blackwell_compat run "
+            f"blackwell-compat: run: no command given; usage: {_program()} run "
             "[options] -- COMMAND [ARGS...]",
             file=sys.stderr,
         )
@@ -257,8 +264,7 @@ def run(args: argparse.Namespace) -> int:
     bad = _bad_command_word(command[0])
     if bad:
         print(
-            f"blackwell-compat: run: {bad}; usage: python -m blackwell_compat run [options] "
-            "-- COMMAND [ARGS...]",
+            f"blackwell-compat: run: {bad}; usage: {_program()} run [options] -- COMMAND [ARGS...]",
             file=sys.stderr,
         )
         return 2

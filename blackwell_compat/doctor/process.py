@@ -162,7 +162,12 @@ def run_child(
     """
     argv = (python or sys.executable, *args)
     started = time.monotonic()
-    scratch = tempfile.mkdtemp(prefix="bc-doctor-child-") if cwd is None else None
+    scratch = None
+    if cwd is None:
+        try:
+            scratch = tempfile.mkdtemp(prefix="bc-doctor-child-")
+        except (OSError, RuntimeError):  # no writable temporary folder: the file-system root
+            cwd = os.path.abspath(os.sep)
     try:
         return _run(argv, started, timeout, env, cwd or scratch)
     finally:

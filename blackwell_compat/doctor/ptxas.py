@@ -14,6 +14,7 @@ binary bundled with triton.
 from __future__ import annotations
 
 import glob
+import importlib.machinery
 import importlib.util
 import os
 import re
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..config import arch_to_capability
+from ..probing.locate import is_working_directory
 
 PTXAS_ENV = "TRITON_PTXAS_PATH"
 PTXAS_BLACKWELL_ENV = "TRITON_PTXAS_BLACKWELL_PATH"
@@ -159,9 +161,15 @@ def probe_tool(
     )
 
 
+def _search_path() -> list[str]:
+    """``sys.path`` without the working directory: binaries the doctor runs are never taken
+    from there (``python -m`` puts it first, where a planted ``./triton`` would win)."""
+    return [entry for entry in sys.path if not is_working_directory(entry)]
+
+
 def _triton_dir() -> str | None:
     try:
-        spec = importlib.util.find_spec("triton")
+        spec = importlib.machinery.PathFinder.find_spec("triton", _search_path())
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
@@ -282,7 +290,7 @@ def find_ptxas_binaries(env: Mapping[str, str] | None = None) -> list[str]:
     if os.name == "posix":
         candidates += sorted(glob.glob("/usr/local/cuda*/bin/ptxas"), reverse=True)
         candidates.append("/opt/cuda/bin/ptxas")
-    for entry in sys.path:
+    for entry in _search_path():
         if not entry or not os.path.isdir(entry):
             continue
         for sub in ("cuda_nvcc", "cu13", "cu12"):

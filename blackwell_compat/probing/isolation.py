@@ -65,11 +65,28 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     if explicit:
         return Path(explicit).expanduser()
     if sys.platform == "win32":
-        base = source.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        base = source.get("LOCALAPPDATA") or str(_home() / "AppData" / "Local")
         return Path(base) / "blackwell-compat" / "cache"
     xdg = source.get("XDG_CACHE_HOME", "").strip()
-    base_dir = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    base_dir = Path(xdg) if xdg and os.path.isabs(xdg) else _home() / ".cache"
     return base_dir / "blackwell-compat"
+
+
+def _home() -> Path:
+    """The home folder, or the temporary folder where there is none (a container run with an
+    arbitrary uid and no ``HOME``: ``Path.home()`` raises there)."""
+    try:
+        return Path.home()
+    except (RuntimeError, KeyError, OSError):
+        return Path(_temp_root())
+
+
+def _temp_root() -> str:
+    """The temporary folder, or the file-system root where none can be found."""
+    try:
+        return tempfile.gettempdir()
+    except (OSError, RuntimeError):
+        return os.path.abspath(os.sep)
 
 
 def default_timeout(env: Mapping[str, str] | None = None) -> float:
@@ -101,7 +118,7 @@ def _store_paths() -> list[Path]:
     writable store every process tests afresh (correct, slower)."""
     paths = [cache_dir() / _STORE_NAME]
     if hasattr(os, "getuid") and not os.environ.get(CACHE_DIR_VARIABLE, "").strip():
-        paths.append(Path(tempfile.gettempdir()) / f"blackwell-compat-{os.getuid()}" / _STORE_NAME)
+        paths.append(Path(_temp_root()) / f"blackwell-compat-{os.getuid()}" / _STORE_NAME)
     return paths
 
 
@@ -251,7 +268,10 @@ def run_test_child(kind: str, target: str, timeout: float) -> ChildOutcome:
     )
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
     started = time.monotonic()
-    workdir = tempfile.mkdtemp(prefix="bc-native-test-")
+    try:
+        workdir: str | None = tempfile.mkdtemp(prefix="bc-native-test-")
+    except (OSError, RuntimeError):
+        workdir = None  # no writable temporary folder: start in the file-system root
     try:
         try:
             proc = subprocess.Popen(
@@ -259,7 +279,7 @@ def run_test_child(kind: str, target: str, timeout: float) -> ChildOutcome:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                cwd=workdir,
+                cwd=workdir or os.path.abspath(os.sep),
                 env=env,
                 start_new_session=os.name == "posix",
             )
@@ -289,7 +309,8 @@ def run_test_child(kind: str, target: str, timeout: float) -> ChildOutcome:
             failure = f"did not finish within {timeout:g} s (killed; it hung or was too slow)"
     finally:
         try:
-            os.rmdir(workdir)
+            if workdir is not None:
+                os.rmdir(workdir)
         except OSError:
             pass
     seconds = time.monotonic() - started

@@ -160,7 +160,7 @@ def _loaded_nvrtc() -> list[str]:
     return seen
 
 
-def _is_working_directory(entry: str) -> bool:
+def is_working_directory(entry: str) -> bool:
     """Whether a ``sys.path`` entry is the working directory (``''`` or the cwd itself)."""
     if entry == "":
         return True
@@ -284,7 +284,7 @@ def _linux_search(
         # ``python -m``) is searched as torch would, flagged, and never loaded by the probe.
         cli = _running_as_cli()
         for position, entry in enumerate(search_path):
-            in_cwd = _is_working_directory(entry)
+            in_cwd = is_working_directory(entry)
             if not os.path.isdir(entry or "."):
                 continue
             found: list[str] = []

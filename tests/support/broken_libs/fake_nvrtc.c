@@ -6,7 +6,10 @@
  *   CTOR_MARKER=""  the constructor writes that file (proves the library was loaded)
  *   CALL_SEGV       nvrtcVersion dereferences NULL
  *   CALL_HANG       nvrtcVersion never returns
- * Without a fault it reports NVRTC 13.0 with a short arch list.
+ *   COMPILE_SEGV    nvrtcCompileProgram dereferences NULL (the library passes the probe's
+ *                   version and arch calls, then crashes when something compiles with it)
+ * Without a fault it reports NVRTC 13.0 with a short arch list, and compiling for an arch
+ * outside that list fails as NVRTC does, with its log line.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -54,6 +57,41 @@ int nvrtcGetNumSupportedArchs(int *count) {
 
 int nvrtcGetSupportedArchs(int *out) {
     for (unsigned i = 0; i < sizeof archs / sizeof archs[0]; i++) out[i] = archs[i];
+    return 0;
+}
+
+static const char log_line[] = "nvrtc: error: invalid value for --gpu-architecture (-arch)\n";
+
+int nvrtcCreateProgram(void **program, const char *src, const char *name, int n,
+                       const char *const *headers, const char *const *names) {
+    (void)src; (void)name; (void)n; (void)headers; (void)names;
+    static int dummy;
+    *program = &dummy;
+    return 0;
+}
+
+int nvrtcCompileProgram(void *program, int n, const char *const *options) {
+    (void)program; (void)n; (void)options;
+#ifdef COMPILE_SEGV
+    *(volatile int *)0 = 1;
+#endif
+    return 5; /* NVRTC_ERROR_INVALID_OPTION */
+}
+
+int nvrtcDestroyProgram(void **program) {
+    *program = 0;
+    return 0;
+}
+
+int nvrtcGetProgramLogSize(void *program, size_t *size) {
+    (void)program;
+    *size = sizeof log_line;
+    return 0;
+}
+
+int nvrtcGetProgramLog(void *program, char *out) {
+    (void)program;
+    for (unsigned i = 0; i < sizeof log_line; i++) out[i] = log_line[i];
     return 0;
 }
 
