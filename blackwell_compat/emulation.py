@@ -16,7 +16,6 @@ Emulation is process-wide, not per thread: on a real affected GPU every thread f
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -154,89 +153,28 @@ def _nvrtc_library() -> str | None:
     return nvrtc.path if isinstance(nvrtc.path, str) else None
 
 
-# Run by compile_log() in a child interpreter (``-I -S``: nothing but the standard library):
-# argv = [library, arch]; prints {"result": int, "log": str} or {"error": str} as JSON.
-_COMPILE_CHILD = r"""
-import ctypes, json, sys
-library, arch = sys.argv[1], sys.argv[2]
-try:
-    lib = ctypes.CDLL(library)
-    create, compile_, destroy = (
-        lib.nvrtcCreateProgram, lib.nvrtcCompileProgram, lib.nvrtcDestroyProgram)
-    log_size_fn, log_fn = lib.nvrtcGetProgramLogSize, lib.nvrtcGetProgramLog
-except (OSError, AttributeError) as exc:
-    print(json.dumps({"error": f"{library} is not a usable NVRTC library: {exc}"}))
-    sys.exit(0)
-for fn in (create, compile_, destroy, log_size_fn, log_fn):
-    fn.restype = ctypes.c_int
-program = ctypes.c_void_p()
-source = b'extern "C" __global__ void blackwell_compat_probe(float* x) { x[0] = 1.0f; }'
-code = create(ctypes.byref(program), source, b"blackwell_compat.cu", 0, None, None)
-if code != 0:
-    print(json.dumps({"error": f"nvrtcCreateProgram failed with {code} at {library}"}))
-    sys.exit(0)
-options = (ctypes.c_char_p * 1)(f"--gpu-architecture={arch}".encode())
-result = int(compile_(program, 1, options))
-size = ctypes.c_size_t(0)
-text = ""
-if log_size_fn(program, ctypes.byref(size)) == 0 and size.value > 1:
-    buffer = ctypes.create_string_buffer(size.value)
-    if log_fn(program, buffer) == 0:
-        text = buffer.value.decode(errors="replace")
-destroy(ctypes.byref(program))
-print(json.dumps({"result": result, "log": text}))
-"""
-
-
 def compile_log(arch: str, library: str, *, timeout: float | None = None) -> tuple[int, str]:
     """Compile a tiny program for *arch* with the NVRTC at *library*: ``(result, log)``.
 
     ``result`` is NVRTC's return code (0 success, 5 ``NVRTC_ERROR_INVALID_OPTION``).  The
-    compile runs in a child interpreter under a time limit (the probe's), never in this
-    process: a library that passed the probe's version and arch calls may still crash or hang
-    when it compiles, and that must not take the program down.  Raises ``OSError`` when the
-    child could not compile (not an NVRTC library, a crash, a signal, a hang).
+    compile runs in the probe's test process (:func:`~blackwell_compat.probing.isolation.
+    run_test_child`: own interpreter, time limit), never in this process: a library that passed
+    the probe's version and arch calls may still crash or hang when it compiles, and that must
+    not take the program down.  Raises ``OSError`` when it could not compile (not an NVRTC
+    library, a crash, a signal, a hang).
     """
-    import json
-    import subprocess
-    import tempfile
-
-    from .probing.isolation import default_timeout
+    from .probing.isolation import default_timeout, run_test_child
 
     limit = default_timeout() if timeout is None else timeout
-    command = [sys.executable, "-I", "-S", "-c", _COMPILE_CHILD, library, arch]
-    try:
-        folder = tempfile.gettempdir()
-    except (OSError, RuntimeError):
-        folder = "/"
-    try:
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=limit,
-            cwd=folder,
-            env={"PATH": os.environ.get("PATH", "")},
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise OSError(f"compiling with {library} did not finish within {limit:g} s") from exc
-    except OSError as exc:
-        raise OSError(f"could not start a process to compile with {library}: {exc}") from exc
-    if done.returncode != 0:
-        how = (
-            f"was killed by signal {-done.returncode}"
-            if done.returncode < 0
-            else f"exited with status {done.returncode}"
-        )
-        raise OSError(f"the process compiling with {library} {how}")
-    try:
-        answer = json.loads(done.stdout.strip().splitlines()[-1])
-        if "error" in answer:
-            raise OSError(str(answer["error"]))
-        return int(answer["result"]), str(answer["log"])
-    except (ValueError, IndexError, KeyError, TypeError) as exc:
-        raise OSError(f"the process compiling with {library} gave no answer") from exc
+    outcome = run_test_child("compile", library, limit, arch)
+    answer = outcome.result
+    if outcome.failure is not None:
+        raise OSError(f"the process compiling with {library} {outcome.what_happened()}")
+    if answer is None:
+        raise OSError(f"the process compiling with {library} gave no answer")
+    if "error" in answer:
+        raise OSError(str(answer["error"]))
+    return int(answer["result"]), str(answer["log"])
 
 
 def real_nvrtc_log(arch: str, library: str | None = None) -> tuple[str, str] | None:

@@ -258,8 +258,10 @@ def _emit(record: Mapping[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def run_test_child(kind: str, target: str, timeout: float) -> ChildOutcome:
-    """Load and read one library in a child interpreter; never raises, never hangs."""
+def run_test_child(kind: str, target: str, timeout: float, *extra: str) -> ChildOutcome:
+    """Load and read one library in a child interpreter; never raises, never hangs.
+
+    *kind* is ``nvrtc``, ``nvml`` or ``compile`` (*extra*: the arch to compile for)."""
     code = (
         "import sys\n"
         f"sys.path.append({_package_root()!r})\n"
@@ -275,7 +277,7 @@ def run_test_child(kind: str, target: str, timeout: float) -> ChildOutcome:
     try:
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", code, kind, target],
+                [sys.executable, "-I", "-S", "-c", code, kind, target, *extra],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -356,6 +358,8 @@ def child_main(args: Sequence[str]) -> int:
     elif kind == "nvml":
         driver, gpus = nvml.read_nvml_here(target or None)
         _emit({"result": {"driver": driver.as_dict(), "gpus": [g.as_dict() for g in gpus]}})
+    elif kind == "compile" and len(args) > 2:
+        _emit({"result": nvrtc.compile_here(target, args[2])})
     else:
         sys.stderr.write(f"unknown kind {kind!r}\n")
         return 2

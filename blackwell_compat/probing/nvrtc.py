@@ -270,6 +270,46 @@ def info_from_dict(data: Mapping[str, Any], *, path: str, source: str) -> NvrtcI
     )
 
 
+_PROGRAM = b'extern "C" __global__ void blackwell_compat_probe(float* x) { x[0] = 1.0f; }'
+
+
+def compile_here(path: str, arch: str) -> dict[str, Any]:
+    """Compile a tiny program for *arch* with the NVRTC at *path*, in this very process (the
+    test child runs it; see :func:`blackwell_compat.emulation.compile_log`):
+    ``{"result": code, "log": text}``, or ``{"error": text}`` when it is not a usable NVRTC."""
+    try:
+        _step(f"loading {path}")
+        lib = ctypes.CDLL(path)
+        create, compile_, destroy = (
+            lib.nvrtcCreateProgram,
+            lib.nvrtcCompileProgram,
+            lib.nvrtcDestroyProgram,
+        )
+        log_size_fn, log_fn = lib.nvrtcGetProgramLogSize, lib.nvrtcGetProgramLog
+    except (OSError, AttributeError) as exc:
+        return {"error": f"{path} is not a usable NVRTC library: {exc}"}
+    for fn in (create, compile_, destroy, log_size_fn, log_fn):
+        fn.restype = ctypes.c_int
+    program = ctypes.c_void_p()
+    _step("calling nvrtcCreateProgram")
+    code = create(ctypes.byref(program), _PROGRAM, b"blackwell_compat.cu", 0, None, None)
+    if code != 0:
+        return {"error": f"nvrtcCreateProgram failed with {code} at {path}"}
+    try:
+        options = (ctypes.c_char_p * 1)(f"--gpu-architecture={arch}".encode())
+        _step("calling nvrtcCompileProgram")
+        result = int(compile_(program, 1, options))
+        size = ctypes.c_size_t(0)
+        text = ""
+        if log_size_fn(program, ctypes.byref(size)) == 0 and size.value > 1:
+            buffer = ctypes.create_string_buffer(size.value)
+            if log_fn(program, buffer) == 0:
+                text = buffer.value.decode(errors="replace")
+        return {"result": result, "log": text}
+    finally:
+        destroy(ctypes.byref(program))
+
+
 def read_nvrtc_here(path: str | os.PathLike[str], *, source: str = "") -> NvrtcInfo:
     """:func:`read_nvrtc` in this very process (the test child uses it)."""
     text = os.fspath(path)
