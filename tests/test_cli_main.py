@@ -7,18 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from support.environ import clean_env
 
 CLI = [sys.executable, "-m", "blackwell_compat"]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("BLACKWELL_COMPAT_", "_BLACKWELL_COMPAT_"))
-    }
-    env.update(extra)
-    return env
 
 
 def cli(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:

@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from support.environ import clean_env
 
 from blackwell_compat.cli import run_cmd
 from blackwell_compat.engine import known_names
@@ -17,16 +18,6 @@ from blackwell_compat.errors import ConfigError
 
 RUN = [sys.executable, "-m", "blackwell_compat", "run"]
 POSIX = os.name == "posix"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("BLACKWELL_COMPAT_", "_BLACKWELL_COMPAT_"))
-    }
-    env.update(extra)
-    return env
 
 
 def run(
