@@ -36,7 +36,8 @@ from typing import Any
 import torch
 
 import blackwell_compat as bc
-from blackwell_compat import dispatch, emulation
+from blackwell_compat import emulation
+from blackwell_compat.ops import dispatcher as dispatch
 
 
 def build_model(layers: int, hidden: int) -> Any:

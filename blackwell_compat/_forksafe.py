@@ -29,12 +29,10 @@ LOCKS: tuple[tuple[str, str], ...] = (
     ("blackwell_compat.autostart", "_lock"),
     ("blackwell_compat.engine", "_lock"),
     ("blackwell_compat.patches.coqui_tts", "_allow_lock"),
-    ("blackwell_compat.emulation", "_lock"),
-    ("blackwell_compat.dispatch", "_lock"),
+    ("blackwell_compat.state", "lock"),
     ("blackwell_compat.spectral", "_lock"),
     ("blackwell_compat.probing.platform", "_lock"),
     ("blackwell_compat.probing.isolation", "_store_lock"),
-    ("blackwell_compat.devices", "_lock"),
 )
 
 #: How long a fork waits, in all, for other threads to leave the package's critical sections.

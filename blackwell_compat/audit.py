@@ -1,7 +1,7 @@
 """``audit``: run a program on the CPU as if on an affected GPU and list every Jiterator call site.
 
 The program runs in this interpreter under :func:`blackwell_compat.emulate` with a recorder in
-the dispatcher (:func:`blackwell_compat.dispatch.set_recorder`): every call that would compile
+the dispatcher (:func:`blackwell_compat.ops.dispatcher.set_recorder`): every call that would compile
 a Jiterator kernel on the emulated GPU is recorded (op, dtype, shapes, the first stack frame
 outside torch and blackwell-compat) and then computed with PyTorch's own CPU kernel, so the
 program continues with the correct result and one run lists every site.
@@ -271,7 +271,7 @@ def _short(path: str) -> str:
 
 
 class Recorder:
-    """Collects the dispatcher's :class:`~blackwell_compat.dispatch.JitCall` records by site."""
+    """Collects the dispatcher's :class:`~blackwell_compat.ops.spec.JitCall` records by site."""
 
     MAX_SHAPES = 5
 
@@ -591,7 +591,7 @@ def join_from_environment() -> bool:
     spool = os.environ.get(AUDIT_VARIABLE, "")
     if not spool or not os.path.isdir(spool) or _current is not None:
         return False
-    from . import dispatch
+    from .ops import dispatcher as dispatch
 
     recorder = Recorder()
     process = _Process(spool, recorder, root=False)
@@ -805,7 +805,8 @@ def run(
     ``on_exit(report)`` receives the report first (the command line prints it) and the process
     ends with the report's exit status; without it, with status *n*, as the program asked.
     """
-    from . import config, dispatch, emulation, engine
+    from . import config, emulation, engine
+    from .ops import dispatcher as dispatch
 
     arch = config.parse_arch(arch, source="audit --arch")
     check_target(target)

@@ -10,47 +10,41 @@ other GPUs reach the original kernels.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-from . import emulation
-
-_lock = threading.Lock()
-_forced = False
-_cuda_verdicts: dict[int, bool] = {}
+from . import state
+from .config import capability_to_arch
+from .probing import probe
 
 
 def set_forced(value: bool) -> None:
-    global _forced
-    _forced = bool(value)
+    with state.lock:
+        state.forced = bool(value)
 
 
 def is_forced() -> bool:
-    return _forced
+    return state.forced
 
 
 def forget_cuda_verdicts() -> None:
-    with _lock:
-        _cuda_verdicts.clear()
+    with state.lock:
+        state.cuda_verdicts.clear()
 
 
 def cuda_device_affected(index: int) -> bool:
     """Whether the Jiterator cannot compile for CUDA device *index* (torch numbering)."""
-    with _lock:
-        cached = _cuda_verdicts.get(index)
+    with state.lock:
+        cached = state.cuda_verdicts.get(index)
     if cached is not None:
         return cached
-    import torch
-
-    from .config import capability_to_arch
-    from .probing import probe
+    import torch  # only asked about tensors, so torch is imported already
 
     major, minor = torch.cuda.get_device_capability(index)
     arch = capability_to_arch(major, minor)
     nvrtc = probe().nvrtc
     verdict = nvrtc.jiterator_fails_for(arch)
-    with _lock:
-        _cuda_verdicts[index] = verdict
+    with state.lock:
+        state.cuda_verdicts[index] = verdict
     return verdict
 
 
@@ -58,12 +52,12 @@ def device_targeted(device: Any) -> bool:
     """Whether ops on *device* (a ``torch.device``) must avoid the Jiterator."""
     kind = device.type
     if kind == "cuda":
-        if _forced:
+        if state.forced:
             return True
         index = device.index if device.index is not None else 0
         return cuda_device_affected(index)
     if kind == "cpu":
-        return emulation.is_active()
+        return state.emulation_active()
     return False
 
 

@@ -1,15 +1,15 @@
 """``bc.emulate()``: make CPU tensors fail the way they fail on an affected GPU.
 
 Inside ``with bc.emulate("sm_121"):`` (or with ``BLACKWELL_COMPAT_EMULATE=sm_121`` in the
-environment) every op/dtype pair of the Jiterator inventory (:mod:`blackwell_compat.inventory`)
+environment) every op/dtype pair of the Jiterator inventory (:mod:`blackwell_compat.ops.inventory`)
 raises, for CPU tensors, the ``RuntimeError`` PyTorch raises on a GPU whose architecture the
 loaded NVRTC does not know.  Other ops, other dtypes and empty tensors keep working.  While
 emulation is active the probe reports the emulated GPU as affected, so ``bc.apply()`` applies
 the op guard, and the guard treats CPU tensors as living on the affected device.
 
-This module keeps the emulation state and must stay cheap to import (the probe reads it).  The
-dispatcher kernels live in :mod:`blackwell_compat.dispatch` and are installed when torch is (or
-gets) imported, and removed again when the last emulation ends.
+The emulation state lives in :mod:`blackwell_compat.state` (the probe reads it there).  The
+dispatcher kernels live in :mod:`blackwell_compat.ops` and are installed when torch is (or gets)
+imported, and removed again when the last emulation ends.
 
 Emulation is process-wide, not per thread: on a real affected GPU every thread fails.
 """
@@ -17,79 +17,38 @@ Emulation is process-wide, not per thread: on a real affected GPU every thread f
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING
 
-from . import config
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .dispatch import JitCall
-
-_lock = threading.RLock()
-_stack: list[str] = []
-_env_arch: str | None = None
-"""The architecture ``BLACKWELL_COMPAT_EMULATE`` named when it was read (once, at activation):
-a program that changes the variable later changes nothing here."""
-
-
-class _ThreadState(threading.local):
-    depth = 0  # per-thread suspension depth, see suspended(); a class default keeps reads fast
-
-
-_local = _ThreadState()
+from . import config, state
+from .errors import NVRTC_ARCH_ERROR_LINE
+from .ops import dispatcher, kernel
+from .ops.spec import JitCall
+from .probing import probe
+from .probing.isolation import default_timeout, run_test_child
 
 #: The line NVRTC writes when it does not know the requested architecture.
-NVRTC_ERROR_LINE = "nvrtc: error: invalid value for --gpu-architecture (-arch)"
+NVRTC_ERROR_LINE = NVRTC_ARCH_ERROR_LINE
 #: nvrtcResult code for that failure (NVRTC_ERROR_INVALID_OPTION).
 NVRTC_ERROR_INVALID_OPTION = 5
 
-# arch -> (log, library path) or None when no NVRTC could reproduce the failure
+# arch@library -> (log, library path) or None when that NVRTC could not reproduce the failure.
+# A memo of facts about library files (guarded by state.lock), not process state a test resets.
 _compile_cache: dict[str, tuple[str, str] | None] = {}
 
-
-def current_arch() -> str | None:
-    """The emulated architecture in force, or ``None``.
-
-    Emulation is process-wide (not per thread): on a real affected GPU every thread fails.
-    A thread inside :func:`suspended` sees no emulation.
-    """
-    if _local.depth:
-        return None
-    with _lock:
-        if _stack:
-            return _stack[-1]
-    return _env_arch
-
-
-def is_active() -> bool:
-    """Whether emulation is on (called for every intercepted op: no lock on the fast path)."""
-    if _local.depth:
-        return False
-    return bool(_stack) or _env_arch is not None
-
-
-@contextmanager
-def suspended() -> Iterator[None]:
-    """In the calling thread only, run the block as if no emulation were active.
-
-    For code that stands for work done on the real CPU while the CPU plays the affected GPU:
-    the ``cpu`` strategies of the targeted patches compute their reference result inside it.
-    Other threads keep emulating.  Blocks nest.
-    """
-    _local.depth += 1
-    try:
-        yield
-    finally:
-        _local.depth -= 1
+#: The emulated architecture in force, or ``None`` (see :func:`.state.emulated_arch`).
+current_arch = state.emulated_arch
+#: Whether emulation is on (called for every intercepted op: no lock on the fast path).
+is_active = state.emulation_active
+#: In the calling thread only, run the block as if no emulation were active.  For code that
+#: stands for work done on the real CPU while the CPU plays the affected GPU: the ``cpu``
+#: strategies of the targeted patches compute their reference result inside it.
+suspended = state.suspended
 
 
 def _sync_kernels() -> None:
     """Install the emulation kernels now, or when torch is imported; remove unused ones."""
-    from . import dispatch
-
-    dispatch.ensure_installed_when_torch_imported()
+    dispatcher.ensure_installed_when_torch_imported()
 
 
 def emulate(arch: str = "sm_121") -> AbstractContextManager[str]:
@@ -105,31 +64,29 @@ def emulate(arch: str = "sm_121") -> AbstractContextManager[str]:
 
 @contextmanager
 def _emulation(normalised: str) -> Iterator[str]:
-    with _lock:
-        _stack.append(normalised)
+    stack = state.emulation_stack
+    with state.lock:
+        stack.append(normalised)
     try:
         _sync_kernels()
         yield normalised
     finally:
-        with _lock:
+        with state.lock:
             # Remove the innermost occurrence: blocks may nest with the same arch.
-            for i in range(len(_stack) - 1, -1, -1):
-                if _stack[i] == normalised:
-                    del _stack[i]
+            for i in range(len(stack) - 1, -1, -1):
+                if stack[i] == normalised:
+                    del stack[i]
                     break
         if "torch" in sys.modules:
-            from . import dispatch
-
-            dispatch.sync()
+            dispatcher.sync()
 
 
 def activate_from_environment() -> None:
     """Turn on emulation for the whole process from ``BLACKWELL_COMPAT_EMULATE``."""
-    global _env_arch
     arch = config.emulated_arch_from_env()  # raises ConfigError when malformed
     if arch is None:
         return
-    _env_arch = arch
+    state.env_arch = arch
     _sync_kernels()
 
 
@@ -143,8 +100,6 @@ def _nvrtc_library() -> str | None:
     survived, is returned: a crashing, hanging or working-directory library is never loaded here.
     """
     try:
-        from .probing import probe
-
         nvrtc = probe().nvrtc
     except Exception:  # the probe never raises by contract; be safe anyway
         return None
@@ -163,8 +118,6 @@ def compile_log(arch: str, library: str, *, timeout: float | None = None) -> tup
     not take the program down.  Raises ``OSError`` when it could not compile (not an NVRTC
     library, a crash, a signal, a hang).
     """
-    from .probing.isolation import default_timeout, run_test_child
-
     limit = default_timeout() if timeout is None else timeout
     outcome = run_test_child("compile", library, limit, arch)
     answer = outcome.result
@@ -186,7 +139,7 @@ def real_nvrtc_log(arch: str, library: str | None = None) -> tuple[str, str] | N
     if not library:
         return None
     key = f"{arch}@{library}"
-    with _lock:
+    with state.lock:
         if key in _compile_cache:
             return _compile_cache[key]
     try:
@@ -196,7 +149,7 @@ def real_nvrtc_log(arch: str, library: str | None = None) -> tuple[str, str] | N
     else:
         failed = result == NVRTC_ERROR_INVALID_OPTION and "gpu-architecture" in log_text
         outcome = (log_text.strip(), library) if failed else None
-    with _lock:
+    with state.lock:
         _compile_cache[key] = outcome
     return outcome
 
@@ -214,13 +167,13 @@ def jiterator_error(call: JitCall, arch: str | None = None) -> RuntimeError:
         log_text, library = real
         origin = f"log produced by compiling for {arch} with {library}"
     else:
-        log_text = NVRTC_ERROR_LINE
+        log_text = NVRTC_ARCH_ERROR_LINE
         origin = (
             f"log reproduced: no installed NVRTC lacks {arch}, so the message is the one "
             "NVRTC 12.8 prints"
         )
-    if NVRTC_ERROR_LINE not in log_text:
-        log_text = f"{log_text}\n{NVRTC_ERROR_LINE}".strip()
+    if NVRTC_ARCH_ERROR_LINE not in log_text:
+        log_text = f"{log_text}\n{NVRTC_ARCH_ERROR_LINE}".strip()
     message = (
         f"{log_text}\n\n"
         f"[blackwell-compat emulation of {arch}] The Jiterator kernel {call.kernel!r} "
@@ -229,3 +182,7 @@ def jiterator_error(call: JitCall, arch: str | None = None) -> RuntimeError:
         "patch; see `python -m blackwell_compat audit`."
     )
     return RuntimeError(message)
+
+
+# The ops layer never imports this module: it learns the emulated error from here.
+kernel.set_emulated_failure(jiterator_error)

@@ -24,3 +24,10 @@ class ConfigError(BlackwellCompatError, ValueError):
 
 class DriftError(BlackwellCompatError):
     """A patch target no longer looks like what the patch was written for."""
+
+
+#: The part of NVRTC's log that says it does not know the requested architecture: what an
+#: affected GPU's Jiterator error contains, and what the doctor and the plugin look for.
+NVRTC_ARCH_ERROR_MARK = "invalid value for --gpu-architecture"
+#: The whole line NVRTC writes for that failure.
+NVRTC_ARCH_ERROR_LINE = f"nvrtc: error: {NVRTC_ARCH_ERROR_MARK} (-arch)"

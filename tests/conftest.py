@@ -21,13 +21,14 @@ if not os.environ.get("BLACKWELL_COMPAT_CACHE_DIR"):
 @pytest.fixture(autouse=True)
 def _clean_blackwell_state():
     """Every test starts and ends with nothing patched and no emulation."""
-    from blackwell_compat import engine
+    from blackwell_compat import engine, state
 
     before = {
         k: os.environ.get(k) for k in ("BLACKWELL_COMPAT_DISABLE", "BLACKWELL_COMPAT_STRATEGY")
     }
     yield
     engine._reset_for_tests()
+    state.reset_for_tests()
     for key, value in before.items():
         if value is None:
             os.environ.pop(key, None)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from blackwell_compat import audit, dispatch, emulation
+from blackwell_compat import audit, emulation, state
 from blackwell_compat.cli import main
 
 SAMPLE = textwrap.dedent(
@@ -44,7 +44,7 @@ SAMPLE = textwrap.dedent(
 @pytest.fixture(autouse=True)
 def _clean() -> Iterator[None]:
     yield
-    dispatch._reset_for_tests()
+    state.reset_for_tests()
     assert not emulation.is_active()
 
 

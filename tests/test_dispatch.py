@@ -9,8 +9,10 @@ import pytest
 import torch
 
 import blackwell_compat as bc
-from blackwell_compat import dispatch, emulation
+from blackwell_compat import emulation, state
 from blackwell_compat.errors import ConfigError
+from blackwell_compat.ops import dispatcher as dispatch
+from blackwell_compat.ops import kernel
 
 NVRTC_LINE = "nvrtc: error: invalid value for --gpu-architecture (-arch)"
 AVAILABLE = [dispatch.BACKEND_SELECT] + (
@@ -21,24 +23,24 @@ AVAILABLE = [dispatch.BACKEND_SELECT] + (
 @pytest.fixture(autouse=True)
 def _clean_dispatch() -> Iterator[None]:
     yield
-    dispatch._reset_for_tests()
+    state.reset_for_tests()
 
 
 @pytest.fixture(params=AVAILABLE)
 def strategy(request: pytest.FixtureRequest) -> Iterator[str]:
-    dispatch.set_strategy(request.param)
+    dispatch.set_registration(request.param)
     yield request.param
-    dispatch.set_strategy(None)
+    dispatch.set_registration(None)
 
 
 def test_default_strategy_follows_torch() -> None:
     expected = dispatch.BACKEND if hasattr(torch.library, "get_kernel") else dispatch.BACKEND_SELECT
-    assert dispatch.strategy() == expected
+    assert dispatch.registration() == expected
 
 
 def test_unknown_strategy_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
-        dispatch.set_strategy("sideways")
+        dispatch.set_registration("sideways")
 
 
 def test_emulation_and_guard_under_each_strategy(strategy: str) -> None:
@@ -241,13 +243,13 @@ def test_complex_free_calls_never_reach_the_decision(
     without a complex operand, ``dtype=`` or ``out=`` goes straight to the original kernel
     (that is what keeps the guard's cost near a trivial pass-through kernel's)."""
     decided: list[str] = []
-    real_decide = dispatch._decide
+    real_decide = kernel.decide
 
     def counting(spec: dispatch.OverloadSpec, *rest: object) -> object:
         decided.append(spec.qualified)
         return real_decide(spec, *rest)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dispatch, "_decide", counting)
+    monkeypatch.setattr(kernel, "decide", counting)
     x = torch.randn(4)
     with bc.emulate("sm_121"), bc.patched(only="torch"):
         x * 2.5, x * x, torch.exp(x), torch.abs(x), x.sum(), torch.rsqrt(x.abs() + 1)

@@ -32,7 +32,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import blackwell_compat as bc
-from blackwell_compat import dispatch, inventory, rewrites
+from blackwell_compat import state
+from blackwell_compat.ops import discovery, inventory, rewrites
+from blackwell_compat.ops import dispatcher as dispatch
 
 warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
 
@@ -91,7 +93,7 @@ def _guard_applied() -> Any:
         def __exit__(self, *exc: object) -> None:
             bc.revert()
             self._emulation.__exit__(None, None, None)
-            dispatch._reset_for_tests()
+            state.reset_for_tests()
 
     return _Applied()
 
@@ -357,7 +359,7 @@ def _close(got: torch.Tensor, want: torch.Tensor) -> None:
 
 def _rewritten(form: Form, dtype: torch.dtype) -> bool:
     """Whether the guard computes such a result with a rewrite (not the original kernel)."""
-    return form.entry in rewrites.REWRITES and dtype in dispatch._torch_dtypes(
+    return form.entry in rewrites.REWRITES and dtype in discovery.torch_dtypes(
         ENTRIES[form.entry].dtypes
     )
 
@@ -425,11 +427,11 @@ def _describe(value: Any) -> str:
 
 @pytest.fixture(params=STRATEGIES)
 def strategy(request: pytest.FixtureRequest) -> Any:
-    """Both ways of registering where this torch has them (see blackwell_compat.dispatch)."""
-    dispatch.set_strategy(request.param)
+    """Both ways of registering where this torch has them (see blackwell_compat.ops.dispatcher)."""
+    dispatch.set_registration(request.param)
     yield request.param
-    dispatch.set_strategy(None)
-    dispatch._reset_for_tests()
+    dispatch.set_registration(None)
+    state.reset_for_tests()
 
 
 # -- the tests -----------------------------------------------------------------------------------

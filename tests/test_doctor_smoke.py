@@ -93,7 +93,7 @@ def test_targets_are_torch_devices_plus_the_emulated_cpu():
 
 
 def test_one_workload_per_inventory_family():
-    from blackwell_compat import inventory
+    from blackwell_compat.ops import inventory
 
     groups = {entry.group for entry in inventory.entries()}
     assert groups <= {w.family for w in WORKLOADS}, groups

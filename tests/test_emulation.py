@@ -15,8 +15,10 @@ import torch
 from support import jit_samples, native_fakes
 
 import blackwell_compat as bc
-from blackwell_compat import dispatch, emulation, inventory
+from blackwell_compat import emulation, state
 from blackwell_compat.errors import ConfigError
+from blackwell_compat.ops import dispatcher as dispatch
+from blackwell_compat.ops import inventory
 
 NVRTC_LINE = "nvrtc: error: invalid value for --gpu-architecture (-arch)"
 ENTRIES = inventory.entries(torch.__version__)
@@ -27,7 +29,7 @@ warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
 @pytest.fixture(autouse=True)
 def _clean_dispatch() -> Iterator[None]:
     yield
-    dispatch._reset_for_tests()
+    state.reset_for_tests()
 
 
 def _raises_nvrtc(fn: object) -> str:

@@ -169,17 +169,17 @@ def test_forty_forks_while_another_thread_applies_and_reverts(tmp_path, monkeypa
 
 def test_a_single_threaded_fork_holding_a_lock_neither_waits_nor_breaks_it(monkeypatch):
     """The forking thread's own locks: released normally in both processes, no waiting."""
-    from blackwell_compat import devices
+    from blackwell_compat.probing import platform
 
     monkeypatch.setattr(_forksafe, "WAIT_S", 30.0)
     assert threading.active_count() == 1
     started = time.monotonic()
-    with devices._lock:  # a plain Lock, held by this (the only) thread across the fork
+    with platform._lock:  # a plain Lock, held by this (the only) thread across the fork
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
             try:
-                devices._lock.release()
-                os._exit(0 if devices._lock.acquire(timeout=5) else 1)
+                platform._lock.release()
+                os._exit(0 if platform._lock.acquire(timeout=5) else 1)
             finally:
                 os._exit(2)
     waited = time.monotonic() - started

@@ -1,4 +1,5 @@
-"""The Jiterator inventory: its data, its version ranges, the generated page, the library scan."""
+"""The Jiterator inventory: its data and version ranges (runtime), the generated page and the
+library scan (the maintainer tool scripts/jiterator_inventory.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from blackwell_compat import inventory
+from blackwell_compat.ops import inventory
 
 ROOT = Path(__file__).resolve().parent.parent
+TOOL_PATH = ROOT / "scripts" / "jiterator_inventory.py"
+
+
+def _load_tool():
+    """The maintainer tool (scan, docs page, CLI): a script outside the runtime package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bc_jiterator_inventory", TOOL_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = _load_tool()
 DTYPE_NAMES = {
     "complex32",
     "complex64",
@@ -35,7 +52,7 @@ def test_entries_are_well_formed() -> None:
         assert entry.kernels, entry.name
         assert all(k.endswith("_name") for k in (*entry.kernels, *entry.extra_kernels))
         assert entry.dtypes and entry.dtypes <= DTYPE_NAMES, entry.name
-        assert entry.rule in inventory.RULES, entry.name
+        assert entry.rule in inventory.DTYPE_RULE_TEXTS, entry.name
         assert entry.source.endswith(".cu"), entry.name
         assert entry.group in ("complex", "reduction", "real", "integer"), entry.name
         from packaging.specifiers import SpecifierSet
@@ -80,21 +97,21 @@ def test_packets_include_the_in_place_twin() -> None:
 
 def test_docs_page_is_up_to_date() -> None:
     page = (ROOT / "docs" / "inventory.md").read_text(encoding="utf-8")
-    assert page == inventory.markdown(), (
+    assert page == tool.markdown(), (
         "docs/inventory.md is stale: run "
-        "`python -m blackwell_compat.inventory --markdown > docs/inventory.md`"
+        "`python scripts/jiterator_inventory.py --markdown > docs/inventory.md`"
     )
 
 
 def test_markdown_lists_every_entry() -> None:
-    page = inventory.markdown()
+    page = tool.markdown()
     for entry in inventory.ENTRIES:
         assert f"| `{entry.name}` |" in page
 
 
 def test_cli_json_and_markdown() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "blackwell_compat.inventory", "--json"],
+        [sys.executable, str(TOOL_PATH), "--json"],
         capture_output=True,
         text=True,
         check=True,
@@ -111,7 +128,7 @@ def test_compare_reports_new_wider_and_gone_kernels() -> None:
         "brand_new_name": frozenset({"float32"}),
         "exp_name": frozenset({"complex64", "float32"}),
     }
-    report = inventory.compare(kernels, "2.11.0")
+    report = tool.compare(kernels, "2.11.0")
     assert "brand_new_name" in report.unclaimed
     assert report.wider == {"exp_name": frozenset({"float32"})}
     assert "sqrt_name" in report.missing
@@ -130,7 +147,7 @@ def test_scan_parses_mangled_symbols(tmp_path: Path) -> None:
     ]
     library = tmp_path / "libfake.so"
     library.write_bytes(b"\0junk\0".join(symbols) + b"\0")
-    assert inventory.scan_library(library) == {
+    assert tool.scan_library(library) == {
         "abs_name": frozenset({"complex64"}),
         "i0e_name": frozenset({"bfloat16"}),
         "prod_name": frozenset({"int64"}),
@@ -144,11 +161,11 @@ def test_installed_torch_matches_the_inventory() -> None:
     """Read the installed libtorch_cuda.so and compare its Jiterator kernels with the table."""
     import torch
 
-    library = inventory.installed_library()
+    library = tool.installed_library()
     if library is None:
         # A CPU-only build compiles nothing with NVRTC: nothing to compare, and it must say so.
         assert torch.version.cuda is None
         return
-    report = inventory.compare(inventory.scan_library(library), torch.__version__, library)
+    report = tool.compare(tool.scan_library(library), torch.__version__, library)
     assert report.kernels, f"no Jiterator kernel found in {library}: the scanner is broken"
     assert report.ok, (report.unclaimed, report.wider, report.missing)

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 import blackwell_compat as bc
-from blackwell_compat import dispatch, engine, rewrites
+from blackwell_compat import engine, state
+from blackwell_compat.ops import dispatcher as dispatch
+from blackwell_compat.ops import rewrites
 from blackwell_compat.patches.torch_guard import TorchGuardPatch
 
 CUDA = torch.cuda.is_available()
@@ -24,7 +26,7 @@ gpu = pytest.mark.gpu
 @pytest.fixture(autouse=True)
 def _clean_dispatch() -> Iterator[None]:
     yield
-    dispatch._reset_for_tests()
+    state.reset_for_tests()
 
 
 def test_declaration() -> None:
@@ -99,7 +101,7 @@ def test_apply_is_idempotent_and_patched_block_reverts() -> None:
 
 def test_every_inventory_entry_has_a_strategy() -> None:
     names = {spec.entry.name for spec in dispatch.overload_specs()}
-    rewritten = {n for n in names if rewrites.strategy_for(n) == "rewrite"}
+    rewritten = {n for n in names if rewrites.route_for(n) == "rewrite"}
     # The complex ops users hit most must be real rewrites, never a CPU round trip.
     assert {"abs", "angle", "exp", "log", "sqrt", "mul", "sum", "prod", "pow"} <= rewritten
 
@@ -136,7 +138,7 @@ def test_cuda_parity_with_the_cpu_reference() -> None:
     """Every form of every inventory op/dtype, guard forced on CUDA, against the CPU result."""
     from support import jit_samples
 
-    from blackwell_compat import inventory
+    from blackwell_compat.ops import inventory
 
     with bc.patched(only="torch", force=True):
         for entry in inventory.entries(torch.__version__):

@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from support import jit_samples
 
 import blackwell_compat as bc
-from blackwell_compat import dispatch, emulation, inventory
+from blackwell_compat import emulation, state
+from blackwell_compat.ops import inventory
 
 warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
 
@@ -49,7 +50,7 @@ def guarded() -> Iterator[None]:
         assert report.applied == ["torch"]
         yield
     bc.revert()
-    dispatch._reset_for_tests()
+    state.reset_for_tests()
 
 
 def reference(fn: Callable[[], Any]) -> Any:
@@ -514,7 +515,7 @@ def test_real_rewrites(guarded: None, name: str, dtype: torch.dtype, data: st.Da
 ROUND_TRIP = sorted(
     name
     for name in ENTRIES
-    if name not in __import__("blackwell_compat.rewrites").rewrites.REWRITES
+    if name not in __import__("blackwell_compat.ops.rewrites").ops.rewrites.REWRITES
 )
 
 

@@ -50,15 +50,17 @@ class TorchGuardPatch(Patch):
         return problems
 
     def apply(self, module: types.ModuleType, ctx: PatchContext) -> None:
-        from .. import dispatch, rewrites
+        from ..ops import dispatcher as dispatch
+        from ..ops import rewrites
 
         dispatch.enable_guard()
         ctx.on_revert(dispatch.disable_guard, "remove the op guard's dispatcher kernels")
         specs = dispatch.overload_specs()
         entries = sorted({spec.entry.name for spec in specs})
-        round_trips = [name for name in entries if rewrites.strategy_for(name) != "rewrite"]
+        rewrite = rewrites.ROUTE_REWRITE
+        round_trips = [name for name in entries if rewrites.route_for(name) != rewrite]
         ctx.note(
-            f"dispatcher strategy {dispatch.strategy()!r}: {len(specs)} overloads of "
+            f"dispatcher registration {dispatch.registration()!r}: {len(specs)} overloads of "
             f"{len(entries)} ops intercepted"
         )
         if round_trips:

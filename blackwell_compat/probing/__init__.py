@@ -14,9 +14,10 @@ pure, so fake platforms are built from plain data::
 
 from __future__ import annotations
 
+from .isolation import read_nvml, read_nvrtc
 from .locate import TorchBuild, find_nvrtc, find_nvrtc_candidates, locate_torch
-from .nvml import GPU, DriverInfo, read_nvml
-from .nvrtc import JITERATOR_SASS_SINCE, NvrtcCandidate, NvrtcInfo, read_nvrtc
+from .nvml import GPU, DriverInfo
+from .nvrtc import JITERATOR_SASS_SINCE, NvrtcCandidate, NvrtcInfo
 from .platform import (
     LIBRARIES,
     Platform,

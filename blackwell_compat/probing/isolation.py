@@ -36,6 +36,7 @@ from typing import Any
 
 from .. import config
 from ..errors import logger
+from . import nvml, nvrtc
 from .nvml import GPU, DriverInfo, default_library_names, read_nvml_here
 from .nvrtc import NvrtcInfo, info_from_dict
 
@@ -344,8 +345,6 @@ def run_test_child(kind: str, target: str, timeout: float, *extra: str) -> Child
 
 def child_main(args: Sequence[str]) -> int:
     """Child side: read one library and print what was found, announcing every native step."""
-    from . import nvml, nvrtc
-
     kind = args[0] if args else ""
     target = args[1] if len(args) > 1 else ""
 
@@ -393,14 +392,20 @@ def _cached(key: str, path: str | None) -> dict[str, Any] | None:
 # -- NVRTC --------------------------------------------------------------------------------------
 
 
-def read_nvrtc_isolated(
+def read_nvrtc(
     path: str | os.PathLike[str],
     *,
     source: str = "",
     retest: bool = False,
     timeout: float | None = None,
 ) -> NvrtcInfo:
-    """NVRTC facts read by a test process (or stored from an earlier one); never raises."""
+    """The version and supported archs of the NVRTC library at *path*.
+
+    Never raises: every problem is described in the returned ``error``.  The library is never
+    loaded into this process: a test process reads it under a timeout and the facts are stored
+    per file (path, size, mtime), so a crash or a hang becomes ``error`` and ``crash``.
+    *retest* ignores a stored answer.
+    """
     text = os.fspath(path)
     source = source or "given explicitly"
     if not os.path.exists(text):
@@ -473,13 +478,19 @@ def _nvml_key(names: Sequence[str]) -> str:
     return "|".join(parts)
 
 
-def read_nvml_isolated(
+def read_nvml(
     path: str | os.PathLike[str] | None = None,
     *,
     retest: bool = False,
     timeout: float | None = None,
 ) -> tuple[DriverInfo, tuple[GPU, ...]]:
-    """Driver facts and GPUs; NVML is loaded here only after a test process survived it."""
+    """Driver facts and the GPUs NVML lists, from the NVML library at *path* (default: the
+    system's).  Never raises; without a driver the answer says "no NVIDIA driver".
+
+    NVML is loaded into this process only once a test process survived loading and calling it;
+    *retest* ignores a stored verdict and *timeout* bounds the test process (default:
+    ``BLACKWELL_COMPAT_PROBE_TIMEOUT`` or 20 s).
+    """
     names = (os.fspath(path),) if path is not None else default_library_names()
     if path is not None and not os.path.exists(names[0]):
         return read_nvml_here(path)  # nothing to load: the answer says it does not exist

@@ -32,7 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .nvrtc import NvrtcCandidate, NvrtcInfo, read_nvrtc
+from .isolation import read_nvrtc
+from .nvrtc import NvrtcCandidate, NvrtcInfo
 
 _CUDA_RE = re.compile(r"""^cuda\s*(?::[^=]*)?=\s*(?:'([^']*)'|"([^"]*)"|None)""", re.M)
 _VERSION_RE = re.compile(r"""^__version__\s*(?::[^=]*)?=\s*(?:'([^']*)'|"([^"]*)")""", re.M)

@@ -5,8 +5,8 @@ alike; ``nvml.dll`` on Windows).  Asking it for names and compute capabilities c
 context and needs neither torch nor the CUDA runtime, so the probe is safe to run before torch is
 imported and cheap on a machine without a GPU (one failed ``dlopen``).
 
-:func:`read_nvml` never raises: a missing driver, an unloadable library or a failing call gives
-a :class:`DriverInfo` whose ``error`` says so.
+:func:`~.isolation.read_nvml` never raises: a missing driver, an unloadable library or a failing
+call gives a :class:`DriverInfo` whose ``error`` says so.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import MAX_MAJOR, MIN_MAJOR, arch_to_capability, capability_to_arch
+from ..config import MAX_MAJOR, MIN_MAJOR, arch_to_capability, capability_to_arch, parse_arch
 
 _trace: Callable[[str], None] | None = None
 # Set in the test child (probing.isolation): told each native step before it is taken, so a
@@ -67,8 +67,6 @@ class GPU:
     reason: str = ""
 
     def __post_init__(self) -> None:
-        from ..config import parse_arch
-
         if not self.arch and self.capability is None:
             raise ValueError(f"GPU {self.index} ({self.name}): give arch or capability")
         if self.capability is not None:
@@ -403,29 +401,11 @@ def _read(nvml: _Nvml, library: str) -> tuple[DriverInfo, tuple[GPU, ...]]:
     )
 
 
-def read_nvml(
-    path: str | os.PathLike[str] | None = None,
-    *,
-    retest: bool = False,
-    timeout: float | None = None,
-) -> tuple[DriverInfo, tuple[GPU, ...]]:
-    """Driver facts and the GPUs NVML lists, from the NVML library at *path* (default: the
-    system's).  Never raises; without a driver the answer says "no NVIDIA driver".
-
-    NVML is loaded into this process only once a test process survived loading and calling
-    it (see :mod:`blackwell_compat.probing.isolation`); *retest* ignores a stored verdict and
-    *timeout* bounds the test process (default: ``BLACKWELL_COMPAT_PROBE_TIMEOUT`` or 20 s).
-    """
-    from .isolation import read_nvml_isolated
-
-    return read_nvml_isolated(path, retest=retest, timeout=timeout)
-
-
 def read_nvml_here(
     path: str | os.PathLike[str] | None = None,
 ) -> tuple[DriverInfo, tuple[GPU, ...]]:
-    """:func:`read_nvml` in this very process, with no test process first (the test child and
-    libraries that already survived one use it)."""
+    """:func:`~blackwell_compat.probing.isolation.read_nvml` in this very process, with no test
+    process first (the test child and libraries that already survived one use it)."""
     lib, library, load_error = _load(path)
     if lib is None:
         return (

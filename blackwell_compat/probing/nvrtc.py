@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import parse_arch
+
 #: First NVRTC whose Jiterator compiles straight to the device's SASS target, with no PTX
 #: fallback (see docs/concepts.md).
 JITERATOR_SASS_SINCE: tuple[int, int] = (11, 8)
@@ -118,8 +120,6 @@ class NvrtcInfo:
 
 
 def _normalise(arch: str) -> str:
-    from ..config import parse_arch
-
     return parse_arch(arch)
 
 
@@ -234,25 +234,6 @@ def read_loaded(lib: Any, path: str, *, source: str = "") -> NvrtcInfo:
     return NvrtcInfo(path=path, version=version, supported_archs=archs, source=source)
 
 
-def read_nvrtc(
-    path: str | os.PathLike[str],
-    *,
-    source: str = "",
-    retest: bool = False,
-    timeout: float | None = None,
-) -> NvrtcInfo:
-    """The version and supported archs of the NVRTC library at *path*.
-
-    Never raises: every problem is described in the returned ``error``.  The library is never
-    loaded into this process: a test process reads it under a timeout and the facts are stored
-    per file (path, size, mtime), so a crash or a hang becomes ``error`` and ``crash`` (see
-    :mod:`blackwell_compat.probing.isolation`).  *retest* ignores a stored answer.
-    """
-    from .isolation import read_nvrtc_isolated
-
-    return read_nvrtc_isolated(path, source=source, retest=retest, timeout=timeout)
-
-
 def info_from_dict(data: Mapping[str, Any], *, path: str, source: str) -> NvrtcInfo:
     """An :class:`NvrtcInfo` from the facts a test process reported (its ``as_dict()``)."""
     text = data.get("version")
@@ -311,7 +292,8 @@ def compile_here(path: str, arch: str) -> dict[str, Any]:
 
 
 def read_nvrtc_here(path: str | os.PathLike[str], *, source: str = "") -> NvrtcInfo:
-    """:func:`read_nvrtc` in this very process (the test child uses it)."""
+    """:func:`~blackwell_compat.probing.isolation.read_nvrtc` in this very process (the test
+    child uses it)."""
     text = os.fspath(path)
     source = source or "given explicitly"
     if not os.path.exists(text):

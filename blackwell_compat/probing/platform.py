@@ -14,7 +14,12 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from .. import state
+from ..config import parse_arch
 from ..errors import logger
+from ..versions import installed_version
+from .isolation import read_nvml
+from .locate import find_nvrtc, locate_torch
 from .nvml import GPU, DriverInfo
 from .nvrtc import JITERATOR_SASS_SINCE, NvrtcInfo
 
@@ -162,7 +167,6 @@ def judge(gpu: GPU, nvrtc: NvrtcInfo) -> GPU:
 
 def emulated_gpu(arch: str, nvrtc: NvrtcInfo, emulation_source: str | None = None) -> GPU:
     """The stand-in GPU of emulation: affected by construction."""
-    from ..config import parse_arch
 
     normalised = parse_arch(arch, source="emulated_arch")
     by = emulation_source or "emulation"
@@ -250,7 +254,6 @@ def build_platform(
 
 def read_versions(distributions: Sequence[str] | None = None) -> dict[str, str | None]:
     """Installed versions of torch, torchaudio and :data:`LIBRARIES`, from package metadata."""
-    from ..versions import installed_version
 
     names = distributions if distributions is not None else ("torch", "torchaudio", *LIBRARIES)
     return {name: installed_version(name) for name in names}
@@ -271,9 +274,6 @@ _facts: _Facts | None = None
 
 
 def _gather(retest: bool = False, timeout: float | None = None) -> _Facts:
-    from .locate import find_nvrtc, locate_torch
-    from .nvml import read_nvml
-
     driver, gpus = read_nvml(retest=retest, timeout=timeout)
     torch = locate_torch()
     nvrtc = find_nvrtc(torch=torch, retest=retest, timeout=timeout)
@@ -301,15 +301,7 @@ def _gather(retest: bool = False, timeout: float | None = None) -> _Facts:
 
 def _emulation_state() -> tuple[str | None, str | None]:
     """The emulated arch in force and what turned it on."""
-    from .. import emulation
-
-    arch = emulation.current_arch()
-    if arch is None:
-        return None, None
-    stack = getattr(emulation, "_stack", None)
-    if stack:
-        return arch, f"bc.emulate({arch!r})"
-    return arch, f"BLACKWELL_COMPAT_EMULATE={arch}"
+    return state.emulated_arch(), state.emulation_source()
 
 
 def probe(refresh: bool = False) -> Platform:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from blackwell_compat import inventory
+from blackwell_compat.ops import inventory
 
 Form = tuple[str, Callable[[], Any]]
 

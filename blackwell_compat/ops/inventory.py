@@ -11,27 +11,28 @@ How the table was made (see ``docs/inventory.md`` for the rendered page):
   ``jitted_gpu_kernel`` / ``opmath_jitted_gpu_kernel_with_scalars`` /
   ``jitted_gpu_reduce_kernel`` under ``#if AT_USE_JITERATOR()``, with the dtype dispatch around it;
 * checked against the built libraries: every instantiation of those templates leaves a symbol
-  naming the kernel and its scalar type in ``libtorch_cuda.so``.  :func:`scan_library` lists them
-  for an installed torch; the symbols of torch 2.6.0, 2.7.0, 2.8.0, 2.9.0, 2.10.0 and 2.11.0 were
-  compared with this table (``tests/test_inventory.py`` repeats the check for the installed torch).
+  naming the kernel and its scalar type in ``libtorch_cuda.so``.
+  ``scripts/jiterator_inventory.py --scan`` lists them for an installed torch; the symbols of
+  torch 2.6.0, 2.7.0, 2.8.0, 2.9.0, 2.10.0 and 2.11.0 were compared with this table
+  (``tests/test_inventory.py`` repeats the check for the installed torch).
 
 Each entry names the ATen operator packets it covers.  The dispatcher is intercepted for every
 overload of those packets (and of the in-place packet ``name_``) that has its own CPU or CUDA
 kernel; composite overloads (``torch.absolute``, ``abs_``, ``mul.Scalar``...) reach one of them.
 
-This module is cheap to import: no torch.  Run ``python -m blackwell_compat.inventory --markdown``
-to print the documentation page, ``--json`` for the data, ``--scan [LIB]`` to list the Jiterator
-kernels of a ``libtorch_cuda.so`` and compare them with the table.
+This module is cheap to import: no torch.  The library scan and the documentation page are
+maintainer tools outside the runtime package: ``python scripts/jiterator_inventory.py --markdown``
+prints ``docs/inventory.md``, ``--json`` the data, ``--scan [LIB]`` lists the Jiterator kernels
+of a ``libtorch_cuda.so`` and compares them with the table.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ..versions import in_range, installed_version
 
 #: The torch releases this inventory describes (release tuple, see :mod:`.versions`).
 SUPPORTED_TORCH = ">=2.6"
@@ -51,8 +52,9 @@ INTEGRAL = frozenset({"uint8", "int8", "int16", "int32", "int64"})
 #: ``prod`` is jitted for every dtype its CUDA kernel accepts except ``bool``.
 PROD_DTYPES = FLOATING | COMPLEX | INTEGRAL
 
-#: How the dtype that selects the CUDA kernel is worked out from an op's arguments.
-RULES: dict[str, str] = {
+#: How the dtype that selects the CUDA kernel is worked out from an op's arguments, in words
+#: (the functions are :data:`blackwell_compat.ops.rules.DTYPE_RULES`, under the same keys).
+DTYPE_RULE_TEXTS: dict[str, str] = {
     "unary": "the dtype of the input",
     "unary_float": "the dtype of the input; integer and bool inputs compute in the default "
     "float dtype",
@@ -83,7 +85,7 @@ class JitOp:
         dtypes: dtype names for which the CUDA kernel is jitted (see ``rule``).
         kernels: the ``<name>_name`` constants of the Jiterator kernels in the source.
         source: the CUDA source file they were read from (under ``aten/src/ATen/native/cuda/``).
-        rule: key of :data:`RULES`.
+        rule: key of :data:`DTYPE_RULE_TEXTS`.
         torch: ``packaging`` specifier of the torch releases where the entry holds.
         forms: user-facing spellings that end up in these kernels (documentation only).
         note: anything worth knowing.
@@ -111,8 +113,6 @@ class JitOp:
         """Whether the entry holds for *torch_version* (``None``: every supported release)."""
         if torch_version is None:
             return True
-        from .versions import in_range
-
         return in_range(torch_version, self.torch)
 
     def as_dict(self) -> dict[str, Any]:
@@ -541,8 +541,6 @@ def entries(torch_version: str | None = None) -> tuple[JitOp, ...]:
 
 def installed_torch_version() -> str | None:
     """The installed torch version from package metadata (torch is not imported)."""
-    from .versions import installed_version
-
     return installed_version("torch")
 
 
@@ -565,303 +563,3 @@ def kernel_names(torch_version: str | None = None) -> dict[str, str]:
         for kernel in (*entry.kernels, *entry.extra_kernels):
             result.setdefault(kernel, entry.name)
     return result
-
-
-def describe(entry: JitOp) -> str:
-    return f"{entry.name} [{', '.join(sorted(entry.dtypes))}] ({SOURCE_ROOT}{entry.source})"
-
-
-# -- library scan -----------------------------------------------------------------------------
-
-_SYMBOL = re.compile(
-    rb"(?:jitted_gpu_(?:reduce_)?kernel(?:_impl)?|opmath_jitted_gpu_kernel_with_scalars)I"
-    rb"XadL_ZN[A-Za-z0-9_]*?L(\d+)([a-z0-9_]+_name)EEE"
-    rb"(N3c107complexI(?:f|d|N[A-Za-z0-9_]*?4HalfE)EE|N3c108BFloat16E|N3c104HalfE|[fdilsah])"
-)
-
-_MANGLED_DTYPES = {
-    b"f": "float32",
-    b"d": "float64",
-    b"i": "int32",
-    b"l": "int64",
-    b"s": "int16",
-    b"a": "int8",
-    b"h": "uint8",
-    b"N3c108BFloat16E": "bfloat16",
-    b"N3c104HalfE": "float16",
-    b"N3c107complexIfEE": "complex64",
-    b"N3c107complexIdEE": "complex128",
-}
-
-
-def _mangled_dtype(token: bytes) -> str:
-    if token in _MANGLED_DTYPES:
-        return _MANGLED_DTYPES[token]
-    if token.startswith(b"N3c107complexI") and token.endswith(b"4HalfEEE"):
-        return "complex32"
-    return token.decode(errors="replace")
-
-
-def scan_library(path: str | os.PathLike[str]) -> dict[str, frozenset[str]]:
-    """The Jiterator kernels instantiated in a ``libtorch_cuda.so``: ``{kernel: dtypes}``.
-
-    Reads the mangled template symbols (``jitted_gpu_kernel<&at::native::abs_name, ...>``),
-    so it needs no GPU, no torch import and no binutils.  Raises ``OSError`` for an unreadable
-    file.
-    """
-    found: dict[str, set[str]] = {}
-    overlap = 4096
-    tail = b""
-    with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(1 << 24)
-            if not chunk:
-                break
-            data = tail + chunk
-            for match in _SYMBOL.finditer(data):
-                length, name, dtype = int(match.group(1)), match.group(2), match.group(3)
-                if length != len(name):
-                    continue
-                found.setdefault(name.decode(), set()).add(_mangled_dtype(dtype))
-            tail = data[-overlap:]
-    return {name: frozenset(dtypes) for name, dtypes in found.items()}
-
-
-def installed_library() -> str | None:
-    """Path of the installed torch's ``libtorch_cuda.so`` (found without importing torch)."""
-    from importlib.util import find_spec
-
-    spec = find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for root in spec.submodule_search_locations:
-        for name in ("libtorch_cuda.so", "torch_cuda.dll"):
-            candidate = os.path.join(root, "lib", name)
-            if os.path.exists(candidate):
-                return candidate
-    return None
-
-
-@dataclass(frozen=True)
-class ScanReport:
-    """How a scanned library compares with the inventory."""
-
-    torch_version: str | None
-    library: str
-    kernels: dict[str, frozenset[str]]
-    unclaimed: dict[str, frozenset[str]]
-    """Kernels of the library that no entry names (new Jiterator ops)."""
-    wider: dict[str, frozenset[str]]
-    """Kernels instantiated for dtypes the entry does not list."""
-    missing: tuple[str, ...]
-    """Kernels an entry names that the library lacks (the op stopped being jitted)."""
-
-    @property
-    def ok(self) -> bool:
-        return not (self.unclaimed or self.wider or self.missing)
-
-
-def compare(
-    kernels: dict[str, frozenset[str]], torch_version: str | None, library: str = ""
-) -> ScanReport:
-    """Compare scanned *kernels* with the entries that hold for *torch_version*."""
-    applicable = entries(torch_version)
-    owner: dict[str, JitOp] = {}
-    required: set[str] = set()
-    for entry in applicable:
-        required.update(entry.kernels)
-        for kernel in (*entry.kernels, *entry.extra_kernels):
-            owner.setdefault(kernel, entry)
-    unclaimed = {k: v for k, v in kernels.items() if k not in owner}
-    wider: dict[str, frozenset[str]] = {}
-    for kernel, dtypes in kernels.items():
-        claimed = owner.get(kernel)
-        if claimed is not None and not dtypes <= claimed.dtypes:
-            wider[kernel] = dtypes - claimed.dtypes
-    missing = tuple(sorted(k for k in required if k not in kernels))
-    return ScanReport(torch_version, library, kernels, unclaimed, wider, missing)
-
-
-# -- documentation ------------------------------------------------------------------------------
-
-_GROUP_TITLES = {
-    "complex": "Complex dtypes",
-    "reduction": "Reductions",
-    "real": "Real special functions",
-    "integer": "Integer ops",
-}
-
-
-def _dtype_list(dtypes: Iterable[str]) -> str:
-    order = [
-        "complex32",
-        "complex64",
-        "complex128",
-        "float16",
-        "bfloat16",
-        "float32",
-        "float64",
-        "uint8",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-    ]
-    return ", ".join(sorted(dtypes, key=lambda d: order.index(d) if d in order else 99))
-
-
-def markdown() -> str:
-    """The ``docs/inventory.md`` page (generated: edit this module, not the page)."""
-    lines = [
-        "# Jiterator inventory",
-        "",
-        "<!-- Generated by `python -m blackwell_compat.inventory --markdown > docs/inventory.md`;"
-        " edit blackwell_compat/inventory.py instead. -->",
-        "",
-        "Every ATen op and dtype that PyTorch compiles at run time with NVRTC (the *Jiterator*) "
-        "on CUDA. On a GPU whose architecture the loaded NVRTC does not know, each of these "
-        "raises `nvrtc: error: invalid value for --gpu-architecture (-arch)` the first time it "
-        "runs. The op guard (`bc.apply()`, patch `torch`) replaces exactly these, the emulation "
-        "(`bc.emulate()`) makes exactly these fail on CPU tensors, and `audit` reports exactly "
-        "these.",
-        "",
-        f"Torch releases covered: `{SUPPORTED_TORCH}`. Source files are under "
-        f"`{SOURCE_ROOT}` in the PyTorch repository.",
-        "",
-        "## How the table was made",
-        "",
-        "1. Read from PyTorch's CUDA sources: each `jitted_gpu_kernel`, "
-        "`opmath_jitted_gpu_kernel_with_scalars` and `jitted_gpu_reduce_kernel` call under "
-        "`#if AT_USE_JITERATOR()`, with the dtype dispatch around it.",
-        "2. Checked against the built libraries: each instantiation of those templates leaves a "
-        "symbol naming the kernel and its scalar type in `libtorch_cuda.so`. "
-        "`python -m blackwell_compat.inventory --scan` lists them for the installed torch and "
-        "compares them with this table; the builds "
-        + ", ".join(f"`{b}`" for b in VERIFIED_BUILDS)
-        + " were compared (the test suite repeats the check for the installed torch).",
-        "3. The ATen overloads intercepted for each op are found at run time: every overload of "
-        "the op (and its in-place twin) that has its own CPU or CUDA kernel. Composite overloads "
-        "(`torch.absolute`, `abs_`, `mul.Scalar`, `special_gammaln`...) decompose into those, "
-        "so functional, method, in-place and `out=` forms are all covered.",
-        "",
-        "### Where this differs from earlier write-ups",
-        "",
-        "- `tan` and `tanh` on complex tensors *are* jitted in torch 2.6 to 2.9; torch 2.10 "
-        "disabled them. `acos`, `asin`, `acosh`, `asinh` are not jitted in any covered release.",
-        "- Complex `logaddexp` is jitted from torch 2.10 on (it did not exist on CUDA before).",
-        "- `exp2` and `sinc` are also jitted for complex64/complex128; `sigmoid`, `sqrt`, "
-        "`rsqrt`, `exp`, `log`, `sin`, `cos`, `sinh`, `cosh`, `atan`, `atanh` also for "
-        "complex32.",
-        "- `nansum` is jitted for every complex dtype, not only complex32.",
-        "- `prod` is jitted for every output dtype but bool, including float16/bfloat16 and "
-        "integers.",
-        "",
-        "## How the dtype is decided",
-        "",
-        "| rule | dtype that selects the kernel |",
-        "|---|---|",
-    ]
-    lines += [f"| `{rule}` | {text} |" for rule, text in RULES.items()]
-    for group, title in _GROUP_TITLES.items():
-        lines += ["", f"## {title}", "", "| op | dtypes | torch | rule | kernels | source |"]
-        lines.append("|---|---|---|---|---|---|")
-        for entry in ENTRIES:
-            if entry.group != group:
-                continue
-            kernels = ", ".join(f"`{k}`" for k in (*entry.kernels, *entry.extra_kernels))
-            lines.append(
-                f"| `{entry.name}` | {_dtype_list(entry.dtypes)} | `{entry.torch}` | "
-                f"`{entry.rule}` | {kernels} | `{entry.source}` |"
-            )
-        lines.append("")
-        for entry in ENTRIES:
-            if entry.group == group and (entry.forms or entry.note):
-                text = ", ".join(f"`{form}`" for form in entry.forms)
-                if entry.note:
-                    text = f"{text}. {entry.note}" if text else entry.note
-                lines.append(f"- `{entry.name}`: {text}")
-    lines += [
-        "",
-        "## Not jitted (safe building blocks)",
-        "",
-        "These keep working on an affected GPU and under emulation:",
-        "",
-    ]
-    lines += [f"- {ops}: {why}" for ops, why in NOT_JITTED.items()]
-    lines += [
-        "",
-        "Other NVRTC users fail the same way and are outside this table: "
-        "`torch.cuda.jiterator._create_jit_fn` and the TorchScript CUDA fusers. "
-        "Triton (`torch.compile`) is a separate problem (its `ptxas`).",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _format_scan(report: ScanReport) -> str:
-    lines = [f"library: {report.library}", f"torch: {report.torch_version or 'unknown'}", ""]
-    for kernel in sorted(report.kernels):
-        lines.append(f"  {kernel:<40} {_dtype_list(report.kernels[kernel])}")
-    lines.append("")
-    if report.ok:
-        lines.append("matches the inventory")
-    for kernel, dtypes in sorted(report.unclaimed.items()):
-        lines.append(f"NEW: {kernel} [{_dtype_list(dtypes)}] is not in the inventory")
-    for kernel, dtypes in sorted(report.wider.items()):
-        lines.append(f"WIDER: {kernel} is also jitted for {_dtype_list(dtypes)}")
-    for kernel in report.missing:
-        lines.append(f"GONE: {kernel} is listed but not jitted in this build")
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(
-        prog="python -m blackwell_compat.inventory",
-        description="The Jiterator op/dtype inventory of blackwell-compat.",
-    )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--markdown", action="store_true", help="print docs/inventory.md")
-    mode.add_argument("--json", action="store_true", help="print the entries as JSON")
-    mode.add_argument(
-        "--scan",
-        nargs="?",
-        const="",
-        metavar="LIB",
-        help="list the Jiterator kernels of LIB (default: the installed libtorch_cuda.so) "
-        "and compare them with the inventory; exit 1 on a difference",
-    )
-    parser.add_argument(
-        "--torch", metavar="VERSION", help="torch version to filter by (default: installed)"
-    )
-    args = parser.parse_args(argv)
-    version = args.torch or installed_torch_version()
-    if args.markdown:
-        sys.stdout.write(markdown())
-        return 0
-    if args.scan is not None:
-        library = args.scan or installed_library()
-        if not library:
-            print("no libtorch_cuda.so found: give its path", file=sys.stderr)
-            return 2
-        try:
-            kernels = scan_library(library)
-        except OSError as exc:
-            print(f"cannot read {library}: {exc}", file=sys.stderr)
-            return 2
-        report = compare(kernels, version, library)
-        print(_format_scan(report))
-        return 0 if report.ok else 1
-    data = [e.as_dict() for e in entries(version if args.torch else None)]
-    if args.json:
-        print(json.dumps({"torch": version, "entries": data}, indent=2))
-    else:
-        for entry in entries(version):
-            print(describe(entry))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,12 +10,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..spec import OverloadSpec
 from .complex_ops import parts, widen
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..dispatch import OverloadSpec
 
 
 def _torch() -> Any:

@@ -1,22 +1,21 @@
 """How the dtype that selects a CUDA kernel is worked out from a call's arguments.
 
-One function per :data:`blackwell_compat.inventory.RULES` key.  Each takes the overload spec and
-the call's ``args``/``kwargs`` as the dispatcher passes them (positional arguments up to the
-last one given, keyword-only ones in ``kwargs``) and returns a ``torch.dtype`` or ``None`` when
-the call launches no jitted kernel whatever the dtype.  They run on every intercepted call, so
-they stay small.
+One function per :data:`blackwell_compat.ops.inventory.DTYPE_RULE_TEXTS` key.  Each takes the
+overload spec and the call's ``args``/``kwargs`` as the dispatcher passes them (positional
+arguments up to the last one given, keyword-only ones in ``kwargs``) and returns a
+``torch.dtype`` or ``None`` when the call launches no jitted kernel whatever the dtype.  They run
+on every intercepted call, so they stay small.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..dispatch import OverloadSpec
+from .spec import OverloadSpec
 
-Rule = Callable[["OverloadSpec", tuple[Any, ...], dict[str, Any]], Any]
+Rule = Callable[[OverloadSpec, tuple[Any, ...], dict[str, Any]], Any]
 
 
 def _tensor_type() -> Any:
@@ -216,7 +215,8 @@ def factory(spec: OverloadSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     return torch.get_default_dtype() if dtype is None else dtype
 
 
-RULES: dict[str, Rule] = {
+#: Inventory rule name (:data:`.inventory.DTYPE_RULE_TEXTS`) -> the function deciding the dtype.
+DTYPE_RULES: dict[str, Rule] = {
     "unary": unary,
     "unary_float": unary_float,
     "binary": binary,

@@ -1,6 +1,6 @@
 """Jiterator-free implementations of the inventory ops, used by the op guard.
 
-:func:`run` is called by the dispatcher kernel (:mod:`blackwell_compat.dispatch`) for a call
+:func:`run` is called by the dispatcher kernel (:mod:`blackwell_compat.ops.kernel`) for a call
 that would reach a Jiterator kernel on a targeted device.  It uses an exact real-arithmetic
 rewrite where one exists (:mod:`.complex_ops`, :mod:`.reductions`, :mod:`.real_ops`) and a
 CPU round trip otherwise:
@@ -19,14 +19,13 @@ a particular call.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ... import state
+from ..spec import OverloadSpec
 from . import complex_ops, real_ops, reductions
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..dispatch import OverloadSpec
-
-Rewrite = Callable[["OverloadSpec", dict[str, Any]], Any]
+Rewrite = Callable[[OverloadSpec, dict[str, Any]], Any]
 
 #: entry name -> rewrite.  Entries not listed here use the CPU round trip.
 REWRITES: dict[str, Rewrite] = {
@@ -36,9 +35,14 @@ REWRITES: dict[str, Rewrite] = {
 }
 
 
-def strategy_for(entry: str) -> str:
-    """``"rewrite"`` or ``"cpu round trip"`` (documentation, ``status()``)."""
-    return "rewrite" if entry in REWRITES else "cpu round trip"
+#: Routes a guarded call takes: an exact Jiterator-free rewrite, or PyTorch's own CPU kernel.
+ROUTE_REWRITE = "rewrite"
+ROUTE_ROUND_TRIP = "cpu round trip"
+
+
+def route_for(entry: str) -> str:
+    """:data:`ROUTE_REWRITE` or :data:`ROUTE_ROUND_TRIP` (documentation, ``status()``)."""
+    return ROUTE_REWRITE if entry in REWRITES else ROUTE_ROUND_TRIP
 
 
 def run(
@@ -77,8 +81,6 @@ def _layout_probe(spec: OverloadSpec, bound: dict[str, Any], shape: Any) -> Any:
     """
     import torch
 
-    from ..dispatch import bypass
-
     names = set(spec.mutable)
     inputs = [
         v for k, v in bound.items() if k not in names and isinstance(v, torch.Tensor) and v.dim()
@@ -86,7 +88,7 @@ def _layout_probe(spec: OverloadSpec, bound: dict[str, Any], shape: Any) -> Any:
     if not inputs or all(t.is_contiguous() for t in inputs):
         return None
     probes = [torch.empty_strided(t.shape, t.stride(), dtype=torch.uint8) for t in inputs]
-    with bypass():
+    with state.bypass():
         layout = probes[0].clone() if len(probes) == 1 else torch.add(probes[0], probes[1])
         for extra in probes[2:]:
             layout = torch.add(layout, extra)
@@ -219,15 +221,13 @@ def round_trip(
     """Compute on the CPU with PyTorch's own kernel and bring the result back."""
     import torch
 
-    from ..dispatch import bypass
-
     if device.type == "cpu":
         return call_original(keyset, args, kwargs)
     cpu_args = tuple(_to_cpu(a) for a in args)
     cpu_kwargs = {k: _to_cpu(v) for k, v in kwargs.items()}
     if spec.factory:
         cpu_kwargs["device"] = torch.device("cpu")
-    with bypass():
+    with state.bypass():
         result = spec.op(*cpu_args, **cpu_kwargs)
     if spec.factory:
         return result.to(device)

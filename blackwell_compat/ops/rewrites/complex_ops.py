@@ -15,12 +15,10 @@ limit).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .rules import tensor_result_dtype
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..dispatch import OverloadSpec
+from ..rules import tensor_result_dtype
+from ..spec import OverloadSpec
 
 _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)

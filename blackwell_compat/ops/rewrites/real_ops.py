@@ -2,18 +2,16 @@
 
 The real special functions with no closed form in precompiled kernels (``lgamma``,
 ``digamma``, ``erfinv``, the Bessel family, ``gcd``...) are not listed here: the guard runs
-them on the CPU (see :func:`blackwell_compat.rewrites.round_trip`).
+them on the CPU (see :func:`blackwell_compat.ops.rewrites.round_trip`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..spec import OverloadSpec
 from .complex_ops import EXP2_COMPLEX, SINC_COMPLEX
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..dispatch import OverloadSpec
 
 
 def _torch() -> Any:

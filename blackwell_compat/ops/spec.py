@@ -1,0 +1,111 @@
+"""What the dispatcher kernel knows about an intercepted ATen overload, and its call records.
+
+:class:`OverloadSpec` describes one overload (schema, jitted dtypes, the rule deciding the
+dtype); :class:`JitCall` is the record of one call that reaches (or would reach) a Jiterator
+kernel, handed to ``audit``'s recorder and to the emulated error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .inventory import SOURCE_ROOT, JitOp
+
+#: Call outcome: the op guard computes the call without the Jiterator.
+GUARD = "guard"
+#: Call outcome: the call fails (or, under ``audit``, is recorded) as on an affected GPU.
+EMULATE = "emulate"
+
+
+@dataclass(frozen=True)
+class JitCall:
+    """One call that reaches a Jiterator kernel (or would, on an affected GPU)."""
+
+    op: str
+    """The ATen overload, e.g. ``aten::abs.out``."""
+    entry: str
+    """The inventory entry, e.g. ``abs``."""
+    dtype: str
+    """The dtype that selects the jitted kernel, e.g. ``complex64``."""
+    shapes: tuple[tuple[int, ...], ...]
+    """Shapes of the tensor arguments, in order."""
+    device: str
+    kernels: tuple[str, ...]
+    source: str
+    mode: str = EMULATE
+    """``emulate`` (would fail) or ``guard`` (rewritten by the op guard)."""
+
+    @property
+    def kernel(self) -> str:
+        return self.kernels[0] if self.kernels else self.entry
+
+
+@dataclass
+class OverloadSpec:
+    """An ATen overload the kernel is registered for, with what the kernel needs to know."""
+
+    entry: JitOp
+    qualified: str
+    """``aten::abs.out``"""
+    impl_name: str
+    """``abs.out`` (what ``Library.impl`` takes)."""
+    packet: str
+    overload: str
+    op: Any
+    arg_names: tuple[str, ...]
+    kwarg_only: frozenset[str]
+    defaults: dict[str, Any]
+    mutable: tuple[str, ...]
+    """Arguments the op writes to (``out``, or ``self`` for in-place ops)."""
+    returns_alias: bool
+    dtypes: frozenset[Any]
+    rule: Callable[[OverloadSpec, tuple[Any, ...], dict[str, Any]], Any]
+    factory: bool = False
+    tensor_slots: tuple[int, ...] = ()
+    """Positions of ``Tensor`` parameters (numbers there must be turned back into tensors)."""
+    complex_only: bool = False
+    """Every jitted dtype is complex: a call without a complex operand, ``dtype=`` or ``out=``
+    is decided without running the rule (the common, fast case)."""
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Arguments by schema name (defaults filled in)."""
+        bound = dict(self.defaults)
+        for name, value in zip(self.arg_names, args, strict=False):
+            bound[name] = value
+        bound.update(kwargs)
+        return bound
+
+    def jit_dtype(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The dtype that selects a jitted kernel for this call, or ``None``."""
+        dtype = self.rule(self, args, kwargs)
+        if dtype is None or dtype not in self.dtypes:
+            return None
+        return dtype
+
+
+def _shapes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[int, ...], ...]:
+    import torch  # torch is imported lazily throughout the package (import cost)
+
+    return tuple(tuple(v.shape) for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor))
+
+
+def make_call(
+    spec: OverloadSpec,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    dtype: Any,
+    device: Any,
+    mode: str,
+) -> JitCall:
+    return JitCall(
+        op=spec.qualified,
+        entry=spec.entry.name,
+        dtype=str(dtype).replace("torch.", ""),
+        shapes=_shapes(args, kwargs),
+        device=str(device),
+        kernels=spec.entry.kernels,
+        source=SOURCE_ROOT + spec.entry.source,
+        mode=mode,
+    )

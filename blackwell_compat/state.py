@@ -1,0 +1,158 @@
+"""The process state of blackwell-compat, in one module, under one lock.
+
+Everything the library remembers between calls about *this process* lives here, so a maintainer
+finds it in one place and the tests reset it with one call (:func:`reset_for_tests`):
+
+* emulation: the stack of ``bc.emulate()`` blocks (process-wide) and the architecture
+  ``BLACKWELL_COMPAT_EMULATE`` named when the package honoured it (read once);
+* targeting: whether the patches were applied with ``force=True`` and, per CUDA device index,
+  whether the loaded NVRTC fails for it (cached verdicts);
+* the op guard: whether it is on, the recorder ``audit`` installs, the dispatcher registration
+  forced by tests or diagnostics;
+* per thread: the depth of calls into original kernels (bypass) and of :func:`suspended` blocks.
+
+The modules that own the behaviour (:mod:`.emulation`, :mod:`.devices`, :mod:`.ops`) keep their
+functions and read and write the state here.  This module is a leaf above ``errors``/``config``:
+it imports nothing of the package, so every layer may read it.  Reads on the hot path (the
+dispatcher kernel) take no lock; writes take :data:`lock`, which is re-entrant because turning
+the guard on re-registers kernels while holding it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+#: The one lock of the process state (re-entrant; registered with :mod:`._forksafe`).
+lock = threading.RLock()
+
+# -- emulation ------------------------------------------------------------------------------------
+
+emulation_stack: list[str] = []
+"""The archs of the open ``bc.emulate()`` blocks, innermost last."""
+env_arch: str | None = None
+"""The architecture ``BLACKWELL_COMPAT_EMULATE`` named when it was read (once, when the package
+honoured it): a program that changes the variable later changes nothing here."""
+
+# -- targeting ------------------------------------------------------------------------------------
+
+forced: bool = False
+"""``bc.apply(force=True)``: every CUDA device counts as affected."""
+cuda_verdicts: dict[int, bool] = {}
+"""CUDA device index -> whether the loaded NVRTC fails for its architecture."""
+
+# -- the op guard and the dispatcher --------------------------------------------------------------
+
+guard_enabled: bool = False
+recorder: Callable[[Any], None] | None = None
+"""Called with each intercepted call record instead of raising (``audit``)."""
+registration_override: str | None = None
+"""The dispatcher registration forced by tests or diagnostics (``None``: chosen by torch)."""
+
+
+class _ThreadState(threading.local):
+    # Class defaults keep the hot-path reads fast (no per-thread __init__).
+    bypass = 0
+    """Depth of calls into original kernels: the dispatcher kernel lets them through."""
+    suspended = 0
+    """Depth of :func:`suspended` blocks: this thread sees no emulation."""
+
+
+local = _ThreadState()
+
+_on_reset: list[Callable[[], None]] = []
+
+
+# -- reads ----------------------------------------------------------------------------------------
+
+
+def emulated_arch() -> str | None:
+    """The emulated architecture in force, or ``None``.
+
+    Emulation is process-wide (not per thread): on a real affected GPU every thread fails.
+    A thread inside :func:`suspended` sees no emulation.
+    """
+    if local.suspended:
+        return None
+    with lock:
+        if emulation_stack:
+            return emulation_stack[-1]
+    return env_arch
+
+
+def emulation_active() -> bool:
+    """Whether emulation is on (called for every intercepted op: no lock on the fast path)."""
+    if local.suspended:
+        return False
+    return bool(emulation_stack) or env_arch is not None
+
+
+def emulation_source() -> str | None:
+    """What turned the emulation in force on (``bc.emulate(...)`` or the variable), or ``None``."""
+    arch = emulated_arch()
+    if arch is None:
+        return None
+    with lock:
+        in_block = bool(emulation_stack)
+    if in_block:
+        return f"bc.emulate({arch!r})"
+    return f"BLACKWELL_COMPAT_EMULATE={arch}"
+
+
+# -- thread-local blocks --------------------------------------------------------------------------
+
+
+@contextmanager
+def suspended() -> Iterator[None]:
+    """In the calling thread only, run the block as if no emulation were active (blocks nest)."""
+    local.suspended += 1
+    try:
+        yield
+    finally:
+        local.suspended -= 1
+
+
+@contextmanager
+def bypass() -> Iterator[None]:
+    """Calls made in this thread inside the block reach the original kernels."""
+    depth = local.bypass
+    local.bypass = depth + 1
+    try:
+        yield
+    finally:
+        local.bypass = depth
+
+
+def bypassing() -> bool:
+    return bool(local.bypass)
+
+
+# -- tests ----------------------------------------------------------------------------------------
+
+
+def on_reset(callback: Callable[[], None]) -> None:
+    """Have :func:`reset_for_tests` also call *callback* (the dispatcher drops its kernels)."""
+    if callback not in _on_reset:
+        _on_reset.append(callback)
+
+
+def reset_for_tests() -> None:
+    """Put the process state back to a fresh import's (tests only).
+
+    The architecture ``BLACKWELL_COMPAT_EMULATE`` named is kept: it belongs to the environment
+    the test process was started with, not to a test.
+    """
+    global forced, guard_enabled, recorder, registration_override
+    with lock:
+        emulation_stack.clear()
+        forced = False
+        cuda_verdicts.clear()
+        guard_enabled = False
+        recorder = None
+        registration_override = None
+        for callback in _on_reset:
+            callback()
+    local.bypass = 0
+    local.suspended = 0
