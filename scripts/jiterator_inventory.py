@@ -8,7 +8,7 @@ Not library runtime (the table itself is :mod:`blackwell_compat.ops.inventory`):
     python scripts/jiterator_inventory.py --scan [LIB]  # compare libtorch_cuda.so's kernels
 
 The scan reads the mangled template symbols of ``libtorch_cuda.so`` (no GPU, no torch import, no
-binutils).  ``tests/test_inventory.py`` runs the scan for the installed torch and checks that
+binutils).  ``tests/test_ops_inventory.py`` runs the scan for the installed torch and checks that
 ``docs/inventory.md`` is what :func:`markdown` prints.
 """
 

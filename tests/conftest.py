@@ -36,6 +36,33 @@ def _clean_blackwell_state():
             os.environ[key] = value
 
 
+# -- dispatcher registrations (ops) -------------------------------------------------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking ``registration`` runs once per way of registering the dispatcher kernel
+    that the installed torch offers (``backend`` needs torch >= 2.9)."""
+    if "registration" in metafunc.fixturenames:
+        import torch
+
+        from blackwell_compat.ops import dispatcher
+
+        available = [dispatcher.BACKEND_SELECT]
+        if hasattr(torch.library, "get_kernel"):
+            available.append(dispatcher.BACKEND)
+        metafunc.parametrize("registration", available, indirect=True)
+
+
+@pytest.fixture
+def registration(request: pytest.FixtureRequest):
+    """The dispatcher registration forced for the test (see ``pytest_generate_tests``)."""
+    from blackwell_compat.ops import dispatcher
+
+    dispatcher.set_registration(request.param)
+    yield request.param
+    dispatcher.set_registration(None)
+
+
 # -- NVRTC wheels (probe) -----------------------------------------------------------------------
 # Real NVRTC libraries for the probe tests.  The nox session fetches them into .nox/_nvrtc and
 # exports BLACKWELL_COMPAT_TEST_NVRTC_DIR; a plain `pytest` fetches them into .nvrtc-wheels/.

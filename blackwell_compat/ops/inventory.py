@@ -14,7 +14,7 @@ How the table was made (see ``docs/inventory.md`` for the rendered page):
   naming the kernel and its scalar type in ``libtorch_cuda.so``.
   ``scripts/jiterator_inventory.py --scan`` lists them for an installed torch; the symbols of
   torch 2.6.0, 2.7.0, 2.8.0, 2.9.0, 2.10.0 and 2.11.0 were compared with this table
-  (``tests/test_inventory.py`` repeats the check for the installed torch).
+  (``tests/test_ops_inventory.py`` repeats the check for the installed torch).
 
 Each entry names the ATen operator packets it covers.  The dispatcher is intercepted for every
 overload of those packets (and of the in-place packet ``name_``) that has its own CPU or CUDA

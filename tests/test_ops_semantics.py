@@ -34,14 +34,10 @@ from hypothesis import strategies as st
 import blackwell_compat as bc
 from blackwell_compat import state
 from blackwell_compat.ops import discovery, inventory, rewrites
-from blackwell_compat.ops import dispatcher as dispatch
 
 warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
 
 ENTRIES = inventory.by_name(torch.__version__)
-STRATEGIES = [dispatch.BACKEND_SELECT] + (
-    [dispatch.BACKEND] if hasattr(torch.library, "get_kernel") else []
-)
 
 ALL_DTYPES = [
     torch.bool,
@@ -425,15 +421,6 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-@pytest.fixture(params=STRATEGIES)
-def strategy(request: pytest.FixtureRequest) -> Any:
-    """Both ways of registering where this torch has them (see blackwell_compat.ops.dispatcher)."""
-    dispatch.set_registration(request.param)
-    yield request.param
-    dispatch.set_registration(None)
-    state.reset_for_tests()
-
-
 # -- the tests -----------------------------------------------------------------------------------
 
 
@@ -513,7 +500,7 @@ REGRESSIONS = [
 @pytest.mark.parametrize(
     "case", REGRESSIONS, ids=[f"{c[0].name}-{'-'.join(map(_describe, c[1]))}" for c in REGRESSIONS]
 )
-def test_regression(case: tuple[Form, list[Any], torch.dtype], strategy: str) -> None:
+def test_regression(case: tuple[Form, list[Any], torch.dtype], registration: str) -> None:
     _check_batch([case])
 
 
