@@ -335,6 +335,11 @@ def lint(session: nox.Session) -> None:
     _log_install(session, started)
     session.run("ruff", "check", str(ROOT))
     session.run("ruff", "format", "--check", str(ROOT))
+    # The architecture: layers in one direction, nothing imports the CLI, the ops layer never
+    # imports the emulation, the runtime never imports the tools ([tool.importlinter] in
+    # pyproject.toml).  It reads the sources from the working directory; nothing is imported.
+    session.chdir(ROOT)
+    session.run("lint-imports", env={"PYTHONPATH": str(ROOT)})
     # The documentation site: strict, so a broken link, a missing page in the nav or a reference
     # to an API name that does not exist fails here.  It reads the sources, never imports them.
     # (NO_MKDOCS_2_WARNING: the Material theme's banner about its successor, not a build problem.)

@@ -15,7 +15,8 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from . import _forksafe
+from .versions import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .emulation import emulate
@@ -77,56 +78,32 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-_environment_error: Exception | None = None
+def _honour_environment() -> None:
+    """The import's only work: what two variables ask of every process that imports the package.
 
+    Each costs one dictionary lookup when unset (``tests/test_init.py`` holds the import cheap):
 
-def _activate_env_emulation() -> None:
-    """Honour ``BLACKWELL_COMPAT_EMULATE`` as soon as the package is imported.
-
-    Only when the variable is set: then torch gets the emulation kernels as soon as it is
-    imported.  Unset, this costs one dictionary lookup.
+    - ``BLACKWELL_COMPAT_EMULATE``: emulation for the whole process, its kernels installed as soon
+      as torch is imported.  A malformed value raises here, except under the command line, which
+      reports it as a usage error (one line, exit status 2) from ``main()``;
+    - the audit's variable (set by ``blackwell-compat audit`` for the processes of the program it
+      runs): record into that audit.  A failure to join never stops the program: the audit then
+      reports this process as not covered.
     """
     if os.environ.get("BLACKWELL_COMPAT_EMULATE", "").strip():
-        from .emulation import activate_from_environment
+        from . import config, state
+        from .emulation import activate_from_environment  # imports ops and probing: only here
         from .errors import ConfigError
 
         try:
             activate_from_environment()
         except ConfigError as exc:
-            if not _running_the_cli():
+            if not config.running_the_cli():
                 raise
-            # The CLI reports it as a usage error (one line, exit status 2) from main().
-            global _environment_error
-            _environment_error = exc
-
-
-def _running_the_cli() -> bool:
-    """Whether this import is the start of ``python -m blackwell_compat`` / ``blackwell-compat``
-    (there, a malformed variable is a usage error: one line and exit status 2)."""
-    import sys
-
-    argv = list(getattr(sys, "orig_argv", sys.argv))
-    if "-m" in argv[:-1] and argv[argv.index("-m") + 1] == __name__:
-        return True
-    return any(os.path.basename(arg) == "blackwell-compat" for arg in argv[:2])
-
-
-def _install_fork_handlers() -> None:
-    """Children of ``os.fork()`` get the package's locks free (see ``_forksafe``)."""
-    from . import _forksafe
-
-    _forksafe.install()
-
-
-def _join_audit() -> None:
-    """In a process a program under ``audit`` started: record into that audit.
-
-    Only when the audit's variable is set (one dictionary lookup otherwise).  A failure to
-    join never stops the program: the audit then reports this process as not covered.
-    """
+            state.environment_error = exc
     if os.environ.get("_BLACKWELL_COMPAT_AUDIT"):
         try:
-            from .audit import join_from_environment
+            from .audit import join_from_environment  # the audit machinery: only in its processes
 
             join_from_environment()
         except Exception as exc:  # pragma: no cover - reported by the auditing process
@@ -135,6 +112,6 @@ def _join_audit() -> None:
             print(f"blackwell-compat: audit: this process could not join: {exc}", file=sys.stderr)
 
 
-_install_fork_handlers()
-_activate_env_emulation()
-_join_audit()
+# Children of ``os.fork()`` get the package's locks free (see ``_forksafe``).
+_forksafe.install()
+_honour_environment()

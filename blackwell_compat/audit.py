@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, NoReturn, TextIO
 
-from . import __version__
+from .versions import __version__
 
 TAIL_CHARS = 4000
 #: Set, for the program's processes, to the spool directory they write their records to.

@@ -209,3 +209,17 @@ def environment_problems(
                 f"{PROBE_TIMEOUT}={raw!r}: expected a positive number of seconds such as '20'"
             )
     return problems
+
+
+def running_the_cli() -> bool:
+    """Whether this process is ``python -m blackwell_compat`` / ``blackwell-compat``.
+
+    There, a malformed variable is a usage error (one line, exit status 2) rather than an
+    exception at import.  Reads the command line only when asked (on that error path).
+    """
+    import sys
+
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    if "-m" in argv[:-1] and argv[argv.index("-m") + 1] == "blackwell_compat":
+        return True
+    return any(os.path.basename(arg) == "blackwell-compat" for arg in argv[:2])

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import __version__
 from .errors import ConfigError
+from .versions import __version__
 
 if TYPE_CHECKING:
     from .engine import ApplyReport

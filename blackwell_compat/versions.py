@@ -7,6 +7,11 @@ code is 2.6.0.
 
 from __future__ import annotations
 
+#: The version of blackwell-compat itself: the one source (``pyproject.toml`` reads it statically,
+#: the package root re-exports it, and modules that report it import it from here, never from the
+#: root, so no module below the root depends on the root's import-time work).
+__version__ = "0.1.0"
+
 from functools import lru_cache
 from typing import TYPE_CHECKING
 

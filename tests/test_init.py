@@ -26,6 +26,25 @@ def test_import_pulls_in_nothing_heavy():
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
+def test_import_does_no_work_the_environment_does_not_ask_for():
+    """Without BLACKWELL_COMPAT_EMULATE or the audit's variable, importing the package loads
+    neither the emulation, the dispatcher, the probe nor the audit."""
+    import os
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("BLACKWELL_COMPAT_EMULATE", "_BLACKWELL_COMPAT_AUDIT")
+    }
+    loaded = _modules_after("import blackwell_compat", env=env)
+    internal = {name for name in loaded if name.startswith("blackwell_compat")}
+    assert internal == {
+        "blackwell_compat",
+        "blackwell_compat._forksafe",
+        "blackwell_compat.versions",
+    }, internal
+
+
 def test_apply_without_affected_gpu_does_not_import_torch():
     import os
 

@@ -39,14 +39,14 @@ SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 
 def source_version() -> str:
     """``__version__`` as written in the package (the one source of the version)."""
-    tree = ast.parse((ROOT / "blackwell_compat" / "__init__.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "blackwell_compat" / "versions.py").read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets
         ):
             assert isinstance(node.value, ast.Constant)
             return str(node.value.value)
-    raise AssertionError("blackwell_compat/__init__.py assigns no __version__")
+    raise AssertionError("blackwell_compat/versions.py assigns no __version__")
 
 
 def pyproject() -> dict[str, object]:

@@ -57,14 +57,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
 
 def environment_problems() -> list[str]:
     """Malformed library variables, each reported once (the import's own finding included)."""
-    from .. import _environment_error, config
+    from .. import config, state
     from ..engine import registrations
 
     patches: dict[str, tuple[str, ...]] = {}
     for reg in registrations():
         if reg.name not in patches:
             patches[reg.name] = reg.patch.strategies if reg.patch is not None else ()
-    problems = [str(_environment_error)] if _environment_error is not None else []
+    found = state.environment_error
+    problems = [str(found)] if found is not None else []
     for problem in config.environment_problems(patches):
         if problem not in problems:
             problems.append(problem)

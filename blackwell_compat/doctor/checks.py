@@ -1050,7 +1050,7 @@ def run_checks(
 
 def build_report(facts: Facts, checks: Sequence[tuple[str, str, Check]] = CHECKS) -> Report:
     """Run the checks on *facts* and bundle everything the renderers need."""
-    from .. import __version__
+    from ..versions import __version__
 
     results = run_checks(facts, checks)
     return Report(
