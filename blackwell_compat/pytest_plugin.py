@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .errors import ConfigError
+from .errors import NVRTC_ARCH_ERROR_MARK, ConfigError
 from .versions import __version__
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 MODES = ("auto", "on", "off")
 DEFAULT_ARCH = "sm_121"
-NVRTC_SIGNATURE = "invalid value for --gpu-architecture"
+NVRTC_SIGNATURE = NVRTC_ARCH_ERROR_MARK
 
 _OFF_WORDS = {"", "0", "off", "no", "false", "none"}
 _ON_WORDS = {"1", "on", "yes", "true"}

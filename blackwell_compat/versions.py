@@ -31,15 +31,26 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
-def release_string(version: str) -> str | None:
-    """``"2.6.0a0+ecf3bae40a"`` -> ``"2.6.0"``; ``None`` for an unparsable version."""
-    from packaging.version import InvalidVersion, Version
+def release(version: str | None) -> tuple[int, ...] | None:
+    """``"2.6.0a0+ecf3bae40a"`` -> ``(2, 6, 0)``; ``None`` for a missing or unparsable version.
+
+    The one parser of release tuples: compare these, never the raw strings (a pre-release or a
+    local build tag of the same code would compare lower).
+    """
+    if not version:
+        return None
+    from packaging.version import InvalidVersion, Version  # packaging: only when asked
 
     try:
-        parsed = Version(version)
+        return tuple(Version(version).release)
     except InvalidVersion:
         return None
-    return ".".join(str(part) for part in parsed.release)
+
+
+def release_string(version: str) -> str | None:
+    """``"2.6.0a0+ecf3bae40a"`` -> ``"2.6.0"``; ``None`` for an unparsable version."""
+    parts = release(version)
+    return None if parts is None else ".".join(str(part) for part in parts)
 
 
 @lru_cache(maxsize=256)

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from blackwell_compat.errors import NVRTC_ARCH_ERROR_LINE
 from blackwell_compat.ops.inventory import (
     DTYPE_RULE_TEXTS,
     ENTRIES,
@@ -186,7 +187,7 @@ def markdown() -> str:
         "",
         "Every ATen op and dtype that PyTorch compiles at run time with NVRTC (the *Jiterator*) "
         "on CUDA. On a GPU whose architecture the loaded NVRTC does not know, each of these "
-        "raises `nvrtc: error: invalid value for --gpu-architecture (-arch)` the first time it "
+        f"raises `{NVRTC_ARCH_ERROR_LINE}` the first time it "
         "runs. The op guard (`bc.apply()`, patch `torch`) replaces exactly these, the emulation "
         "(`bc.emulate()`) makes exactly these fail on CPU tensors, and `audit` reports exactly "
         "these.",

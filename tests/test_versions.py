@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from blackwell_compat.versions import in_range, installed_version, release_string
+from blackwell_compat.versions import in_range, installed_version, release, release_string
 
 
 @pytest.mark.parametrize(
@@ -26,6 +26,24 @@ def test_in_range_uses_release_tuple(version, spec, expected):
 def test_release_string():
     assert release_string("2.6.0a0+ecf3bae40a") == "2.6.0"
     assert release_string("garbage!") is None
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("2.6.0a0+ecf3bae40a", (2, 6, 0)),
+        ("2.11.0+cu130", (2, 11, 0)),
+        ("4.40.2", (4, 40, 2)),
+        ("1.0", (1, 0)),
+        ("garbage!", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_release_is_the_numeric_tuple(version, expected):
+    assert release(version) == expected
+    # Compared as numbers, not text: 2.10 comes after 2.9.
+    assert release("2.10.0") > release("2.9.1")  # type: ignore[operator]
 
 
 def test_installed_version():

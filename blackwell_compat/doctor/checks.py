@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import NVRTC_ARCH_ERROR_MARK
 from .hints import (
     BLACKWELL_ARCHS,
     Fix,
@@ -1002,7 +1003,7 @@ def check_smoke(facts: Facts) -> CheckResult:
 
 
 def _is_nvrtc(text: str) -> bool:
-    return "invalid value for --gpu-architecture" in text
+    return NVRTC_ARCH_ERROR_MARK in text
 
 
 # -- running --------------------------------------------------------------------------------

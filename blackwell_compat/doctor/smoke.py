@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import NVRTC_ARCH_ERROR_MARK
 from .process import emit
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ FAIL = "fail"
 SKIP = "skip"
 MODES = ("unpatched", "patched")
 _CHILD = "blackwell_compat.doctor.smoke"
-_NVRTC_MARK = "invalid value for --gpu-architecture"
+_NVRTC_MARK = NVRTC_ARCH_ERROR_MARK
 
 
 # -- workloads (run in the child) -----------------------------------------------------------
