@@ -12,7 +12,9 @@ finds it in one place and the tests reset it with one call (:func:`reset_for_tes
 * per thread: the depth of calls into original kernels (bypass) and of :func:`suspended` blocks.
 
 The modules that own the behaviour (:mod:`.emulation`, :mod:`.devices`, :mod:`.ops`) keep their
-functions and read and write the state here.  This module is a leaf above ``errors``/``config``:
+functions and read and write the state here.  (The compiler remedies keep what they loaded in
+:mod:`blackwell_compat.remedies`: state a remedy owns from process start, which tests do not
+reset.)  This module is a leaf above ``errors``/``config``:
 it imports nothing of the package, so every layer may read it.  Reads on the hot path (the
 dispatcher kernel) take no lock; writes take :data:`lock`, which is re-entrant because turning
 the guard on re-registers kernels while holding it.

@@ -38,13 +38,13 @@ from ..state import bypass, bypassing
 from .discovery import overload_specs
 from .kernel import make_kernel
 from .originals import original_for
-from .spec import EMULATE, GUARD, JitCall, OverloadSpec
+from .spec import MODE_EMULATE, MODE_GUARD, JitCall, OverloadSpec
 
 __all__ = [
     "BACKEND",
     "BACKEND_SELECT",
-    "EMULATE",
-    "GUARD",
+    "MODE_EMULATE",
+    "MODE_GUARD",
     "REGISTRATIONS",
     "JitCall",
     "OverloadSpec",

@@ -23,7 +23,7 @@ from .. import devices, state
 from ..errors import NVRTC_ARCH_ERROR_LINE
 from . import rewrites
 from .originals import Original
-from .spec import EMULATE, GUARD, JitCall, OverloadSpec, make_call
+from .spec import MODE_EMULATE, MODE_GUARD, JitCall, OverloadSpec, make_call
 
 _emulated_failure: Callable[[JitCall], BaseException] | None = None
 
@@ -84,11 +84,11 @@ def decide(
     if kind == "cuda":
         if not state.guard_enabled or not devices.device_targeted(device):
             return None, None, None
-        outcome = GUARD
+        outcome = MODE_GUARD
     elif kind == "cpu":
         if not state.emulation_active():
             return None, None, None
-        outcome = GUARD if state.guard_enabled else EMULATE
+        outcome = MODE_GUARD if state.guard_enabled else MODE_EMULATE
     else:
         return None, None, None
     dtype = spec.jit_dtype(args, kwargs)
@@ -128,11 +128,11 @@ def make_kernel(spec: OverloadSpec, original: Original) -> Callable[..., Any]:
         if outcome is None:
             return original(keyset, args, kwargs)
         recorder = state.recorder
-        if outcome == GUARD:
+        if outcome == MODE_GUARD:
             if recorder is not None:
-                recorder(make_call(spec, args, kwargs, dtype, device, GUARD))
+                recorder(make_call(spec, args, kwargs, dtype, device, MODE_GUARD))
             return rewrites.run(spec, keyset, args, kwargs, device, call_original)
-        call = make_call(spec, args, kwargs, dtype, device, EMULATE)
+        call = make_call(spec, args, kwargs, dtype, device, MODE_EMULATE)
         if recorder is not None:
             recorder(call)
             return call_original(keyset, args, kwargs)

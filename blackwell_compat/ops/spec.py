@@ -13,10 +13,11 @@ from typing import Any
 
 from .inventory import SOURCE_ROOT, JitOp
 
-#: Call outcome: the op guard computes the call without the Jiterator.
-GUARD = "guard"
-#: Call outcome: the call fails (or, under ``audit``, is recorded) as on an affected GPU.
-EMULATE = "emulate"
+#: :attr:`JitCall.mode` of a call the op guard computes without the Jiterator.
+MODE_GUARD = "guard"
+#: :attr:`JitCall.mode` of a call that fails (or, under ``audit``, is recorded) as on an affected
+#: GPU.  (Not to be confused with ``config.EMULATE``, the variable that turns emulation on.)
+MODE_EMULATE = "emulate"
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class JitCall:
     device: str
     kernels: tuple[str, ...]
     source: str
-    mode: str = EMULATE
+    mode: str = MODE_EMULATE
     """``emulate`` (would fail) or ``guard`` (rewritten by the op guard)."""
 
     @property
