@@ -27,8 +27,6 @@ from .ops.spec import JitCall
 from .probing import probe
 from .probing.isolation import default_timeout, run_test_child
 
-#: The line NVRTC writes when it does not know the requested architecture.
-NVRTC_ERROR_LINE = NVRTC_ARCH_ERROR_LINE
 #: nvrtcResult code for that failure (NVRTC_ERROR_INVALID_OPTION).
 NVRTC_ERROR_INVALID_OPTION = 5
 

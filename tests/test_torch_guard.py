@@ -99,7 +99,7 @@ def test_apply_is_idempotent_and_patched_block_reverts() -> None:
         assert not dispatch.guard_enabled()
 
 
-def test_every_inventory_entry_has_a_strategy() -> None:
+def test_every_inventory_entry_has_a_route() -> None:
     names = {spec.entry.name for spec in dispatch.overload_specs()}
     rewritten = {n for n in names if rewrites.route_for(n) == "rewrite"}
     # The complex ops users hit most must be real rewrites, never a CPU round trip.
