@@ -37,6 +37,14 @@ def release_string(version: str) -> str | None:
     return ".".join(str(part) for part in parsed.release)
 
 
+def release_tuple(version: str | None) -> tuple[int, ...] | None:
+    """``"2.6.0a0+ecf3bae40a"`` -> ``(2, 6, 0)``; ``None`` for a missing or unparsable one."""
+    if not version:
+        return None
+    text = release_string(version)
+    return None if text is None else tuple(int(part) for part in text.split("."))
+
+
 @lru_cache(maxsize=256)
 def _specifier(spec: str) -> SpecifierSet:
     from packaging.specifiers import SpecifierSet

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from blackwell_compat.versions import in_range, installed_version, release_string
+from blackwell_compat.versions import in_range, installed_version, release_string, release_tuple
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,17 @@ def test_release_string():
 def test_installed_version():
     assert installed_version("packaging")
     assert installed_version("no-such-distribution-xyz") is None
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("2.6.0a0+ecf3bae40a", (2, 6, 0)),
+        ("2.11.0+cu130", (2, 11, 0)),
+        ("nonsense", None),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_release_tuple(version, expected):
+    assert release_tuple(version) == expected

@@ -58,14 +58,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
 def environment_problems() -> list[str]:
     """Malformed library variables, each reported once (the import's own finding included)."""
     from .. import _environment_error, config
-    from ..engine import registrations
+    from ..engine import known_strategies
 
-    patches: dict[str, tuple[str, ...]] = {}
-    for reg in registrations():
-        if reg.name not in patches:
-            patches[reg.name] = reg.patch.strategies if reg.patch is not None else ()
     problems = [str(_environment_error)] if _environment_error is not None else []
-    for problem in config.environment_problems(patches):
+    for problem in config.environment_problems(known_strategies()):
         if problem not in problems:
             problems.append(problem)
     return problems
