@@ -77,9 +77,6 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-_environment_error: Exception | None = None
-
-
 def _activate_env_emulation() -> None:
     """Honour ``BLACKWELL_COMPAT_EMULATE`` as soon as the package is imported.
 
@@ -89,26 +86,15 @@ def _activate_env_emulation() -> None:
     if os.environ.get("BLACKWELL_COMPAT_EMULATE", "").strip():
         from .emulation import activate_from_environment
         from .errors import ConfigError
+        from .invocation import running_the_cli
 
         try:
             activate_from_environment()
-        except ConfigError as exc:
-            if not _running_the_cli():
+        except ConfigError:
+            if not running_the_cli():
                 raise
-            # The CLI reports it as a usage error (one line, exit status 2) from main().
-            global _environment_error
-            _environment_error = exc
-
-
-def _running_the_cli() -> bool:
-    """Whether this import is the start of ``python -m blackwell_compat`` / ``blackwell-compat``
-    (there, a malformed variable is a usage error: one line and exit status 2)."""
-    import sys
-
-    argv = list(getattr(sys, "orig_argv", sys.argv))
-    if "-m" in argv[:-1] and argv[argv.index("-m") + 1] == __name__:
-        return True
-    return any(os.path.basename(arg) == "blackwell-compat" for arg in argv[:2])
+            # The CLI reports it as a usage error (one line, exit status 2) from main(): it
+            # judges the same variable with config.environment_problems.
 
 
 def _install_fork_handlers() -> None:

@@ -43,10 +43,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import metadata
 from types import FrameType
 from typing import Any, NoReturn, TextIO
 
-from . import __version__
+from . import config
+from .errors import ConfigError
 
 TAIL_CHARS = 4000
 #: Set, for the program's processes, to the spool directory they write their records to.
@@ -154,7 +156,7 @@ class AuditReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "tool": "blackwell-compat audit",
-            "version": __version__,
+            "version": _library_version(),
             "arch": self.arch,
             "fix": self.fix,
             "target": {
@@ -180,6 +182,15 @@ class AuditReport:
             },
             "exit_status": self.exit_status,
         }
+
+
+def _library_version() -> str:
+    """This library's version, from its distribution's metadata (written from ``__version__``):
+    the audit never imports the package root, which itself imports the audit to join it."""
+    try:
+        return metadata.version("blackwell-compat")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from an uninstalled tree
+        return "unknown"
 
 
 def _sites_as_dicts(sites: list[SiteReport]) -> list[dict[str, Any]]:
@@ -767,8 +778,6 @@ def _exit_code(exc: SystemExit, stderr: Any) -> int:
 
 def check_target(target: Target) -> None:
     """Raise :class:`~blackwell_compat.errors.ConfigError` for a target that cannot run."""
-    from .errors import ConfigError
-
     if target.kind == "script":
         if not os.path.isfile(target.name):
             raise ConfigError(f"audit: no such script: {target.name}")
@@ -805,7 +814,9 @@ def run(
     ``on_exit(report)`` receives the report first (the command line prints it) and the process
     ends with the report's exit status; without it, with status *n*, as the program asked.
     """
-    from . import config, dispatch, emulation, engine
+    # Imported here: the package root imports this module in every process an audited program
+    # starts (join_from_environment), which must not load the engine or the emulation for it.
+    from . import dispatch, emulation, engine
 
     arch = config.parse_arch(arch, source="audit --arch")
     check_target(target)

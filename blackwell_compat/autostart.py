@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from . import config
 from .errors import BlackwellCompatWarning, ConfigError, logger
+from .invocation import running_the_cli
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import ApplyReport
@@ -130,9 +131,7 @@ def start() -> StartupResult:
 def _cli_reports_them() -> bool:
     """In ``python -m blackwell_compat ...`` the command line reports a malformed variable
     itself, as a usage error: the hook's warning would say it a second time."""
-    from . import _running_the_cli
-
-    return _running_the_cli()
+    return running_the_cli()
 
 
 def _apply(source: Mapping[str, str]) -> tuple[ApplyReport | None, list[str]]:

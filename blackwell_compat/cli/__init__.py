@@ -56,15 +56,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
 
 
 def environment_problems() -> list[str]:
-    """Malformed library variables, each reported once (the import's own finding included)."""
-    from .. import _environment_error, config
+    """Malformed library variables, each reported once.
+
+    The package import's own finding (a malformed ``BLACKWELL_COMPAT_EMULATE``, which it
+    leaves for the command line to report when :func:`~blackwell_compat.invocation.
+    running_the_cli`) is among them: the same variable, judged by the same function.
+    """
+    from .. import config
     from ..engine import known_strategies
 
-    problems = [str(_environment_error)] if _environment_error is not None else []
-    for problem in config.environment_problems(known_strategies()):
-        if problem not in problems:
-            problems.append(problem)
-    return problems
+    return list(dict.fromkeys(config.environment_problems(known_strategies())))
 
 
 def _stdout_gone() -> None:
