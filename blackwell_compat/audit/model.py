@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 TAIL_CHARS = 4000
@@ -144,6 +143,10 @@ class AuditReport:
 def _library_version() -> str:
     """This library's version, from its distribution's metadata (written from ``__version__``):
     the audit never imports the package root, which itself imports the audit to join it."""
+    # Imported here: importlib.metadata costs about 70 ms to import (measured with -X importtime),
+    # which every process an audit starts would pay at the package import.
+    from importlib import metadata
+
     try:
         return metadata.version("blackwell-compat")
     except metadata.PackageNotFoundError:  # pragma: no cover - run from an uninstalled tree

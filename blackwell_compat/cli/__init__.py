@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from .. import __version__
+from .. import __version__, config
+from ..errors import ConfigError
 
 COMMANDS = ("doctor", "list", "audit", "run")
 
@@ -62,7 +63,7 @@ def environment_problems() -> list[str]:
     leaves for the command line to report when :func:`~blackwell_compat.invocation.
     running_the_cli`) is among them: the same variable, judged by the same function.
     """
-    from .. import config
+    # Imported here, not with the parser: see list_cmd.rows (`--version` stays fast).
     from ..engine import known_strategies
 
     return list(dict.fromkeys(config.environment_problems(known_strategies())))
@@ -70,8 +71,6 @@ def environment_problems() -> list[str]:
 
 def _stdout_gone() -> None:
     """The reader of stdout left (``list --json | head``): write the rest nowhere, quietly."""
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -86,8 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     variable is a usage error, reported once per problem on stderr, exit status 2, and nothing
     runs.  A reader that closes stdout early ends the output quietly, never in a traceback.
     """
-    from ..errors import ConfigError
-
     parser, modules = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     problems = environment_problems()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..engine import Evaluation, evaluate_all
+if TYPE_CHECKING:
+    from ..engine import Evaluation
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,6 +25,10 @@ def add_parser(subparsers: Any) -> None:
 
 def rows() -> list[dict[str, Any]]:
     """One dictionary per registration: the data behind ``list`` (the engine's evaluations)."""
+    # Imported here: the parser imports every command module, and the engine at module level
+    # made `--version`/`--help` about 50 ms slower (measured, best of 7 runs).
+    from ..engine import evaluate_all
+
     return [row(evaluation) for evaluation in evaluate_all()]
 
 
