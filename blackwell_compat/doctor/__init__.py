@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 def diagnose(*, smoke: bool = False, timeouts: Timeouts | None = None) -> Report:
     """Gather this machine's facts and run every check (never raises for what it finds)."""
+    # Imported here: the doctor's child processes (``-m blackwell_compat.doctor.stack_child``,
+    # ``.smoke``) import this package first, and must not pay for the checks (about 250 ms).
     from .facts import gather
     from .runner import build_report
 
