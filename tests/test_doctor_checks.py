@@ -542,3 +542,29 @@ def test_unknown_status_is_refused():
 
 def test_smoke_not_requested_is_skipped():
     assert build_report(machine([H100])).check("smoke").status == SKIP
+
+
+def test_the_patches_check_asks_the_engine_not_the_command_line():
+    """Layers: the doctor sits below the CLI (it read ``cli.list_cmd.rows`` before)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from blackwell_compat.doctor.checks.patches import check_patches\n"
+        "from blackwell_compat.doctor.facts import Facts, TorchaudioFacts, TorchFacts\n"
+        "from blackwell_compat.doctor.ptxas import TritonFacts\n"
+        "from blackwell_compat.probing import build_platform\n"
+        "facts = Facts(platform=build_platform(), torch=TorchFacts(installed=False),\n"
+        "              torchaudio=TorchaudioFacts(installed=False),\n"
+        "              triton=TritonFacts(installed=False))\n"
+        "result = check_patches(facts)\n"
+        "print(result.summary.split(';')[0])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('blackwell_compat.cli')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    known, cli_modules = out.stdout.splitlines()[-2:]
+    from blackwell_compat.engine import registrations
+
+    assert known == f"{len(registrations())} known"
+    assert cli_modules == "[]"
