@@ -93,16 +93,17 @@ def _honour_environment() -> None:
     if os.environ.get("BLACKWELL_COMPAT_EMULATE", "").strip():
         # Imported here, not at module level: the emulation brings the ops layer, the probe and
         # wrapt (measured with -X importtime: 60-160 ms, against 5-13 ms for the whole package).
-        from . import config, state
         from .emulation import activate_from_environment
         from .errors import ConfigError
+        from .invocation import running_the_cli
 
         try:
             activate_from_environment()
-        except ConfigError as exc:
-            if not config.running_the_cli():
+        except ConfigError:
+            if not running_the_cli():
                 raise
-            state.environment_error = exc
+            # The command line reports it as a usage error (one line, exit status 2) from
+            # main(): it judges the same variable with config.environment_problems.
     if os.environ.get("_BLACKWELL_COMPAT_AUDIT"):
         try:
             # Only in the audit's processes (the audit module alone: 20-40 ms).

@@ -25,6 +25,7 @@ import site
 import sys
 import threading
 import warnings
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from . import config
 from .errors import BlackwellCompatWarning, ConfigError, logger
+from .invocation import running_the_cli
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import ApplyReport
@@ -130,8 +132,6 @@ def start() -> StartupResult:
 def _cli_reports_them() -> bool:
     """In ``python -m blackwell_compat ...`` the command line reports a malformed variable
     itself, as a usage error: the hook's warning would say it a second time."""
-    from .config import running_the_cli
-
     return running_the_cli()
 
 
@@ -146,6 +146,8 @@ def _apply(source: Mapping[str, str]) -> tuple[ApplyReport | None, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            # Imported inside the try: the start-up hook runs in every Python process, where a
+            # broken install must become a warning, never an exception at interpreter start.
             from .engine import apply
 
             report = apply(force=force)
@@ -177,7 +179,7 @@ def _native_problems() -> list[str]:
     """NVML/NVRTC that crashed, hung or was killed in its test process: the program runs on
     without them, and says so (the verdicts are stored, so this costs no child process)."""
     try:
-        from .probing import probe
+        from .probing import probe  # inside the try, as the engine in _apply
 
         failures = probe().native_failures
     except Exception as exc:  # probe() never raises; a start-up hook must not either
@@ -206,8 +208,6 @@ def format_problems(problems: list[str] | tuple[str, ...]) -> str:
 
 def _warn_once(problems: list[str]) -> None:
     """Show the start-up warning, unless an ancestor process already showed the same one."""
-    import zlib
-
     message = format_problems(problems)
     digest = format(zlib.crc32(message.encode("utf-8", "replace")), "08x")
     seen = [d for d in os.environ.get(_WARNED_VARIABLE, "").split(",") if d]

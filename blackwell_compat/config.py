@@ -27,8 +27,10 @@ ALL_VARIABLES = (DISABLE, EMULATE, AUTO, STRATEGY, FORCE, PROBE_TIMEOUT, CACHE_D
 _ARCH_RE = re.compile(r"sm_([0-9]{2,3})[af]?", re.ASCII)
 _DOTTED_RE = re.compile(r"([0-9]{1,2})\.([0-9])", re.ASCII)
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+", re.ASCII)
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
+#: The words (after ``strip().lower()``) every on/off setting of the library reads as true or
+#: false: the variables, the pytest plugin's options, the start-up hook.
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 #: Compute capabilities an architecture name may have (sm_30 ... sm_199): older ones no
 #: driver of the CUDA 12/13 era runs, larger ones are typing slips (``sm_999``, ``sm_12``).
 MIN_MAJOR, MAX_MAJOR = 3, 19
@@ -82,9 +84,9 @@ def capability_to_arch(major: int, minor: int) -> str:
 def parse_bool(name: str, env: Mapping[str, str] | None = None) -> bool:
     raw = (os.environ if env is None else env).get(name, "")
     text = raw.strip().lower()
-    if text in _TRUE:
+    if text in TRUE_WORDS:
         return True
-    if text in _FALSE:
+    if text in FALSE_WORDS:
         return False
     raise ConfigError(f"{name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
 
@@ -121,7 +123,7 @@ def disabled_names(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
 
 def emulated_arch_from_env(env: Mapping[str, str] | None = None) -> str | None:
     raw = (os.environ if env is None else env).get(EMULATE, "").strip()
-    if not raw or raw.lower() in _FALSE:
+    if not raw or raw.lower() in FALSE_WORDS:
         return None
     return parse_arch(raw, source=EMULATE)
 
@@ -209,17 +211,3 @@ def environment_problems(
                 f"{PROBE_TIMEOUT}={raw!r}: expected a positive number of seconds such as '20'"
             )
     return problems
-
-
-def running_the_cli() -> bool:
-    """Whether this process is ``python -m blackwell_compat`` / ``blackwell-compat``.
-
-    There, a malformed variable is a usage error (one line, exit status 2) rather than an
-    exception at import.  Reads the command line only when asked (on that error path).
-    """
-    import sys
-
-    argv = list(getattr(sys, "orig_argv", sys.argv))
-    if "-m" in argv[:-1] and argv[argv.index("-m") + 1] == "blackwell_compat":
-        return True
-    return any(os.path.basename(arg) == "blackwell-compat" for arg in argv[:2])

@@ -11,13 +11,14 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import config, devices
 from .errors import BlackwellCompatWarning, ConfigError, logger
+from .probing import Platform, probe
 from .registry import Patch, PatchContext, Registration, discover
 from .versions import in_range, installed_version
 
@@ -95,6 +96,47 @@ class ApplyReport:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """Would this patch apply here, and why: the answer of :func:`evaluate`.
+
+    ``gate`` names the first condition that says no (``None`` when every one holds):
+    ``"load"`` (the entry point did not load), ``"disabled"`` (``BLACKWELL_COMPAT_DISABLE``),
+    ``"version"`` (the target is not installed or outside ``supported``), ``"config"`` (a
+    malformed library variable: ``apply()`` would raise), ``"device"`` (no affected GPU and no
+    ``force``) or ``"drift"`` (an already imported target fails the patch's drift check; a
+    target not imported yet is checked when it is).  ``reason`` says it in words.
+    ``state``/``state_reason`` say where the patch stands in this process, as in ``status()``.
+    """
+
+    name: str
+    provider: str | None
+    entry_point: str
+    loaded: bool
+    would_apply: bool
+    gate: str | None
+    reason: str
+    state: str
+    state_reason: str
+    error: str | None = None
+    summary: str = ""
+    distribution: str | None = None
+    supported: str = ""
+    installed: str | None = None
+    modules: tuple[str, ...] = ()
+    strategies: tuple[str, ...] = ()
+    strategy: str | None = None
+    requires_affected: bool = True
+    device_checked: bool = True
+    drift: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("modules", "strategies", "drift"):
+            data[key] = list(data[key])
+        return data
+
+
 @dataclass
 class _Record:
     """A patch that passed its gates in this process: applied, or waiting for imports."""
@@ -127,6 +169,16 @@ def registrations(refresh: bool = False) -> list[Registration]:
 
 def known_names() -> list[str]:
     return [r.name for r in registrations()]
+
+
+def known_strategies() -> dict[str, tuple[str, ...]]:
+    """Patch name -> the strategies it offers (first registration of a name; none when it
+    failed to load): what ``config.environment_problems`` checks names against."""
+    result: dict[str, tuple[str, ...]] = {}
+    for reg in registrations():
+        if reg.name not in result:
+            result[reg.name] = tuple(reg.patch.strategies) if reg.patch is not None else ()
+    return result
 
 
 def _lookup() -> dict[str, Registration]:
@@ -183,11 +235,23 @@ def _as_flag(value: object, *, source: str) -> bool:
 
 # -- gates -----------------------------------------------------------------------------------
 
+#: Which condition keeps a patch from applying (:attr:`Evaluation.gate`).
+GATE_LOAD = "load"
+GATE_DISABLED = "disabled"
+GATE_VERSION = "version"
+GATE_CONFIG = "config"
+GATE_DEVICE = "device"
+GATE_DRIFT = "drift"
 
-def _version_gate(patch: Patch) -> tuple[bool, str, str | None]:
+VersionLookup = Callable[[str], "str | None"]
+
+
+def _version_gate(
+    patch: Patch, versions: VersionLookup = installed_version
+) -> tuple[bool, str, str | None]:
     if patch.distribution is None:
         return True, "", None
-    version = installed_version(patch.distribution)
+    version = versions(patch.distribution)
     if version is None:
         return False, f"{patch.distribution} is not installed", None
     if not in_range(version, patch.supported):
@@ -199,15 +263,16 @@ def _version_gate(patch: Patch) -> tuple[bool, str, str | None]:
     return True, "", version
 
 
-def _device_gate(patch: Patch, force: bool) -> tuple[bool, str]:
+def _device_gate(patch: Patch, force: bool, platform: Platform | None = None) -> tuple[bool, str]:
     if not patch.requires_affected or force:
         return True, ""
-    from .probing import probe
-
-    platform = probe()
-    if platform.affected:
+    try:
+        here = probe() if platform is None else platform
+    except Exception as exc:  # the probe never raises by contract; be safe anyway
+        return False, f"device check failed: {type(exc).__name__}: {exc}"
+    if here.affected:
         return True, ""
-    why = "; ".join(platform.reasons) if platform.reasons else "no affected GPU"
+    why = "; ".join(here.reasons) if here.reasons else "no affected GPU"
     return False, f"no affected GPU here ({why}); use apply(force=True) to apply anyway"
 
 
@@ -221,6 +286,184 @@ def _resolve_strategy(patch: Patch, requested: Mapping[str, str]) -> str | None:
             f"patch {patch.name!r} has no strategy {wanted!r}; its strategies: {offered}"
         )
     return wanted
+
+
+def _drift(patch: Patch) -> tuple[str, ...]:
+    """What the drift check says about the patch's targets that are imported already."""
+    found: list[str] = []
+    for module_name in patch.modules:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue  # checked when it is imported: evaluating never imports a target
+        try:
+            problems = list(patch.check(module))
+        except Exception as exc:
+            problems = [f"drift check raised {type(exc).__name__}: {exc}"]
+        found.extend(f"{module_name}: {problem}" for problem in problems)
+    return tuple(found)
+
+
+def _environment(patch: Patch | None) -> tuple[set[str], str | None, list[str]]:
+    """The disabled names, the strategy ``apply()`` would use and every problem with the
+    library variables that would make ``apply()`` raise (names as the engine knows them)."""
+    problems: list[str] = []
+    known = known_names()
+    disabled: set[str] = set()
+    try:
+        names = config.disabled_names()
+        if "all" in names:
+            disabled = set(known)
+        else:
+            config.check_known(names, known, source=config.DISABLE)
+            disabled = set(names)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    strategy = patch.default_strategy if patch is not None else None
+    try:
+        requested = config.strategies_from_env()
+        config.check_known(requested, known, source=config.STRATEGY)
+        if patch is not None:
+            strategy = _resolve_strategy(patch, requested)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return disabled, strategy, problems
+
+
+def _registration(patch: str | Registration | Patch) -> Registration:
+    if isinstance(patch, Registration):
+        return patch
+    if isinstance(patch, Patch):
+        registered = _lookup().get(patch.name)
+        if registered is not None and registered.patch is patch:
+            return registered
+        return Registration(patch.name, type(patch).__qualname__, None, patch=patch)
+    if isinstance(patch, str):
+        registered = _lookup().get(patch)
+        if registered is None:
+            config.check_known([patch], known_names(), source="evaluate(patch)")
+        assert registered is not None
+        return registered
+    raise TypeError(
+        "evaluate() takes a patch name (str), a Registration or a Patch; "
+        f"got {type(patch).__name__} {patch!r}"
+    )
+
+
+def evaluate(
+    patch: str | Registration | Patch,
+    *,
+    force: bool = False,
+    platform: Platform | None = None,
+    deep: bool = True,
+    versions: VersionLookup | None = None,
+) -> Evaluation:
+    """Would *patch* apply here, and why: the one place ``list``, the doctor and ``status()``
+    ask.  It changes nothing and never imports a target module.
+
+    Args:
+        patch: a registered patch's name, a :class:`Registration` or a :class:`Patch`.
+        force: as ``apply(force=...)``: the device gate holds everywhere.
+        platform: judge the device gate on this platform instead of probing this machine
+            (the doctor judges the machine its facts describe).
+        deep: ``False`` skips the device gate (no probe) and the drift checks, as
+            ``status()`` does; ``device_checked`` then says it was skipped.
+        versions: reads a distribution's installed version (default: package metadata).
+
+    Raises:
+        TypeError: *patch* is none of the accepted kinds.
+        ConfigError (a ``ValueError``): a name no registered patch has.
+    """
+    force = _as_flag(force, source="evaluate(force=...)")
+    with _lock:
+        return _evaluate(
+            _registration(patch),
+            force=force,
+            platform=platform,
+            deep=deep,
+            versions=installed_version if versions is None else versions,
+        )
+
+
+def evaluate_all(
+    *, force: bool = False, platform: Platform | None = None, deep: bool = True
+) -> list[Evaluation]:
+    """:func:`evaluate` for every registration, in discovery order (what ``list`` shows)."""
+    with _lock:
+        return [
+            _evaluate(reg, force=force, platform=platform, deep=deep, versions=installed_version)
+            for reg in registrations()
+        ]
+
+
+def _evaluate(
+    reg: Registration,
+    *,
+    force: bool,
+    platform: Platform | None,
+    deep: bool,
+    versions: VersionLookup,
+) -> Evaluation:
+    """The body of :func:`evaluate`.  Called with the lock held."""
+    patch = reg.patch
+    disabled, strategy, problems = _environment(patch)
+    registered = _lookup().get(reg.name) is reg
+    record = _records.get(reg.name) if registered else None
+    installed = versions(patch.distribution) if patch is not None and patch.distribution else None
+    gate: str | None = None
+    reason = "conditions hold"
+    drift: tuple[str, ...] = ()
+    if reg.name in disabled:
+        gate, reason = GATE_DISABLED, f"disabled by {config.DISABLE}"
+    elif patch is None:
+        gate, reason = GATE_LOAD, reg.error or "could not be loaded"
+    else:
+        ok, why, installed = _version_gate(patch, versions)
+        if not ok:
+            gate, reason = GATE_VERSION, why
+        elif problems:
+            gate, reason = GATE_CONFIG, "; ".join(problems)
+        elif deep:
+            ok, why = _device_gate(patch, force, platform)
+            if not ok:
+                gate, reason = GATE_DEVICE, why
+            elif record is None:
+                drift = _drift(patch)
+                if drift:
+                    gate = GATE_DRIFT
+                    reason = "a target changed upstream: " + "; ".join(drift)
+    if record is not None:
+        current = _record_status(reg, record)
+        state, state_reason = current.state, current.reason
+    elif patch is None:
+        state, state_reason = FAILED, reg.error or "could not be loaded"
+    elif gate in (GATE_DISABLED, GATE_VERSION):
+        state, state_reason = SKIPPED, reason
+    else:
+        state, state_reason = NOT_APPLIED, "not applied in this process"
+        if problems:
+            state_reason += f" ({'; '.join(problems)})"
+    return Evaluation(
+        name=reg.name,
+        provider=reg.provider,
+        entry_point=reg.value,
+        loaded=patch is not None,
+        would_apply=gate is None,
+        gate=gate,
+        reason=reason,
+        state=state,
+        state_reason=state_reason,
+        error=reg.error,
+        summary=patch.summary if patch is not None else "",
+        distribution=patch.distribution if patch is not None else None,
+        supported=patch.supported if patch is not None else "",
+        installed=installed,
+        modules=tuple(patch.modules) if patch is not None else (),
+        strategies=tuple(patch.strategies) if patch is not None else (),
+        strategy=strategy,
+        requires_affected=patch.requires_affected if patch is not None else True,
+        device_checked=deep,
+        drift=drift,
+    )
 
 
 # -- applying --------------------------------------------------------------------------------
@@ -495,31 +738,15 @@ def status() -> list[PatchStatus]:
     """Every known patch (including ones that failed to load) and where it stands."""
     with _lock:
         result = []
-        try:
-            disabled = set(config.disabled_names())
-        except ConfigError as exc:
-            disabled = set()
-            bad_env = str(exc)
-        else:
-            bad_env = ""
         for reg in registrations():
-            lookup_reg = _lookup().get(reg.name)
-            record = _records.get(reg.name) if lookup_reg is reg else None
-            if reg.patch is None:
-                result.append(_status_for(reg, FAILED, reg.error or "could not be loaded"))
-            elif record is not None:
+            evaluation = _evaluate(
+                reg, force=False, platform=None, deep=False, versions=installed_version
+            )
+            record = _records.get(reg.name) if _lookup().get(reg.name) is reg else None
+            if record is not None:
                 result.append(_record_status(reg, record))
-            elif reg.name in disabled or "all" in disabled:
-                result.append(_status_for(reg, SKIPPED, f"disabled by {config.DISABLE}"))
             else:
-                ok, why, _ = _version_gate(reg.patch)
-                if not ok:
-                    result.append(_status_for(reg, SKIPPED, why))
-                else:
-                    reason = "not applied in this process"
-                    if bad_env:
-                        reason += f" ({bad_env})"
-                    result.append(_status_for(reg, NOT_APPLIED, reason))
+                result.append(_status_for(reg, evaluation.state, evaluation.state_reason))
         return result
 
 

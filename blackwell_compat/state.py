@@ -53,12 +53,6 @@ recorder: Callable[[Any], None] | None = None
 registration_override: str | None = None
 """The dispatcher registration forced by tests or diagnostics (``None``: chosen by torch)."""
 
-# -- the environment ------------------------------------------------------------------------------
-
-environment_error: Exception | None = None
-"""A malformed ``BLACKWELL_COMPAT_EMULATE`` met when the package was imported by the CLI, which
-reports it as a usage error (elsewhere the import raises it)."""
-
 
 class _ThreadState(threading.local):
     # Class defaults keep the hot-path reads fast (no per-thread __init__).

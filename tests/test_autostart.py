@@ -157,7 +157,7 @@ def test_off_words_are_the_words_config_reads_as_false():
     from blackwell_compat import config
 
     setup_ns = runpy.run_path(str(ROOT / "setup.py"), run_name="not_main")
-    assert set(autostart.OFF_WORDS) == config._FALSE
+    assert set(autostart.OFF_WORDS) == config.FALSE_WORDS
     assert tuple(setup_ns["OFF_WORDS"]) == autostart.OFF_WORDS
     for word in autostart.OFF_WORDS:
         assert config.parse_bool("X", {"X": f" {word.upper()} "}) is False

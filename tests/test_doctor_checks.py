@@ -10,22 +10,16 @@ from support.doctor_fakes import (
     RTX5090,
     at,
     audio_for,
+    broken_patch,
+    fake_patches,
     machine,
-    patch_rows,
     torch_cu128,
 )
 
-from blackwell_compat.doctor.checks import (
-    CHECKS,
-    FAIL,
-    PASS,
-    SKIP,
-    WARN,
-    arch_coverage,
-    build_report,
-    run_checks,
-)
+from blackwell_compat.doctor.checks import CHECKS, arch_coverage
 from blackwell_compat.doctor.facts import TorchFacts
+from blackwell_compat.doctor.model import FAIL, PASS, SKIP, WARN
+from blackwell_compat.doctor.runner import build_report, run_checks
 from blackwell_compat.probing import read_nvml, read_nvrtc
 
 
@@ -386,8 +380,8 @@ def test_patches_would_apply_only_where_affected(nvrtc_libraries):
 
 def test_patches_applied_in_this_process_are_named(nvrtc_libraries):
     nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
-    rows = patch_rows(torchaudio_version=None)
-    rows[0]["state"] = "applied"
+    rows = fake_patches(torchaudio_version=None)
+    rows[0].state = "applied"
     check = build_report(machine([GB10], nvrtc=nvrtc, patches=rows)).check("patches")
     assert check.summary.endswith("applied in this process: torch")
     assert "torch: torch 2.8.0 (supports >=2.6): would apply; in this process: applied" in (
@@ -399,26 +393,15 @@ def test_patches_applied_in_this_process_are_named(nvrtc_libraries):
 
 def test_patch_outside_its_range_warns_on_an_affected_machine(nvrtc_libraries):
     nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
-    rows = patch_rows(torchaudio_version="2.13.0")
+    rows = fake_patches(torchaudio_version="2.13.0")
     check = build_report(machine([GB10], nvrtc=nvrtc, patches=rows)).check("patches")
     assert check.status == WARN
     assert "torchaudio 2.13.0" in " ".join(check.details)
 
 
 def test_patch_that_failed_to_load_fails():
-    rows = patch_rows()
-    rows.append(
-        {
-            "name": "broken",
-            "provider": "thirdparty",
-            "entry_point": "x:Y",
-            "loaded": False,
-            "error": "failed to load: ImportError: nope",
-            "would_apply": False,
-            "why": "failed to load",
-            "state": "failed",
-        }
-    )
+    rows = fake_patches()
+    rows.append(broken_patch("broken", "thirdparty", "failed to load: ImportError: nope"))
     check = build_report(machine([H100], patches=rows)).check("patches")
     assert check.status == FAIL
     assert any("ImportError: nope" in d for d in check.details)
@@ -464,6 +447,29 @@ def test_valid_variables_are_listed():
     text = "\n".join(check.details)
     assert "disables torchaudio" in text and "torchaudio uses cpu" in text
     assert "TRITON_PTXAS_PATH='/opt/ptxas'" in text
+
+
+def test_environment_check_judges_as_the_command_line_does():
+    """One rule (config.environment_problems): a probe timeout and a cache folder are not
+    booleans (the doctor called ``BLACKWELL_COMPAT_PROBE_TIMEOUT=20`` invalid before)."""
+    from blackwell_compat import config
+
+    env = {
+        "BLACKWELL_COMPAT_PROBE_TIMEOUT": "20",
+        "BLACKWELL_COMPAT_CACHE_DIR": "/tmp/bc-cache",
+        "BLACKWELL_COMPAT_FORCE": "yes",
+    }
+    check = build_report(machine([H100], env=env)).check("environment")
+    assert check.status == PASS, check
+    text = "\n".join(check.details)
+    assert "probe timeout 20 s" in text and "cache folder /tmp/bc-cache" in text
+    assert "BLACKWELL_COMPAT_FORCE='yes': on" in text
+    bad = {"BLACKWELL_COMPAT_PROBE_TIMEOUT": "soon", "BLACKWELL_COMPAT_AUTO": "maybe"}
+    check = build_report(machine([H100], env=bad)).check("environment")
+    problems = config.environment_problems({"torch": (), "torchaudio": ("real", "cpu")}, bad)
+    assert check.status == FAIL and len(problems) == 2
+    for problem in problems:
+        assert any(problem in line and "INVALID" in line for line in check.details)
 
 
 # -- emulation --------------------------------------------------------------------------------
@@ -528,7 +534,7 @@ def test_facts_that_break_a_check_do_not_stop_the_report():
 
 
 def test_unknown_status_is_refused():
-    from blackwell_compat.doctor.checks import CheckResult
+    from blackwell_compat.doctor.model import CheckResult
 
     with pytest.raises(ValueError, match="status 'ok'"):
         CheckResult(id="x", title="X", status="ok", summary="")
@@ -536,3 +542,29 @@ def test_unknown_status_is_refused():
 
 def test_smoke_not_requested_is_skipped():
     assert build_report(machine([H100])).check("smoke").status == SKIP
+
+
+def test_the_patches_check_asks_the_engine_not_the_command_line():
+    """Layers: the doctor sits below the CLI (it read ``cli.list_cmd.rows`` before)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from blackwell_compat.doctor.checks.patches import check_patches\n"
+        "from blackwell_compat.doctor.facts import Facts, TorchaudioFacts, TorchFacts\n"
+        "from blackwell_compat.doctor.ptxas import TritonFacts\n"
+        "from blackwell_compat.probing import build_platform\n"
+        "facts = Facts(platform=build_platform(), torch=TorchFacts(installed=False),\n"
+        "              torchaudio=TorchaudioFacts(installed=False),\n"
+        "              triton=TritonFacts(installed=False))\n"
+        "result = check_patches(facts)\n"
+        "print(result.summary.split(';')[0])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('blackwell_compat.cli')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    known, cli_modules = out.stdout.splitlines()[-2:]
+    from blackwell_compat.engine import registrations
+
+    assert known == f"{len(registrations())} known"
+    assert cli_modules == "[]"

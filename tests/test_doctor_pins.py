@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from blackwell_compat.doctor import checks, pins
+from blackwell_compat.doctor import checks, model, pins
 from blackwell_compat.doctor.pins import SpeechStack, find_pins, pins_result
 from blackwell_compat.versions import installed_version
 
@@ -122,13 +122,13 @@ def test_findings_are_ordered_most_severe_first():
 
 def test_no_speech_stack_is_a_skip():
     result = pins_result(stack(torch="2.11.0"))
-    assert result.status == checks.SKIP
+    assert result.status == model.SKIP
     assert result.id == "pins"
 
 
 def test_only_information_passes_with_details_and_no_hint():
     result = pins_result(stack(chatterbox_tts="0.1.7", torch="2.11.0", torchaudio="2.6.0"))
-    assert result.status == checks.PASS
+    assert result.status == model.PASS
     assert "no known incompatible pins" in result.summary
     assert any("torch==2.6.0" in line for line in result.details)
     assert any("Nothing to do" in line for line in result.details)
@@ -137,7 +137,7 @@ def test_only_information_passes_with_details_and_no_hint():
 
 def test_a_failure_carries_the_commands_in_its_hint():
     result = pins_result(stack(tts="0.22.0", transformers="4.57.1", torch="2.11.0"))
-    assert result.status == checks.FAIL
+    assert result.status == model.FAIL
     assert "1 known incompatibility" in result.summary
     assert result.commands == ('pip install "transformers==4.51.3"',)
     assert result.hint is not None
@@ -152,7 +152,7 @@ def test_a_failure_carries_the_commands_in_its_hint():
 
 def test_a_warning_only_stack_warns():
     result = pins_result(stack(tts="0.22.0", transformers="4.45.0", torch="2.5.1"))
-    assert result.status == checks.WARN
+    assert result.status == model.WARN
 
 
 def test_the_live_reading_matches_this_interpreter():
@@ -167,4 +167,4 @@ def test_the_live_reading_matches_this_interpreter():
 def test_registered_in_the_doctor():
     assert ("pins", pins.TITLE, pins.check_pins) in checks.CHECKS
     result = pins.check_pins()
-    assert result.id == "pins" and result.status in checks.STATUSES
+    assert result.id == "pins" and result.status in model.STATUSES

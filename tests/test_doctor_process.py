@@ -199,7 +199,7 @@ def test_doctor_tests_native_libraries_afresh_with_its_timeout(monkeypatch):
         seen.append(timeout)
         return probing.build_platform()
 
-    monkeypatch.setattr(probing, "retest", retest)
+    monkeypatch.setattr(facts, "retest", retest)
     platform, error = facts._probe_platform(7.0)
     assert seen == [7.0] and error is None
     assert platform.affected is False

@@ -9,7 +9,8 @@ import jsonschema
 import pytest
 from support.doctor_fakes import GB10, H100, RTX5090, at, machine, torch_cu128
 
-from blackwell_compat.doctor.checks import CHECKS, FAIL, PASS, SKIP, WARN, build_report
+from blackwell_compat.doctor.checks import CHECKS
+from blackwell_compat.doctor.model import FAIL, PASS, SKIP, WARN
 from blackwell_compat.doctor.render import (
     WIDTH,
     command_lines,
@@ -18,6 +19,7 @@ from blackwell_compat.doctor.render import (
     render_text,
     schema_path,
 )
+from blackwell_compat.doctor.runner import build_report
 from blackwell_compat.doctor.smoke import SmokeReport, SmokeRun, SmokeTarget, WorkloadResult
 from blackwell_compat.probing import read_nvml, read_nvrtc
 

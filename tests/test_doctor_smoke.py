@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from support.doctor_fakes import GB10, H100, machine
 
-from blackwell_compat.doctor.checks import FAIL, PASS, SKIP, WARN, build_report
 from blackwell_compat.doctor.facts import TorchFacts
+from blackwell_compat.doctor.model import FAIL, PASS, SKIP, WARN
+from blackwell_compat.doctor.runner import build_report
 from blackwell_compat.doctor.smoke import (
     WORKLOADS,
     SmokeReport,

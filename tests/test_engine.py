@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import threading
 import uuid
@@ -367,3 +368,117 @@ def test_revert_checks_its_argument(target_module, use_patches):
     assert [s.state for s in engine.status()] == ["applied"]  # nothing was reverted
     engine.revert("p")
     assert [s.state for s in engine.status()] == ["not-applied"]
+
+
+# -- evaluate: would it apply here, and why (issue 11) ----------------------------------------
+
+
+def _platform(affected: bool, nvrtc_folder=None):
+    """A described machine: a GB10 with NVRTC 12.8 (affected), or no GPU at all."""
+    from blackwell_compat.probing import GPU, DriverInfo, SystemInfo, build_platform, read_nvrtc
+
+    gpu = GPU(0, "NVIDIA GB10", capability=(12, 1))
+    return build_platform(
+        gpus=[gpu] if affected else [],
+        driver=DriverInfo(available=True, library="libnvidia-ml.so.1", driver_version="580"),
+        nvrtc=read_nvrtc(nvrtc_folder) if affected else None,
+        versions={},
+        system=SystemInfo(os="Linux", machine="x86_64", python="3.12"),
+    )
+
+
+def test_evaluate_names_the_gate_that_says_no(
+    target_module, use_patches, monkeypatch, nvrtc_libraries
+):
+    use_patches(
+        FakeEntryPoint("broken", ImportError("no module named acme")),
+        FakeEntryPoint("fine", make_patch("fine", target_module)),
+        FakeEntryPoint(
+            "old", make_patch("old", target_module, distribution="packaging", supported="<1")
+        ),
+        FakeEntryPoint(
+            "absent", make_patch("absent", target_module, distribution="no-such-dist-xyz")
+        ),
+        FakeEntryPoint("off", make_patch("off", target_module)),
+        FakeEntryPoint("gpu", make_patch("gpu", target_module, requires_affected=True)),
+    )
+    monkeypatch.setenv("BLACKWELL_COMPAT_DISABLE", "off")
+    found = {e.name: e for e in engine.evaluate_all(platform=_platform(affected=False))}
+    assert (found["broken"].gate, found["broken"].loaded) == ("load", False)
+    assert "no module named acme" in found["broken"].reason
+    assert found["fine"].would_apply and found["fine"].gate is None
+    assert found["fine"].reason == "conditions hold"
+    assert found["old"].gate == "version" and "outside the supported range" in found["old"].reason
+    assert found["absent"].reason == "no-such-dist-xyz is not installed"
+    assert found["absent"].state == "skipped"
+    assert found["off"].gate == "disabled" and found["off"].state == "skipped"
+    assert found["gpu"].gate == "device" and "no affected GPU here" in found["gpu"].reason
+    affected = _platform(affected=True, nvrtc_folder=nvrtc_libraries["12.8.93"])
+    assert affected.affected
+    assert engine.evaluate("gpu", platform=affected).would_apply
+    assert engine.evaluate("gpu", platform=_platform(affected=False), force=True).would_apply
+    skipped = engine.evaluate("gpu", deep=False)
+    assert skipped.would_apply and not skipped.device_checked
+    # evaluate changes nothing and imports no target
+    assert target_module not in sys.modules and engine._records == {}
+    json.dumps([e.as_dict() for e in found.values()])
+
+
+def test_evaluate_agrees_with_apply(target_module, use_patches):
+    importlib.import_module(target_module)
+    use_patches(
+        FakeEntryPoint(
+            "old", make_patch("old", target_module, distribution="packaging", supported="<1")
+        ),
+        FakeEntryPoint("fine", make_patch("fine", target_module, strategies=("a", "b"))),
+    )
+    before = {e.name: e for e in engine.evaluate_all()}
+    report = engine.apply()
+    assert report.skipped["old"] == before["old"].reason
+    assert report.applied == ["fine"] and before["fine"].strategy == "a"
+    after = engine.evaluate("fine")
+    assert (after.state, after.would_apply) == ("applied", True)
+    assert after.state_reason.startswith("patched ")
+    statuses = {s.name: s for s in engine.status()}
+    assert (statuses["old"].state, statuses["old"].reason) == ("skipped", before["old"].reason)
+
+
+def test_evaluate_runs_the_drift_check_on_imported_targets_only(target_module, use_patches):
+    def check(self, module):
+        return ["compute() lost its scale argument"]
+
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module, check=check)))
+    assert engine.evaluate("p").would_apply  # not imported yet: checked when it is
+    assert target_module not in sys.modules
+    importlib.import_module(target_module)
+    evaluation = engine.evaluate("p")
+    assert evaluation.gate == "drift" and not evaluation.would_apply
+    assert evaluation.drift == (f"{target_module}: compute() lost its scale argument",)
+    with pytest.warns(BlackwellCompatWarning, match="lost its scale argument"):
+        assert engine.apply().failed["p"].startswith(f"{target_module} changed upstream")
+
+
+def test_evaluate_reports_a_malformed_variable_as_apply_would_raise(
+    target_module, use_patches, monkeypatch
+):
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module, strategies=("a",))))
+    monkeypatch.setenv("BLACKWELL_COMPAT_STRATEGY", "p=zzz")
+    evaluation = engine.evaluate("p")
+    assert evaluation.gate == "config" and "has no strategy 'zzz'" in evaluation.reason
+    assert evaluation.state == "not-applied" and "has no strategy 'zzz'" in evaluation.state_reason
+    with pytest.raises(ConfigError, match="has no strategy 'zzz'"):
+        engine.apply()
+    monkeypatch.setenv("BLACKWELL_COMPAT_STRATEGY", "p=a")
+    assert engine.evaluate("p").strategy == "a"
+
+
+def test_evaluate_checks_its_argument(use_patches, target_module):
+    use_patches(FakeEntryPoint("p", make_patch("p", target_module)))
+    with pytest.raises(ConfigError, match=r"evaluate\(patch\): unknown patch name\(s\) 'nope'"):
+        engine.evaluate("nope")
+    with pytest.raises(TypeError, match=r"evaluate\(\) takes a patch name"):
+        engine.evaluate(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"evaluate\(force=\.\.\.\) takes True or False"):
+        engine.evaluate("p", force="yes")  # type: ignore[arg-type]
+    unregistered = make_patch("solo", target_module)()
+    assert engine.evaluate(unregistered).name == "solo"

@@ -8,6 +8,7 @@ The torch-using behaviour is in ``test_pytest_plugin_torch.py``.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ import torch
 from blackwell_compat import pytest_plugin
 from blackwell_compat.errors import ConfigError
 from blackwell_compat.probing import probe
+from blackwell_compat.pytest_plugin.parity import worst_element
 
 pytest_plugins = ("pytester",)
 
@@ -61,6 +63,31 @@ def test_importing_the_plugin_module_pulls_in_nothing_heavy() -> None:
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
     assert "blackwell_compat.pytest_plugin" in imported
     assert not {name for name in imported if name.split(".")[0] == "torch"}
+
+
+def test_loading_the_plugin_loads_nothing_of_the_package_but_config() -> None:
+    """Loading the plugin (as pytest does from the entry point) adds only its own light modules
+    and config (with errors, config's one dependency) to what importing the package loads."""
+    code = (
+        "import sys, json\n"
+        "import blackwell_compat\n"
+        "before = {m for m in sys.modules if m.startswith('blackwell_compat')}\n"
+        "import blackwell_compat.pytest_plugin\n"
+        "after = {m for m in sys.modules if m.startswith('blackwell_compat')}\n"
+        "print(json.dumps(sorted(after - before)))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLACKWELL_COMPAT_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    added = set(json.loads(out.stdout.splitlines()[-1]))
+    assert added == {
+        "blackwell_compat.config",
+        "blackwell_compat.errors",
+        "blackwell_compat.pytest_plugin",
+        "blackwell_compat.pytest_plugin.settings",
+        "blackwell_compat.pytest_plugin.state",
+    }
 
 
 def test_plain_run_imports_neither_torch_nor_patches(pytester: pytest.Pytester) -> None:
@@ -301,35 +328,31 @@ def test_worst_element_names_index_values_and_tolerance() -> None:
     actual = expected.clone()
     actual[1, 0] = 3.5
     actual[0, 1] = 2.0001
-    text = pytest_plugin.worst_element(actual, expected)
+    text = worst_element(actual, expected)
     assert text.startswith("2 of 4 elements differ; worst at index (1, 0): device 3.5, reference 3")
     assert "|difference| 0.5 (relative 0.166667)" in text
     assert "rtol 1.3e-06, atol 1e-05, dtype float32" in text
-    assert pytest_plugin.worst_element(expected, expected.clone()) == ""
+    assert worst_element(expected, expected.clone()) == ""
 
 
 def test_worst_element_handles_nan_inf_and_complex() -> None:
     expected = torch.tensor([1.0, float("inf"), float("nan"), 2.0])
     same = expected.clone()
-    assert pytest_plugin.worst_element(same, expected) == ""
+    assert worst_element(same, expected) == ""
     actual = torch.tensor([1.0, float("inf"), 7.0, 2.0])
-    assert "worst at index (2,): device 7, reference nan" in pytest_plugin.worst_element(
-        actual, expected
-    )
+    assert "worst at index (2,): device 7, reference nan" in worst_element(actual, expected)
     z = torch.tensor([3 + 4j, 1e30 + 0j], dtype=torch.complex128)
     w = z.clone()
     w[1] = complex("inf")
-    text = pytest_plugin.worst_element(w, z)
+    text = worst_element(w, z)
     assert "1 of 2 elements differ; worst at index (1,)" in text
     assert "dtype complex128" in text
     # Given tolerances replace the per-dtype defaults.
-    loose = pytest_plugin.worst_element(
-        torch.tensor([1.05]), torch.tensor([1.0]), rtol=0.1, atol=0.0
-    )
+    loose = worst_element(torch.tensor([1.05]), torch.tensor([1.0]), rtol=0.1, atol=0.0)
     assert loose == ""
 
 
 def test_worst_element_leaves_shape_and_dtype_mismatches_to_assert_close() -> None:
-    assert pytest_plugin.worst_element(torch.zeros(2), torch.zeros(3)) == ""
-    assert pytest_plugin.worst_element(torch.zeros(2), torch.zeros(2, dtype=torch.float64)) == ""
-    assert pytest_plugin.worst_element(torch.zeros(0), torch.zeros(0)) == ""
+    assert worst_element(torch.zeros(2), torch.zeros(3)) == ""
+    assert worst_element(torch.zeros(2), torch.zeros(2, dtype=torch.float64)) == ""
+    assert worst_element(torch.zeros(0), torch.zeros(0)) == ""

@@ -288,7 +288,7 @@ def test_assert_cpu_parity(pytester: pytest.Pytester, flags: list[str]) -> None:
         ]
     )
     # The failure points at the test, not into the plugin.
-    assert "pytest_plugin.py" not in result.stdout.str()
+    assert "blackwell_compat/pytest_plugin" not in result.stdout.str()
 
 
 # -- xdist ------------------------------------------------------------------------------------

@@ -49,3 +49,17 @@ def test_release_is_the_numeric_tuple(version, expected):
 def test_installed_version():
     assert installed_version("packaging")
     assert installed_version("no-such-distribution-xyz") is None
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("2.6.0a0+ecf3bae40a", (2, 6, 0)),
+        ("2.11.0+cu130", (2, 11, 0)),
+        ("nonsense", None),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_release_of_any_form(version, expected):
+    assert release(version) == expected

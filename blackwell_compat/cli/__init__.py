@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from .. import __version__
+from .. import __version__, config
+from ..errors import ConfigError
 
 COMMANDS = ("doctor", "list", "audit", "run")
 
@@ -56,26 +57,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
 
 
 def environment_problems() -> list[str]:
-    """Malformed library variables, each reported once (the import's own finding included)."""
-    from .. import config, state
-    from ..engine import registrations
+    """Malformed library variables, each reported once.
 
-    patches: dict[str, tuple[str, ...]] = {}
-    for reg in registrations():
-        if reg.name not in patches:
-            patches[reg.name] = reg.patch.strategies if reg.patch is not None else ()
-    found = state.environment_error
-    problems = [str(found)] if found is not None else []
-    for problem in config.environment_problems(patches):
-        if problem not in problems:
-            problems.append(problem)
-    return problems
+    The package import's own finding (a malformed ``BLACKWELL_COMPAT_EMULATE``, which it
+    leaves for the command line to report when :func:`~blackwell_compat.invocation.
+    running_the_cli`) is among them: the same variable, judged by the same function.
+    """
+    # Imported here, not with the parser: see list_cmd.rows (`--version` stays fast).
+    from ..engine import known_strategies
+
+    return list(dict.fromkeys(config.environment_problems(known_strategies())))
 
 
 def _stdout_gone() -> None:
     """The reader of stdout left (``list --json | head``): write the rest nowhere, quietly."""
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -90,8 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     variable is a usage error, reported once per problem on stderr, exit status 2, and nothing
     runs.  A reader that closes stdout early ends the output quietly, never in a traceback.
     """
-    from ..errors import ConfigError
-
     parser, modules = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     problems = environment_problems()

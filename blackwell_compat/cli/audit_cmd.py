@@ -121,6 +121,7 @@ class _ReportStdout:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, as the doctor is: the parser loads every command module (about 100 ms).
     from .. import audit
 
     target = target_from(args)

@@ -1,7 +1,8 @@
 """``python -m blackwell_compat doctor``: what is wrong with this stack and what to install.
 
 Facts are gathered in one place (:mod:`.facts`, risky probes in child processes with a
-timeout), judged by plain functions (:mod:`.checks`) and rendered separately (:mod:`.render`)::
+timeout), judged by plain functions (:mod:`.checks`, run by :mod:`.runner`, on the data
+model of :mod:`.model`) and rendered separately (:mod:`.render`)::
 
     from blackwell_compat.doctor import diagnose
     report = diagnose()            # reads this machine
@@ -15,14 +16,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .checks import Report
+    from .model import Report
     from .process import Timeouts
 
 
 def diagnose(*, smoke: bool = False, timeouts: Timeouts | None = None) -> Report:
     """Gather this machine's facts and run every check (never raises for what it finds)."""
-    from .checks import build_report
+    # Imported here: the doctor's child processes (``-m blackwell_compat.doctor.stack_child``,
+    # ``.smoke``) import this package first, and must not pay for the checks (about 250 ms).
     from .facts import gather
+    from .runner import build_report
 
     return build_report(gather(smoke=smoke, timeouts=timeouts))
 

@@ -16,13 +16,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..config import capability_to_arch
+from .. import versions
+from ..config import ALL_VARIABLES, capability_to_arch
+from ..probing import (
+    DriverInfo,
+    Platform,
+    build_platform,
+    current_system,
+    read_versions,
+    retest,
+)
+from .hints import BLACKWELL_ARCHS
 from .process import ChildResult, Timeouts, child_env, module_argv, run_child
-from .ptxas import TritonFacts
+from .ptxas import TritonFacts, probe_triton
+from .smoke import SmokeReport, run_smoke, targets_for
 
 if TYPE_CHECKING:
-    from ..probing import Platform
-    from .smoke import SmokeReport
+    from ..engine import Evaluation
 
 _STACK_CHILD = "blackwell_compat.doctor.stack_child"
 
@@ -150,8 +160,8 @@ class Facts:
     torchaudio: TorchaudioFacts
     triton: TritonFacts
     env: Mapping[str, str] = field(default_factory=dict)
-    patches: Sequence[Mapping[str, Any]] | None = None
-    """Rows as ``list``'s ``rows()`` gives them; ``None``: the checks read them live."""
+    patches: Sequence[Evaluation] | None = None
+    """The engine's evaluations of the patches; ``None``: the check evaluates them live."""
     smoke: SmokeReport | None = None
     probe_error: str | None = None
 
@@ -168,8 +178,6 @@ def probe_stack(
     timeout: float, env: Mapping[str, str] | None = None
 ) -> tuple[TorchFacts, TorchaudioFacts, ChildResult]:
     """Ask torch and torchaudio about themselves in a child process."""
-    from ..config import ALL_VARIABLES
-
     # The child must see torch as the user's programs do, without this library's emulation or
     # start-up activation changing what it loads.
     environment = child_env(env, drop=ALL_VARIABLES)
@@ -181,14 +189,12 @@ def stack_facts_from(
     result: ChildResult, env: Mapping[str, str] | None = None
 ) -> tuple[TorchFacts, TorchaudioFacts]:
     """Turn the child's records (or its failure) into facts."""
-    from ..versions import installed_version
-
     torch_rec = result.record("torch")
     audio_rec = result.record("torchaudio")
     if torch_rec is not None:
         torch_facts = TorchFacts.from_record(torch_rec)
     else:
-        version = installed_version("torch")
+        version = versions.installed_version("torch")
         torch_facts = TorchFacts(
             installed=version is not None,
             version=version,
@@ -199,7 +205,7 @@ def stack_facts_from(
     elif torch_rec is None or torch_facts.error:
         # The child died (or torch did not import) before torchaudio was tried: that says
         # nothing about torchaudio, so it is reported as not checked, with what was tried.
-        version = installed_version("torchaudio")
+        version = versions.installed_version("torchaudio")
         why = (
             torch_facts.error
             if torch_rec is not None
@@ -216,7 +222,7 @@ def stack_facts_from(
             ),
         )
     else:
-        version = installed_version("torchaudio")
+        version = versions.installed_version("torchaudio")
         audio_facts = TorchaudioFacts(
             installed=version is not None,
             version=version,
@@ -243,9 +249,6 @@ def gather(
     platform: Platform | None = None,
 ) -> Facts:
     """Read the real machine.  Never raises for what it finds (failures become facts)."""
-    from .hints import BLACKWELL_ARCHS
-    from .ptxas import probe_triton
-
     limits = timeouts or Timeouts()
     environ = dict(os.environ if env is None else env)
     probe_error: str | None = None
@@ -276,8 +279,6 @@ def gather(
 
     smoke_report = None
     if smoke:
-        from .smoke import run_smoke, targets_for
-
         targets = targets_for(platform, torch_facts)
         smoke_report = run_smoke(targets, torch_facts, timeout=limits.smoke, env=environ)
     return Facts(
@@ -295,19 +296,17 @@ def gather(
 def _probe_platform(timeout: float | None = None) -> tuple[Platform, str | None]:
     """``bc.probe()`` with every native library tested afresh in a child process (stored
     verdicts ignored); should it ever raise, an empty platform that says why."""
-    from ..probing import DriverInfo, build_platform, current_system, read_versions, retest
-
     try:
         return retest(timeout), None
     except Exception as exc:
         error = f"the platform probe raised {type(exc).__name__}: {exc}"
         try:
-            versions: dict[str, str | None] = read_versions()
+            found: dict[str, str | None] = read_versions()
         except Exception:
-            versions = {}
+            found = {}
         platform = build_platform(
             driver=DriverInfo(available=False, error=error),
-            versions=versions,
+            versions=found,
             system=current_system(),
         )
         return platform, error

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..config import arch_to_capability
+from ..versions import release as release_of
 
 #: The oldest NVRTC release whose supported-arch list includes the arch.
 FIRST_NVRTC: dict[str, tuple[int, int]] = {
@@ -47,17 +48,6 @@ class Fix:
 
     text: str
     commands: tuple[str, ...] = ()
-
-
-def _release(version: str | None) -> tuple[int, ...] | None:
-    if not version:
-        return None
-    from ..versions import release_string
-
-    text = release_string(version)
-    if text is None:
-        return None
-    return tuple(int(part) for part in text.split("."))
 
 
 def cuda_major(cuda: str | None) -> int | None:
@@ -101,7 +91,7 @@ def _pip_path(path: str | None) -> bool:
 
 def torch_cuda13_fix(torch_version: str | None, with_torchaudio: bool) -> Fix:
     """Reinstall torch (and torchaudio) as CUDA 13.0 builds."""
-    release = _release(torch_version)
+    release = release_of(torch_version)
     index = TORCH_INDEX.format(tag="cu130")
     if release is not None and release[:2] >= FIRST_CU130_TORCH:
         same = ".".join(str(p) for p in release[:3])
@@ -199,7 +189,7 @@ def torch_arch_fix(torch_version: str | None, with_torchaudio: bool) -> Fix:
 
 def torchaudio_fix(torch_version: str | None, torch_cuda: str | None) -> Fix:
     """Reinstall torchaudio as the build that matches the installed torch."""
-    release = _release(torch_version)
+    release = release_of(torch_version)
     tag = cuda_tag(torch_cuda) or "cpu"
     index = TORCH_INDEX.format(tag=tag)
     if release is None:

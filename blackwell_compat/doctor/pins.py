@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..versions import in_range, installed_version, release_string
+from .model import FAIL as CHECK_FAIL
+from .model import PASS, SKIP, CheckResult
+from .model import WARN as CHECK_WARN
 
 if TYPE_CHECKING:
-    from .checks import CheckResult
     from .facts import Facts
 
 CHECK_ID = "pins"
@@ -316,10 +318,6 @@ def find_pins(stack: SpeechStack) -> list[PinFinding]:
 
 def pins_result(stack: SpeechStack) -> CheckResult:
     """The ``pins`` check's result for *stack*."""
-    from .checks import FAIL as CHECK_FAIL
-    from .checks import PASS, SKIP, CheckResult
-    from .checks import WARN as CHECK_WARN
-
     present = {
         name: version
         for name, version in stack.versions.items()

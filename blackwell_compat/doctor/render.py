@@ -1,4 +1,4 @@
-"""Render a doctor :class:`~blackwell_compat.doctor.checks.Report` as text or JSON.
+"""Render a doctor :class:`~blackwell_compat.doctor.model.Report` as text or JSON.
 
 The text fits an 80-column terminal and pastes into an issue as it is: one line per check with
 a status mark, details indented under it, every hint gathered at the end, commands on lines of
@@ -12,7 +12,7 @@ import os
 import textwrap
 from typing import Any
 
-from .checks import FAIL, PASS, SKIP, WARN, Report
+from .model import FAIL, PASS, SKIP, WARN, Report
 
 WIDTH = 80
 MARKS = {PASS: "[PASS]", WARN: "[WARN]", FAIL: "[FAIL]", SKIP: "[SKIP]"}

@@ -182,7 +182,8 @@ def run_workloads(
     record: dict[str, Any] = {"section": "smoke", "device": device, "mode": mode}
     import torch
 
-    import blackwell_compat as bc
+    from ..emulation import emulate as emulate_arch
+    from ..engine import apply
 
     chosen = [w for w in WORKLOADS if only is None or w.name in only]
     references: dict[str, Any] = {}
@@ -195,11 +196,11 @@ def run_workloads(
             references[workload.name] = workload.run(torch, "cpu")
         except Exception as exc:
             skipped[workload.name] = f"the CPU reference failed: {condense_error(exc)}"
-    context: AbstractContextManager[Any] = bc.emulate(emulate) if emulate else nullcontext()
+    context: AbstractContextManager[Any] = emulate_arch(emulate) if emulate else nullcontext()
     results: list[dict[str, Any]] = []
     with context:
         if mode == "patched":
-            report = bc.apply(force=True)
+            report = apply(force=True)
             record["applied"] = sorted(report.applied + report.pending)
             record["apply_failed"] = dict(report.failed)
         for workload in chosen:

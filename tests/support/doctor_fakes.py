@@ -8,11 +8,21 @@ passes one (the ``nvrtc_libraries`` fixture).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from blackwell_compat.doctor.facts import Facts, TorchaudioFacts, TorchDevice, TorchFacts
 from blackwell_compat.doctor.ptxas import PtxasProbe, TritonFacts, triton_gpu_name
-from blackwell_compat.probing import GPU, DriverInfo, NvrtcInfo, SystemInfo, build_platform
+from blackwell_compat.engine import Evaluation, evaluate
+from blackwell_compat.probing import (
+    GPU,
+    DriverInfo,
+    NvrtcInfo,
+    Platform,
+    SystemInfo,
+    build_platform,
+)
+from blackwell_compat.registry import Patch, Registration
 
 GB10 = GPU(0, "NVIDIA GB10", capability=(12, 1), pci_bus_id="0000000F:01:00.0")
 RTX5090 = GPU(0, "NVIDIA GeForce RTX 5090", capability=(12, 0), pci_bus_id="00000000:01:00.0")
@@ -37,8 +47,6 @@ CU124_ARCHS = ("sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90")
 
 
 def at(gpu: GPU, index: int) -> GPU:
-    from dataclasses import replace
-
     return replace(gpu, index=index)
 
 
@@ -86,46 +94,60 @@ def triton_accepting(archs: Sequence[str], version: str = "3.4.0") -> TritonFact
     )
 
 
-def patch_rows(
+class _FakeTorchGuard(Patch):
+    name = "torch"
+    summary = "route Jiterator-bound ops around NVRTC"
+    distribution = "torch"
+    supported = ">=2.6"
+    modules = ("torch",)
+
+
+class _FakeTorchaudio(Patch):
+    name = "torchaudio"
+    summary = "kaldi fbank without complex abs"
+    distribution = "torchaudio"
+    supported = ">=2.6,<2.12"
+    modules = ("torchaudio.compliance.kaldi",)
+    strategies = ("real", "cpu")
+
+
+@dataclass
+class FakePatch:
+    """A patch the doctor is told about: judged by the real engine (``evaluate``) on the fake
+    machine, with these installed versions; ``state`` stands for where it is in this process."""
+
+    registration: Registration
+    installed: dict[str, str | None] = field(default_factory=dict)
+    state: str | None = None
+    state_reason: str = ""
+
+    def judge(self, platform: Platform) -> Evaluation:
+        evaluation = evaluate(self.registration, platform=platform, versions=self.installed.get)
+        if self.state is None:
+            return evaluation
+        return replace(evaluation, state=self.state, state_reason=self.state_reason)
+
+
+def fake_patches(
     torch_version: str = "2.8.0", torchaudio_version: str | None = "2.8.0"
-) -> list[dict[str, Any]]:
-    """Rows shaped like ``list``'s ``rows()`` for two patches."""
+) -> list[FakePatch]:
+    """Two patches shaped like the built-in ``torch`` and ``torchaudio`` ones."""
+    installed = {"torch": torch_version, "torchaudio": torchaudio_version}
     return [
-        {
-            "name": "torch",
-            "provider": "blackwell-compat",
-            "entry_point": "blackwell_compat.patches.torch_guard:TorchGuardPatch",
-            "loaded": True,
-            "summary": "route Jiterator-bound ops around NVRTC",
-            "distribution": "torch",
-            "supported": ">=2.6",
-            "installed": torch_version,
-            "modules": ["torch"],
-            "strategies": [],
-            "requires_affected": True,
-            "would_apply": False,
-            "why": "computed by the doctor",
-            "state": "not-applied",
-            "state_reason": "not applied in this process",
-        },
-        {
-            "name": "torchaudio",
-            "provider": "blackwell-compat",
-            "entry_point": "blackwell_compat.patches.torchaudio:TorchaudioPatch",
-            "loaded": True,
-            "summary": "kaldi fbank without complex abs",
-            "distribution": "torchaudio",
-            "supported": ">=2.6,<2.12",
-            "installed": torchaudio_version,
-            "modules": ["torchaudio.compliance.kaldi"],
-            "strategies": ["real", "cpu"],
-            "requires_affected": True,
-            "would_apply": False,
-            "why": "computed by the doctor",
-            "state": "not-applied",
-            "state_reason": "not applied in this process",
-        },
+        FakePatch(
+            Registration("torch", "fake:TorchGuard", "blackwell-compat", _FakeTorchGuard()),
+            installed,
+        ),
+        FakePatch(
+            Registration("torchaudio", "fake:Torchaudio", "blackwell-compat", _FakeTorchaudio()),
+            installed,
+        ),
     ]
+
+
+def broken_patch(name: str, provider: str, error: str) -> FakePatch:
+    """A registration whose entry point failed to load."""
+    return FakePatch(Registration(name, "x:Y", provider, error=error))
 
 
 def machine(
@@ -137,7 +159,7 @@ def machine(
     torchaudio: TorchaudioFacts | None = None,
     triton: TritonFacts | None = None,
     env: Mapping[str, str] | None = None,
-    patches: list[dict[str, Any]] | None = None,
+    patches: list[FakePatch] | None = None,
     emulated_arch: str | None = None,
     **facts_changes: Any,
 ) -> Facts:
@@ -164,6 +186,6 @@ def machine(
         torchaudio=audio,
         triton=triton if triton is not None else triton_accepting(archs),
         env=dict(env or {}),
-        patches=patch_rows() if patches is None else patches,
+        patches=[p.judge(platform) for p in (fake_patches() if patches is None else patches)],
         **facts_changes,
     )

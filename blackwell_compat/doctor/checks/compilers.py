@@ -1,0 +1,235 @@
+"""The NVRTC and Triton (torch.compile) checks."""
+
+from __future__ import annotations
+
+import os
+
+from ...versions import installed_version
+from ..facts import Facts
+from ..hints import (
+    BLACKWELL_ARCHS,
+    NVRTC_CU12_PACKAGE,
+    NVRTC_CU13_PACKAGE,
+    Fix,
+    arch_sort_key,
+    cuda_major,
+    nvrtc_fixes,
+    patch_route_fix,
+    ptxas_fix,
+)
+from ..model import FAIL, PASS, SKIP, WARN, CheckResult, result, worse
+from ..ptxas import PTXAS_BLACKWELL_ENV, PTXAS_ENV, PtxasProbe, triton_gpu_name
+from .common import dedupe, label, short_list
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _broken_nvrtc_fix(torch_cuda: str | None) -> Fix:
+    """Reinstall the NVRTC wheel of torch's CUDA (a truncated or damaged file is the usual
+    cause of a library that crashes when loaded)."""
+    major = cuda_major(torch_cuda) if torch_cuda else None
+    text = (
+        "Reinstall the package that put this library there (a truncated download or a damaged "
+        "file is the usual cause); for NVIDIA's pip wheels:"
+    )
+    package = (
+        NVRTC_CU12_PACKAGE if major == 12 else NVRTC_CU13_PACKAGE if (major or 0) >= 13 else None
+    )
+    if package is None:
+        return Fix(text.rstrip(":") + ".")
+    version = installed_version(package)
+    pinned = f"{package}=={version}" if version else package  # the same version, intact
+    return Fix(text, (f"pip install --force-reinstall --no-deps {pinned}",))
+
+
+def check_nvrtc(facts: Facts) -> CheckResult:
+    title = "NVRTC (run-time compiled kernels)"
+    platform = facts.platform
+    nvrtc = platform.nvrtc
+    torch = facts.torch
+    data = {
+        "nvrtc": nvrtc.as_dict(),
+        "verdicts": [
+            {"index": g.index, "arch": g.arch, "affected": g.affected, "reason": g.reason}
+            for g in platform.gpus
+        ],
+    }
+    if not torch.installed and platform.torch is None:
+        return result("nvrtc", title, SKIP, "torch is not installed: nothing compiles", data=data)
+    if torch.installed and not torch.error and not torch.cuda and not torch.hip:
+        if not platform.emulated_arch:
+            return result(
+                "nvrtc", title, SKIP, "torch is a CPU-only build: it never loads NVRTC", data=data
+            )
+    details: list[str] = []
+    fixes: list[Fix] = []
+    status = PASS
+    if nvrtc.crash is not None:
+        # It crashed, hung or ended its test process: torch's Jiterator would do the same.
+        summary = f"the NVRTC torch loads is broken: {nvrtc.error or nvrtc.crash}"
+        details.append(f"search: {nvrtc.source}" if nvrtc.source else "search: -")
+        status = FAIL
+        fixes.append(_broken_nvrtc_fix(torch.cuda or platform.torch_cuda))
+    elif nvrtc.path is None or not nvrtc.known:
+        what = nvrtc.error or nvrtc.describe()
+        summary = f"cannot tell which archs the NVRTC torch loads supports: {what}"
+        details.append(f"search: {nvrtc.source}" if nvrtc.source else "search: -")
+        status = WARN if platform.real_gpus else PASS
+        if platform.emulated_arch:
+            status = FAIL
+    else:
+        summary = f"NVRTC {nvrtc.version_string} at {nvrtc.path}"
+        if nvrtc.source:
+            details.append(f"found: {nvrtc.source}")
+        archs = sorted(nvrtc.supported_archs, key=arch_sort_key)
+        details.append(f"compiles for: {short_list(archs)}")
+    loaded = [p for p in torch.loaded_nvrtc if p]
+    if nvrtc.path and loaded and not any(_same_file(nvrtc.path, p) for p in loaded):
+        details.append(f"but torch itself mapped: {', '.join(loaded)}")
+        status = worse(status, WARN)
+        summary += " (torch mapped another NVRTC; see details)"
+    elif loaded:
+        details.append("torch, imported in a child process, mapped this same library")
+    gpus = platform.gpus
+    for gpu in gpus:
+        verdict = "Jiterator FAILS" if gpu.affected else "Jiterator compiles"
+        details.append(f"{label(gpu)}: {verdict}")
+    if not gpus and nvrtc.known:
+        answers = [f"{a} {'yes' if nvrtc.supports(a) else 'no'}" for a in BLACKWELL_ARCHS]
+        details.append("no GPU here; a Blackwell GPU would compile: " + ", ".join(answers))
+    affected = [g for g in gpus if g.affected]
+    if affected:
+        status = FAIL
+        labels = ", ".join(label(g) for g in affected)
+        if any(not g.emulated for g in affected):
+            summary = f"AFFECTED: {labels}: NVRTC {nvrtc.version_string} cannot compile for it"
+        else:
+            # Say once, plainly, that the failure shown is the emulation's, not this machine's.
+            summary = (
+                f"AFFECTED (emulated): {labels} fails as an affected GPU would; this "
+                "machine's NVRTC is not the cause"
+            )
+        details.append(
+            "ops that fail: complex abs/angle/exp/sqrt/log…, complex32 arithmetic, lgamma, "
+            "digamma, erfinv, i0, prod, gcd… (see docs/inventory.md)"
+        )
+        real_missing = sorted({g.arch for g in affected if not g.emulated}, key=arch_sort_key)
+        emulated = [g for g in affected if g.emulated]
+        if real_missing:
+            fixes.extend(
+                nvrtc_fixes(
+                    real_missing,
+                    torch_version=torch.version or platform.torch,
+                    torch_cuda=torch.cuda or platform.torch_cuda,
+                    nvrtc_path=nvrtc.path,
+                    nvrtc_version=nvrtc.version,
+                    with_torchaudio=facts.torchaudio.installed,
+                )
+            )
+        for gpu in emulated:
+            real_verdict = nvrtc.supports(gpu.arch)
+            if real_verdict is True:
+                what = (
+                    f"A real {gpu.arch} GPU would be fine with this stack: "
+                    f"NVRTC {nvrtc.version_string} lists {gpu.arch}."
+                )
+                fixes.append(Fix(f"Emulation only. {what}"))
+            elif real_verdict is False and not real_missing:
+                fixes.append(Fix(f"Emulation only; a real {gpu.arch} GPU would fail here too:"))
+                fixes.extend(
+                    nvrtc_fixes(
+                        [gpu.arch],
+                        torch_version=torch.version or platform.torch,
+                        torch_cuda=torch.cuda or platform.torch_cuda,
+                        nvrtc_path=nvrtc.path,
+                        nvrtc_version=nvrtc.version,
+                        with_torchaudio=facts.torchaudio.installed,
+                    )
+                )
+            if not real_missing and (real_verdict is not False or not fixes):
+                fixes.append(patch_route_fix())
+    return result("nvrtc", title, status, summary, details, dedupe(fixes), data)
+
+
+def _tool_line(tool: PtxasProbe) -> str:
+    version = f" {tool.version}" if tool.version else ""
+    return f"{tool.role}{version}: {tool.path} ({tool.source})"
+
+
+def check_triton(facts: Facts) -> CheckResult:
+    title = "Triton / torch.compile"
+    triton = facts.triton
+    platform = facts.platform
+    data = triton.as_dict()
+    if not triton.installed:
+        return result(
+            "triton",
+            title,
+            SKIP,
+            "triton is not installed: torch.compile has no GPU backend (eager mode is fine)",
+            data=data,
+        )
+    if triton.error:
+        return result("triton", title, WARN, f"could not examine triton: {triton.error}", data=data)
+    summary = f"triton {triton.version or '?'}"
+    details = [_tool_line(t) for t in triton.tools]
+    fixes: list[Fix] = []
+    status = PASS
+    gpus = platform.gpus
+    archs = [g.arch for g in gpus] or list(BLACKWELL_ARCHS)
+    rejected_real: list[str] = []
+    rejected_any: list[tuple[str, str]] = []  # (gpu name, role)
+    answers: list[str] = []
+    for arch in dict.fromkeys(archs):
+        role = triton.uses.get(arch, "ptxas")
+        tool = triton.tool(role)
+        name = triton_gpu_name(arch)
+        is_real = any(g.arch == arch and not g.emulated for g in gpus)
+        if tool is None:
+            details.append(f"{arch}: no {role} examined")
+            continue
+        if tool.error:
+            details.append(f"{arch}: {role} does not run: {tool.error}")
+            accepted = False
+        else:
+            accepted = bool(tool.accepts.get(name))
+            if gpus:
+                why = "" if accepted else f": {tool.errors.get(name, 'rejected')}"
+                verdict = "accepts" if accepted else "REJECTS"
+                details.append(f"{arch}: {role} {verdict} {name}{why}")
+            else:
+                answers.append(f"{name} {'yes' if accepted else 'no'}")
+        if not accepted:
+            rejected_any.append((name, role))
+            if is_real:
+                rejected_real.append(arch)
+    if answers:
+        details.append("no GPU here; its ptxas would accept: " + ", ".join(answers))
+    if rejected_any and gpus:
+        status = FAIL if rejected_real else WARN
+        names = ", ".join(n for n, _ in rejected_any)
+        summary += f": its ptxas rejects {names}; torch.compile fails on that GPU"
+        for role in dict.fromkeys(r for _, r in rejected_any):
+            env_var = PTXAS_BLACKWELL_ENV if role == "ptxas-blackwell" else PTXAS_ENV
+            wanted = [n for n, r in rejected_any if r == role]
+            alternative = next(
+                (
+                    alt.path
+                    for alt in triton.alternatives
+                    if not alt.error and all(alt.accepts.get(n) for n in wanted)
+                ),
+                None,
+            )
+            fixes.append(ptxas_fix(env_var, alternative))
+    elif rejected_any:
+        summary += f" (its ptxas would reject {', '.join(n for n, _ in rejected_any)})"
+    else:
+        summary += ": its ptxas accepts " + ", ".join(
+            triton_gpu_name(a) for a in dict.fromkeys(archs)
+        )
+    return result("triton", title, status, summary, details, fixes, data)
