@@ -49,8 +49,12 @@ class Rewrite:
         round_trip: strategies in which served calls run the original on the CPU instead.
         always: replace unconditionally (a change that is not device-specific).
         strategies: the strategies that install it (``None``: all of the patch's).
-        params, names, signature, constants: the drift expectation on the target, as in
-            :class:`Expect`; ``params``/``signature`` may be :data:`AS_REWRITE`.
+        params: the target's exact parameter names (drift, as in :class:`Expect`), or
+            :data:`AS_REWRITE`: those of the rewrite.
+        names: names the target's body must still use (drift).
+        signature: a model whose parameters and defaults the target must have (drift), or
+            :data:`AS_REWRITE`.
+        constants: literal constants the target's body must still contain (drift).
         note: a line for the apply report once installed.
         skipped_note: a line for the apply report when the strategy does not install it.
     """

@@ -205,8 +205,9 @@ class Expect:
         value: the attribute must equal this value (a module constant such as ``N_FFT``).
         instance_of: the attribute must be an instance of this type.
         is_class: the attribute must be a class.
-        distribution, supported: a second distribution whose installed version must be in
-            *supported* (the patch's own ``distribution`` is gated by the engine).
+        distribution: a second distribution whose installed version must be in *supported*
+            (the patch's own ``distribution`` is gated by the engine).
+        supported: the specifier set for *distribution*.
         check: a function ``(module) -> problems`` for what a declaration cannot say.
     """
 
