@@ -4,7 +4,7 @@
 ``s3tokenizer.utils.log_mel_spectrogram`` is openai-whisper's feature extractor (128 Mel bins by
 default) and computes ``stft[..., :-1].abs() ** 2``: complex ``abs`` is compiled by the
 Jiterator on CUDA, so tokenizing audio on the GPU dies on an architecture the installed NVRTC
-does not know.  The rewrite is the ``whisper`` patch's (:func:`.whisper.log_mel_rewrite`).  The
+does not know.  The rewrite is the ``whisper`` patch's (:func:`.log_mel.log_mel_rewrite`).  The
 function is replaced in place, so the package-level re-export ``s3tokenizer.log_mel_spectrogram``
 and any ``from s3tokenizer.utils import log_mel_spectrogram`` made before ``apply()``
 (CosyVoice's frontend does this) run the rewrite too.
@@ -16,7 +16,7 @@ the ``chatterbox`` patch covers that one.
 from __future__ import annotations
 
 from ..toolkit import DeclaredPatch
-from .whisper import log_mel_rewrite
+from .log_mel import log_mel_rewrite
 
 TARGET = "s3tokenizer.utils"
 REAL = "real"
