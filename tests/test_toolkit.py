@@ -156,6 +156,13 @@ def test_move_tensors_reaches_every_container_and_keeps_their_types() -> None:
     assert a.device.type == "cpu"  # the input is not changed
 
 
+def test_map_tensors_converts_every_tensor() -> None:
+    value = ([torch.ones(1)], {"k": (torch.zeros(1), 3)})
+    mapped = toolkit.map_tensors(value, lambda t: t + 1)
+    assert mapped[0][0].item() == 2.0 and mapped[1]["k"][0].item() == 1.0
+    assert mapped[1]["k"][1] == 3 and isinstance(mapped, tuple)
+
+
 def test_call_on_cpu_moves_nested_arguments_and_results_back() -> None:
     seen: list[Any] = []
 

@@ -16,7 +16,8 @@ A targeted patch says *what* to rewrite and *what it relies on*, and the toolkit
   other call the original.
 - **Drift checks** (:mod:`blackwell_compat.toolkit.drift`): parameters, referenced names,
   defaults, literal constants, versions of other distributions.
-- **CPU round trip** (:func:`call_on_cpu`, :func:`move_tensors`, :func:`outside_emulation`).
+- **CPU round trip** (:func:`call_on_cpu`, :func:`move_tensors`, :func:`map_tensors`,
+  :func:`outside_emulation`).
 - **In-place code swap** (:func:`swap_code`, :func:`is_swapped`; what
   ``PatchContext.replace_function`` uses).
 - **Scoped torch.load allow-list** (:mod:`blackwell_compat.toolkit.safe_globals`).
@@ -41,7 +42,7 @@ from .drift import (
     version_problems,
 )
 from .patch import Patch, PatchContext
-from .roundtrip import call_on_cpu, move_tensors, outside_emulation
+from .roundtrip import call_on_cpu, map_tensors, move_tensors, outside_emulation
 from .router import Selector, route, served, served_device
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "drift",
     "function_problems",
     "is_swapped",
+    "map_tensors",
     "move_tensors",
     "outside_emulation",
     "parameter_names",

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import emulation
 
-__all__ = ["call_on_cpu", "move_tensors", "outside_emulation"]
+__all__ = ["call_on_cpu", "map_tensors", "move_tensors", "outside_emulation"]
 
 
 @contextmanager
@@ -30,24 +30,23 @@ def outside_emulation() -> Iterator[None]:
         yield
 
 
-def move_tensors(value: Any, source: Any, target: Any) -> Any:
-    """*value* with every tensor on device *source* moved to *target*, at any depth.
+def map_tensors(value: Any, convert: Callable[[Any], Any]) -> Any:
+    """*value* with every tensor replaced by ``convert(tensor)``, at any depth.
 
     Lists, tuples, named tuples and dicts (subclasses included) are rebuilt with their own
-    type; tensors on other devices and every other object are returned as they are (the same
-    object).  Autograd flows through the copies (``Tensor.to`` is differentiable).
+    type; every other object is returned as it is (the same object).
     """
     import torch
 
     if isinstance(value, torch.Tensor):
-        return value.to(target) if value.device == source else value
+        return convert(value)
     if isinstance(value, list):
-        return type(value)(move_tensors(v, source, target) for v in value)
+        return type(value)(map_tensors(v, convert) for v in value)
     if isinstance(value, tuple):
-        moved = [move_tensors(v, source, target) for v in value]
-        return type(value)(*moved) if hasattr(value, "_fields") else type(value)(moved)
+        mapped = [map_tensors(v, convert) for v in value]
+        return type(value)(*mapped) if hasattr(value, "_fields") else type(value)(mapped)
     if isinstance(value, dict):
-        items = [(k, move_tensors(v, source, target)) for k, v in value.items()]
+        items = [(k, map_tensors(v, convert)) for k, v in value.items()]
         try:
             return type(value)(items)
         except TypeError:  # a dict subclass with another constructor (defaultdict...)
@@ -55,6 +54,13 @@ def move_tensors(value: Any, source: Any, target: Any) -> Any:
             rebuilt.update(items)
             return rebuilt
     return value
+
+
+def move_tensors(value: Any, source: Any, target: Any) -> Any:
+    """*value* with every tensor on device *source* moved to *target*, at any depth
+    (:func:`map_tensors`); tensors on other devices stay where they are.  Autograd flows
+    through the copies (``Tensor.to`` is differentiable)."""
+    return map_tensors(value, lambda t: t.to(target) if t.device == source else t)
 
 
 def call_on_cpu(
