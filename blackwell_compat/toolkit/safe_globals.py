@@ -21,7 +21,7 @@ from .patch import PatchContext
 
 __all__ = ["allow_listed", "kept_listed", "watch_user_additions"]
 
-_lock = threading.Lock()
+_allow_lock = threading.Lock()
 # class -> (number of open windows holding it, torch's context manager that added it)
 _holders: dict[Any, tuple[int, Any]] = {}
 # Held classes the user allow-listed during a window: they stay when the window closes.
@@ -44,7 +44,7 @@ def allow_listed(classes: Sequence[Any]) -> Iterator[None]:
     import torch.serialization as serialization
 
     taken: list[Any] = []
-    with _lock:
+    with _allow_lock:
         present = serialization.get_safe_globals()
         for cls in classes:
             held = _holders.get(cls)
@@ -60,7 +60,7 @@ def allow_listed(classes: Sequence[Any]) -> Iterator[None]:
     try:
         yield
     finally:
-        with _lock:
+        with _allow_lock:
             for cls in taken:
                 count, manager = _holders[cls]
                 if count > 1:
@@ -86,7 +86,7 @@ def kept_listed(classes: Sequence[Any]) -> Iterator[None]:
         try:
             yield
         finally:
-            with _lock:
+            with _allow_lock:
                 present = serialization.get_safe_globals()
                 taken = [c for c in listed if not _listed(c, present)]
                 if taken:
@@ -105,7 +105,7 @@ class _WatchedAddSafeGlobals:
     def __call__(self, safe_globals: Any, *args: Any, **kwargs: Any) -> Any:
         original = self.original
         assert original is not None
-        with _lock:
+        with _allow_lock:
             result = original(safe_globals, *args, **kwargs)
             for entry in safe_globals if isinstance(safe_globals, (list, tuple, set)) else ():
                 try:
