@@ -99,37 +99,24 @@ def _generator_has_disable_complex(module: types.ModuleType) -> list[str]:
     return []
 
 
-def _twin_transform(module: types.ModuleType, original: Any) -> Any:
-    twin = _twins(module.CustomSTFT)
+def _via_twin(method: str) -> Any:
+    """Builds ``TorchSTFT.<method>`` that hands the call to a ``CustomSTFT`` with the same
+    sizes on the tensor's device (made once per ``TorchSTFT`` and device)."""
 
-    def transform(self: Any, input_data: Any) -> Any:
-        return twin(self, input_data.device).transform(input_data)
+    def build(module: types.ModuleType, original: Any) -> Any:
+        made: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
-    return transform
+        def through_twin(self: Any, tensor: Any, *rest: Any) -> Any:
+            per_device = made.setdefault(self, {})
+            twin = per_device.get(tensor.device)
+            if twin is None:
+                twin = _custom_like(module.CustomSTFT, self).to(tensor.device)
+                per_device[tensor.device] = twin
+            return getattr(twin, method)(tensor, *rest)
 
+        return through_twin
 
-def _twin_inverse(module: types.ModuleType, original: Any) -> Any:
-    twin = _twins(module.CustomSTFT)
-
-    def inverse(self: Any, magnitude: Any, phase: Any) -> Any:
-        return twin(self, magnitude.device).inverse(magnitude, phase)
-
-    return inverse
-
-
-def _twins(custom_cls: Any) -> Any:
-    """``twin(stft, device)``: a ``CustomSTFT`` with *stft*'s sizes on *device*, made once."""
-    made: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
-
-    def twin(stft: Any, device: Any) -> Any:
-        per_device = made.setdefault(stft, {})
-        found = per_device.get(device)
-        if found is None:
-            found = _custom_like(custom_cls, stft).to(device)
-            per_device[device] = found
-        return found
-
-    return twin
+    return build
 
 
 def _forced_disable_complex(module: types.ModuleType, original_init: Any) -> Any:
@@ -180,7 +167,7 @@ DECLARATIONS: tuple[Rewrite | Expect, ...] = (
     Rewrite(
         _M,
         "TorchSTFT.transform",
-        build=_twin_transform,
+        build=_via_twin("transform"),
         on="input_data",
         strategies=(DISABLE_COMPLEX,),
         params=_TRANSFORM,
@@ -189,7 +176,7 @@ DECLARATIONS: tuple[Rewrite | Expect, ...] = (
     Rewrite(
         _M,
         "TorchSTFT.inverse",
-        build=_twin_inverse,
+        build=_via_twin("inverse"),
         on="magnitude",
         strategies=(DISABLE_COMPLEX,),
         params=_INVERSE,
