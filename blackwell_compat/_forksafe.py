@@ -28,7 +28,7 @@ from typing import Any
 LOCKS: tuple[tuple[str, str], ...] = (
     ("blackwell_compat.autostart", "_lock"),
     ("blackwell_compat.engine", "_lock"),
-    ("blackwell_compat.patches.coqui_tts", "_allow_lock"),
+    ("blackwell_compat.toolkit.safe_globals", "_allow_lock"),
     ("blackwell_compat.state", "lock"),
     ("blackwell_compat.spectral", "_lock"),
     ("blackwell_compat.probing.platform", "_lock"),

@@ -33,6 +33,7 @@ import blackwell_compat as bc
 from blackwell_compat import engine
 from blackwell_compat.errors import BlackwellCompatWarning
 from blackwell_compat.patches import chatterbox as chatterbox_patch
+from blackwell_compat.toolkit import drift
 
 pytestmark = [pytest.mark.targets, pytest.mark.slow]
 
@@ -229,13 +230,13 @@ def test_changed_kaldi_defaults_are_drift() -> None:
     edited = source[:at] + old.replace("0.0", "1.0") + source[at + len(old) :]
     drifted = types.ModuleType(kaldi.__name__)
     exec(compile(edited, "<drifted kaldi>", "exec"), drifted.__dict__)
-    problems = chatterbox_patch._kaldi_problems(drifted)
+    problems = chatterbox_patch.kaldi_problems(drifted)
     assert problems == [f"{kaldi.__name__}.fbank default dither=1.0, expected 0.0"]
-    assert chatterbox_patch._kaldi_problems(kaldi) == []
+    assert chatterbox_patch.kaldi_problems(kaldi) == []
 
 
 def test_unsupported_perth_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(chatterbox_patch, "installed_version", lambda name: "2.0.0")
+    monkeypatch.setattr(drift, "installed_version", lambda name: "2.0.0")
     problems = chatterbox_patch.perth_problems(_modules()[2])
     assert problems == ["resemble-perth 2.0.0 is outside the supported range '>=1.0,<1.1'"]
 

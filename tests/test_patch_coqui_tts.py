@@ -21,6 +21,7 @@ import blackwell_compat as bc
 from blackwell_compat import engine
 from blackwell_compat.cli import list_cmd
 from blackwell_compat.patches import coqui_tts, coqui_tts_fork
+from blackwell_compat.toolkit import safe_globals
 from blackwell_compat.versions import in_range, installed_version
 
 
@@ -101,14 +102,14 @@ def test_nested_scopes_keep_the_class_until_the_outer_one_ends() -> None:
         assert _listed(StandInConfig)
         assert not _listed(OtherConfig)
     assert not _listed(StandInConfig)
-    assert not coqui_tts._holders
+    assert not safe_globals._holders
 
 
 def test_the_scope_ends_on_an_exception() -> None:
     with pytest.raises(KeyError), coqui_tts.allow_listed([StandInConfig]):
         raise KeyError("boom")
     assert not _listed(StandInConfig)
-    assert not coqui_tts._holders
+    assert not safe_globals._holders
 
 
 def test_concurrent_loads_share_one_registration() -> None:
@@ -159,7 +160,7 @@ def test_a_class_the_user_allow_lists_during_the_window_stays(watched: Any) -> N
     with coqui_tts.allow_listed([StandInConfig]):
         torch.serialization.add_safe_globals([StandInConfig, OtherConfig])
     assert _listed(StandInConfig) and _listed(OtherConfig)
-    assert not coqui_tts._holders and not coqui_tts._claimed_by_user
+    assert not safe_globals._holders and not safe_globals._claimed_by_user
     _load(_saved(CHECKPOINT))
 
 

@@ -41,6 +41,29 @@ def test_third_party_example_is_discovered_and_applies():
     assert [s.state for s in bc.status() if s.name == "acme_resampler"] == ["not-applied"]
 
 
+def test_third_party_example_uses_the_public_toolkit_and_its_drift_check():
+    """The example is a declaration on the same toolkit as the built-ins, and the same drift
+    check refuses a changed target."""
+    import types
+
+    from blackwell_compat.toolkit import DeclaredPatch
+
+    patch = registry.discover()
+    (acme,) = [r.patch for r in patch if r.name == "acme_resampler"]
+    assert isinstance(acme, DeclaredPatch)
+    module = importlib.import_module("acme_resampler")
+    assert acme.check(module) == []
+    drifted = types.ModuleType("acme_resampler")
+    exec(
+        "def spectral_energy(signal, n_fft=32):\n    return signal.abs() ** 2\n",
+        drifted.__dict__,
+    )
+    assert acme.check(drifted) == [
+        "acme_resampler.spectral_energy no longer uses rfft",
+        "acme_resampler.spectral_energy: default of n_fft is 32, expected 64",
+    ]
+
+
 def test_list_command_shows_every_patch():
     proc = subprocess.run(
         [sys.executable, "-m", "blackwell_compat", "list", "--json"],

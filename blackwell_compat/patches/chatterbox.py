@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Callable
 from typing import Any
 
-from .. import devices, spectral
-from ..registry import Patch, PatchContext
-from ..versions import in_range, installed_version
-from ._drift import class_problems, function_problems
+from .. import spectral
+from ..toolkit import DeclaredPatch, Expect, Rewrite, function_problems, is_swapped
 
 S3TOKENIZER_MODULE = "chatterbox.models.s3tokenizer.s3tokenizer"
 XVECTOR_MODULE = "chatterbox.models.s3gen.xvector"
@@ -154,80 +151,60 @@ def kaldi_fbank_real(kaldi: types.ModuleType, waveform: Any, num_mel_bins: int) 
     return torch.max(mel_energies, kaldi._get_epsilon(device, dtype)).log()
 
 
-# -- drift checks ----------------------------------------------------------------------------
+# -- drift checks that a declaration cannot say ---------------------------------------------
+
+#: torchaudio's kaldi helpers :func:`kaldi_fbank_real` calls, with their parameters.
+KALDI_HELPERS: dict[str, tuple[str, ...]] = {
+    "_get_waveform_and_window_properties": (
+        "waveform",
+        "channel",
+        "sample_frequency",
+        "frame_shift",
+        "frame_length",
+        "round_to_power_of_two",
+        "preemphasis_coefficient",
+    ),
+    "_get_window": (
+        "waveform",
+        "padded_window_size",
+        "window_size",
+        "window_shift",
+        "window_type",
+        "blackman_coeff",
+        "snip_edges",
+        "raw_energy",
+        "energy_floor",
+        "dither",
+        "remove_dc_offset",
+        "preemphasis_coefficient",
+    ),
+    "get_mel_banks": (
+        "num_bins",
+        "window_length_padded",
+        "sample_freq",
+        "low_freq",
+        "high_freq",
+        "vtln_low",
+        "vtln_high",
+        "vtln_warp_factor",
+    ),
+    "_get_epsilon": ("device", "dtype"),
+}
 
 
-def s3tokenizer_problems(module: types.ModuleType) -> list[str]:
-    where = module.__name__
-    problems: list[str] = []
-    if not isinstance(getattr(module, "S3_HOP", None), int):
-        problems.append(f"{where}.S3_HOP (the STFT hop) is missing")
-    cls, missing = class_problems(module, "S3Tokenizer")
-    problems += missing
-    if cls is not None:
-        problems += function_problems(
-            cls,
-            "log_mel_spectrogram",
-            where=f"{where}.S3Tokenizer",
-            params=["self", "audio", "padding"],
-            names=["stft", "abs", "n_fft", "S3_HOP", "window", "_mel_filters", "log10", "maximum"],
-        )
-        # (the buffer names "window" and "_mel_filters" are string constants there)
-        problems += function_problems(
-            cls, "__init__", where=f"{where}.S3Tokenizer", names=["n_fft", "register_buffer"]
-        )
-    return problems
-
-
-def _kaldi_problems(kaldi: types.ModuleType) -> list[str]:
-    from .. import inplace
-
+def kaldi_problems(kaldi: types.ModuleType) -> list[str]:
+    """Drift of torchaudio's kaldi module as :func:`kaldi_fbank_real` uses it.  A function
+    another patch (``torchaudio``) has replaced in place is skipped: its signature is then the
+    router's, and that patch checked it."""
     where = kaldi.__name__
     problems: list[str] = []
-    helpers = {
-        "_get_waveform_and_window_properties": [
-            "waveform",
-            "channel",
-            "sample_frequency",
-            "frame_shift",
-            "frame_length",
-            "round_to_power_of_two",
-            "preemphasis_coefficient",
-        ],
-        "_get_window": [
-            "waveform",
-            "padded_window_size",
-            "window_size",
-            "window_shift",
-            "window_type",
-            "blackman_coeff",
-            "snip_edges",
-            "raw_energy",
-            "energy_floor",
-            "dither",
-            "remove_dc_offset",
-            "preemphasis_coefficient",
-        ],
-        "get_mel_banks": [
-            "num_bins",
-            "window_length_padded",
-            "sample_freq",
-            "low_freq",
-            "high_freq",
-            "vtln_low",
-            "vtln_high",
-            "vtln_warp_factor",
-        ],
-        "_get_epsilon": ["device", "dtype"],
-    }
-    for name, params in helpers.items():
-        if not inplace.is_swapped(getattr(kaldi, name, None)):
+    for name, params in KALDI_HELPERS.items():
+        if not is_swapped(getattr(kaldi, name, None)):
             problems += function_problems(kaldi, name, where=where, params=params)
     fbank = getattr(kaldi, "fbank", None)
     if fbank is None:
         problems.append(f"{where}.fbank is missing")
-    elif not inplace.is_swapped(fbank):
-        # (When another patch has replaced fbank in place its signature is not torchaudio's.)
+    elif not is_swapped(fbank):
         problems += function_problems(
             kaldi, "fbank", where=where, names=["rfft", "abs", "_get_window", "get_mel_banks"]
         )
@@ -246,112 +223,32 @@ def _kaldi_problems(kaldi: types.ModuleType) -> list[str]:
     return problems
 
 
-def xvector_problems(module: types.ModuleType) -> list[str]:
-    where = module.__name__
-    problems = function_problems(
-        module,
-        "extract_feature",
-        where=where,
-        params=["audio"],
-        names=["fbank", "unsqueeze", "mean", "pad_list"],
-    )
-    problems += function_problems(module, "pad_list", where=where, params=["xs", "pad_value"])
+def _xvector_kaldi_problems(module: types.ModuleType) -> list[str]:
     kaldi = getattr(module, "Kaldi", None)
     if not isinstance(kaldi, types.ModuleType) or kaldi.__name__ != KALDI_MODULE:
-        problems.append(f"{where}.Kaldi is not {KALDI_MODULE}")
-    else:
-        problems += _kaldi_problems(kaldi)
-    return problems
+        return [f"{module.__name__}.Kaldi is not {KALDI_MODULE}"]
+    return kaldi_problems(kaldi)
 
 
-def perth_problems(module: types.ModuleType) -> list[str]:
-    where = module.__name__
-    problems: list[str] = []
-    version = installed_version(PERTH_DISTRIBUTION)
-    if version is None or not in_range(version, PERTH_SUPPORTED):
-        problems.append(
-            f"{PERTH_DISTRIBUTION} {version or '(version unknown)'} is outside the supported "
-            f"range {PERTH_SUPPORTED!r}"
-        )
-    problems += function_problems(
-        module,
-        "cx_to_magphase",
-        where=where,
-        params=["hp", "spec"],
-        names=["angle", "abs", "log10", "clip", "stft_magnitude_min", "normalize"],
-    )
-    problems += function_problems(
-        module,
-        "magphase_to_cx",
-        where=where,
-        params=["hp", "magspec", "phases"],
-        names=["denormalize_spectrogram", "exp", "clip"],
-    )
-    for helper in ("normalize", "denormalize_spectrogram"):
-        problems += function_problems(module, helper, where=where)
-    return problems
+# -- rewrites built from their module ----------------------------------------------------------
 
 
-# -- the patch -------------------------------------------------------------------------------
-
-
-class ChatterboxPatch(Patch):
-    name = "chatterbox"
-    summary = (
-        "Chatterbox S3Tokenizer log-mel, CAMPPlus fbank features and perth watermarker "
-        "without complex abs/angle/exp"
-    )
-    distribution = "chatterbox-tts"
-    supported = ">=0.1.4,<0.2"
-    modules = (S3TOKENIZER_MODULE, XVECTOR_MODULE, PERTH_MODULE)
-    requires_affected = True
-    strategies = ()
-    docs = "docs/patches/chatterbox.md"
-
-    def check(self, module: types.ModuleType) -> list[str]:
-        checks: dict[str, Callable[[types.ModuleType], list[str]]] = {
-            S3TOKENIZER_MODULE: s3tokenizer_problems,
-            XVECTOR_MODULE: xvector_problems,
-            PERTH_MODULE: perth_problems,
-        }
-        check = checks.get(module.__name__)
-        if check is None:
-            return [f"the chatterbox patch has nothing to do in {module.__name__}"]
-        return check(module)
-
-    def apply(self, module: types.ModuleType, ctx: PatchContext) -> None:
-        if module.__name__ == S3TOKENIZER_MODULE:
-            _apply_s3tokenizer(module, ctx)
-        elif module.__name__ == XVECTOR_MODULE:
-            _apply_xvector(module, ctx)
-        else:
-            _apply_perth(module, ctx)
-
-
-def _apply_s3tokenizer(module: types.ModuleType, ctx: PatchContext) -> None:
-    cls = module.S3Tokenizer
-    original = cls.log_mel_spectrogram
-
+def _s3_log_mel(module: types.ModuleType, original: Any) -> Any:
     def log_mel_spectrogram(self: Any, audio: Any, padding: int = 0) -> Any:
-        if devices.device_targeted(self.device):
-            return log_mel_spectrogram_real(self, audio, padding, hop=module.S3_HOP)
-        return original(self, audio, padding)
+        return log_mel_spectrogram_real(self, audio, padding, hop=module.S3_HOP)
 
-    log_mel_spectrogram.__doc__ = original.__doc__
-    ctx.set_attr(cls, "log_mel_spectrogram", log_mel_spectrogram)
-    ctx.note("S3Tokenizer.log_mel_spectrogram: real-valued power spectrum on affected devices")
+    return log_mel_spectrogram
 
 
-def _apply_xvector(module: types.ModuleType, ctx: PatchContext) -> None:
+def _tokenizer_device(self: Any, audio: Any, padding: int = 0) -> Any:
+    return self.device
+
+
+def _extract_feature(module: types.ModuleType, original: Any) -> Any:
     def extract_feature(audio: Any) -> Any:
-        import torch
-
-        items = audio if isinstance(audio, (list, tuple)) or torch.is_tensor(audio) else list(audio)
-        if not any(devices.tensor_targeted(au) for au in items):
-            return original(items)
         kaldi = module.Kaldi
         features, feature_times, feature_lengths = [], [], []
-        for au in items:
+        for au in audio:
             feature = kaldi_fbank_real(kaldi, au.unsqueeze(0), num_mel_bins=80)
             feature = feature - feature.mean(dim=0, keepdim=True)
             features.append(feature)
@@ -359,27 +256,92 @@ def _apply_xvector(module: types.ModuleType, ctx: PatchContext) -> None:
             feature_lengths.append(feature.shape[0])
         return module.pad_list(features, pad_value=0), feature_lengths, feature_times
 
-    original = ctx.replace_function(module, "extract_feature", extract_feature)
-    ctx.note("xvector.extract_feature: kaldi fbank with a real-valued spectrum on affected devices")
+    return extract_feature
 
 
-def _apply_perth(module: types.ModuleType, ctx: PatchContext) -> None:
+def _cx_to_magphase(module: types.ModuleType, original: Any) -> Any:
     def cx_to_magphase(hp: Any, spec: Any) -> Any:
-        if not devices.tensor_targeted(spec):
-            return original_cx_to_magphase(hp, spec)
         import torch
 
         mag, phase = spectral.magnitude(spec), spectral.phase(spec)
         mag = 20 * torch.log10(mag.clip(hp.stft_magnitude_min))
         return module.normalize(hp, mag), phase
 
+    return cx_to_magphase
+
+
+def _magphase_to_cx(module: types.ModuleType, original: Any) -> Any:
     def magphase_to_cx(hp: Any, magspec: Any, phases: Any) -> Any:
-        if not devices.tensor_targeted(phases):
-            return original_magphase_to_cx(hp, magspec, phases)
         magspec = module.denormalize_spectrogram(hp, magspec)
         magspec = 10.0 ** ((magspec / 20).clip(max=10))
         return spectral.polar(magspec, phases)
 
-    original_cx_to_magphase = ctx.replace_function(module, "cx_to_magphase", cx_to_magphase)
-    original_magphase_to_cx = ctx.replace_function(module, "magphase_to_cx", magphase_to_cx)
-    ctx.note("perth cx_to_magphase/magphase_to_cx: real-valued on affected devices")
+    return magphase_to_cx
+
+
+# -- the patch -------------------------------------------------------------------------------
+
+
+class ChatterboxPatch(DeclaredPatch):
+    name = "chatterbox"
+    summary = (
+        "Chatterbox S3Tokenizer log-mel, CAMPPlus fbank features and perth watermarker "
+        "without complex abs/angle/exp"
+    )
+    distribution = "chatterbox-tts"
+    supported = ">=0.1.4,<0.2"
+    requires_affected = True
+    strategies = ()
+    docs = "docs/patches/chatterbox.md"
+    declarations = (
+        Expect(S3TOKENIZER_MODULE, "S3_HOP", instance_of=int),
+        Rewrite(
+            S3TOKENIZER_MODULE,
+            "S3Tokenizer.log_mel_spectrogram",
+            build=_s3_log_mel,
+            on=_tokenizer_device,
+            params=("self", "audio", "padding"),
+            # (the buffer names "window" and "_mel_filters" are string constants there)
+            names=("stft", "abs", "n_fft", "S3_HOP", "window", "_mel_filters", "log10", "maximum"),
+            note="S3Tokenizer.log_mel_spectrogram: real-valued power spectrum on affected devices",
+        ),
+        Expect(S3TOKENIZER_MODULE, "S3Tokenizer.__init__", names=("n_fft", "register_buffer")),
+        Rewrite(
+            XVECTOR_MODULE,
+            "extract_feature",
+            build=_extract_feature,
+            params=("audio",),
+            names=("fbank", "unsqueeze", "mean", "pad_list"),
+            note=(
+                "xvector.extract_feature: kaldi fbank with a real-valued spectrum on affected "
+                "devices"
+            ),
+        ),
+        Expect(XVECTOR_MODULE, "pad_list", params=("xs", "pad_value")),
+        Expect(XVECTOR_MODULE, check=_xvector_kaldi_problems),
+        Expect(PERTH_MODULE, distribution=PERTH_DISTRIBUTION, supported=PERTH_SUPPORTED),
+        Rewrite(
+            PERTH_MODULE,
+            "cx_to_magphase",
+            build=_cx_to_magphase,
+            on="spec",
+            params=("hp", "spec"),
+            names=("angle", "abs", "log10", "clip", "stft_magnitude_min", "normalize"),
+        ),
+        Rewrite(
+            PERTH_MODULE,
+            "magphase_to_cx",
+            build=_magphase_to_cx,
+            on="phases",
+            params=("hp", "magspec", "phases"),
+            names=("denormalize_spectrogram", "exp", "clip"),
+            note="perth cx_to_magphase/magphase_to_cx: real-valued on affected devices",
+        ),
+        Expect(PERTH_MODULE, "normalize"),
+        Expect(PERTH_MODULE, "denormalize_spectrogram"),
+    )
+
+
+def perth_problems(module: types.ModuleType) -> list[str]:
+    """Drift of the perth watermarker's utilities (and the resemble-perth version)."""
+    return ChatterboxPatch().check(module)

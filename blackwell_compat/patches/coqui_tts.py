@@ -25,12 +25,11 @@ the public workaround, lets a checkpoint file run arbitrary code and is never us
 
 torch keeps its allow-list in one process-wide set, so the allow-listing is a *window*: while
 a load runs, loads in other threads also accept these four configuration classes (and nothing
-else).  The patch adds only the classes that are not already there, counts concurrent loads,
-and on exit removes, by difference, exactly what it added and nobody else claimed: a class the
-user allow-listed before the window stays, and so does one the user passes to
-``torch.serialization.add_safe_globals`` during the window (the patch watches that function
-while it is applied, and serialises it with its own additions and removals, since torch updates
-the set by read-modify-write).  See docs/patches/xtts.md.
+else).  The window is the toolkit's (:mod:`blackwell_compat.toolkit.safe_globals`): it adds only
+the classes that are not already there, counts concurrent loads, and on exit removes, by
+difference, exactly what it added and nobody else claimed: a class the user allow-listed before
+the window stays, and so does one the user passes to ``torch.serialization.add_safe_globals``
+during the window (watched while the patch is applied).  See docs/patches/xtts.md.
 
 Version range: the method and the class layout are the same from ``TTS`` 0.19.0 (where
 ``get_compatible_checkpoint_state_dict`` appeared) to 0.22.0 (sources of 0.19.0, 0.20.0, 0.21.0
@@ -42,16 +41,14 @@ distribution) has its own patch, ``coqui_tts_fork``.
 from __future__ import annotations
 
 import importlib
-import threading
 import types
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import logger
-from ..registry import Patch, PatchContext
+from ..toolkit import Patch, PatchContext, class_problems, function_problems
+from ..toolkit.safe_globals import allow_listed, watch_user_additions
 from ..versions import release_string
-from ._drift import class_problems, function_problems
 
 XTTS_MODULE = "TTS.tts.models.xtts"
 METHOD = "get_compatible_checkpoint_state_dict"
@@ -73,85 +70,6 @@ __all__ = [
     "checkpoint_classes",
     "watch_user_additions",
 ]
-
-
-# -- the scoped allow-list ------------------------------------------------------------------
-
-_allow_lock = threading.Lock()
-# class -> (number of active scopes holding it, torch's context manager that added it)
-_holders: dict[Any, tuple[int, Any]] = {}
-# Held classes the user allow-listed during the window: they stay when the window closes.
-_claimed_by_user: set[Any] = set()
-
-
-@contextmanager
-def allow_listed(classes: Sequence[Any]) -> Iterator[None]:
-    """Allow *classes* in ``weights_only`` loads for the duration of the block.
-
-    Uses ``torch.serialization.safe_globals`` per class.  A class already on torch's list
-    (the user's own ``add_safe_globals``) is left alone and stays after the block; nested and
-    concurrent blocks share one registration, removed when the last of them ends, unless the
-    user allow-listed the class meanwhile (seen while the patch watches ``add_safe_globals``).
-    """
-    import torch.serialization as serialization
-
-    taken: list[Any] = []
-    with _allow_lock:
-        present = serialization.get_safe_globals()
-        for cls in classes:
-            held = _holders.get(cls)
-            if held is not None:
-                _holders[cls] = (held[0] + 1, held[1])
-            elif any(entry is cls for entry in present):
-                continue
-            else:
-                manager: Any = serialization.safe_globals([cls])
-                manager.__enter__()
-                _holders[cls] = (1, manager)
-            taken.append(cls)
-    try:
-        yield
-    finally:
-        with _allow_lock:
-            for cls in taken:
-                count, manager = _holders[cls]
-                if count > 1:
-                    _holders[cls] = (count - 1, manager)
-                    continue
-                del _holders[cls]
-                if cls in _claimed_by_user:
-                    _claimed_by_user.discard(cls)  # the user's now: it stays on the list
-                else:
-                    manager.__exit__(None, None, None)
-
-
-class _WatchedAddSafeGlobals:
-    """Replacement for ``torch.serialization.add_safe_globals`` while the patch is applied:
-    the original, under the window's lock, noting the classes a window holds."""
-
-    def __init__(self) -> None:
-        self.original: Callable[..., Any] | None = None
-
-    def __call__(self, safe_globals: Any, *args: Any, **kwargs: Any) -> Any:
-        original = self.original
-        assert original is not None
-        with _allow_lock:
-            result = original(safe_globals, *args, **kwargs)
-            for entry in safe_globals if isinstance(safe_globals, (list, tuple, set)) else ():
-                try:
-                    if entry in _holders:
-                        _claimed_by_user.add(entry)
-                except TypeError:  # an unhashable entry; torch has said what it thinks of it
-                    continue
-        return result
-
-
-def watch_user_additions(ctx: PatchContext) -> None:
-    """Watch ``torch.serialization.add_safe_globals`` for as long as *ctx* is applied."""
-    import torch.serialization as serialization
-
-    watcher = _WatchedAddSafeGlobals()
-    watcher.original = ctx.replace_function(serialization, "add_safe_globals", watcher)
 
 
 def checkpoint_classes() -> list[Any]:

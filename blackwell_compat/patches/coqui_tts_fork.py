@@ -35,9 +35,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import logger
-from ..registry import Patch, PatchContext
-from ._drift import class_problems, function_problems
-from .coqui_tts import _allow_lock, allow_listed, watch_user_additions
+from ..toolkit import Patch, PatchContext, class_problems, function_problems
+from ..toolkit.safe_globals import kept_listed, watch_user_additions
 
 XTTS_MODULE = "TTS.tts.models.xtts"
 METHOD = "_load_checkpoint"
@@ -54,28 +53,14 @@ LEGACY_CLASS_NAMES = ("XttsAudioConfig", "XttsArgs", "BaseDatasetConfig", "XttsC
 @contextmanager
 def _window_kept_by_difference(module: types.ModuleType) -> Iterator[None]:
     """Around the fork's own ``_legacy_safe_globals`` window: torch's ``safe_globals`` removes
-    its classes on exit even when the user had allow-listed them, before or during the load.
-    The block holds them through :func:`coqui_tts.allow_listed` (which leaves the user's
-    alone and keeps one the user allow-lists meanwhile) and puts back what the fork's exit took
-    from the list as it stood when the fork's window opened."""
-    import torch.serialization as serialization
-
+    its classes on exit even when the user had allow-listed them, before or during the load;
+    :func:`~blackwell_compat.toolkit.safe_globals.kept_listed` keeps them."""
     classes: list[Any] = [getattr(module, name, None) for name in LEGACY_CLASS_NAMES]
     if not all(isinstance(cls, type) for cls in classes):
         yield  # not the layout this was written for: the fork's window as it is
         return
-    with allow_listed(classes):
-        listed = [c for c in classes if any(e is c for e in serialization.get_safe_globals())]
-        try:
-            yield
-        finally:
-            with _allow_lock:
-                present = serialization.get_safe_globals()
-                taken = [c for c in listed if not any(e is c for e in present)]
-                if taken:
-                    # torch's own add, not the watched public one: these are not new claims.
-                    manager: Any = serialization.safe_globals(taken)
-                    manager.__enter__()
+    with kept_listed(classes):
+        yield
 
 
 def load_without_rewrite(module: types.ModuleType, model_path: Any) -> Any:

@@ -31,10 +31,9 @@ import types
 import weakref
 from typing import Any
 
-from .. import devices, spectral
+from .. import spectral
 from ..errors import ConfigError, DriftError
-from ..registry import Patch, PatchContext
-from ._drift import class_problems, function_problems
+from ..toolkit import DeclaredPatch, Expect, Rewrite
 
 EXACT = "exact"
 DISABLE_COMPLEX = "disable_complex"
@@ -83,56 +82,128 @@ def exact_inverse(stft: Any, magnitude: Any, phase: Any) -> Any:
     return waveform.unsqueeze(-2)
 
 
-# -- drift check -----------------------------------------------------------------------------
+# -- the declarations -------------------------------------------------------------------------
+
+
+def _generator_has_disable_complex(module: types.ModuleType) -> list[str]:
+    cls = getattr(module, "Generator", None)
+    if not isinstance(cls, type):
+        return []  # reported by the Generator.__init__ declaration
+    init = inspect.getattr_static(cls, "__init__", None)
+    try:
+        params = inspect.signature(init).parameters if init is not None else {}
+    except (TypeError, ValueError):
+        params = {}
+    if "disable_complex" not in params:
+        return [f"{module.__name__}.Generator.__init__ has no disable_complex parameter"]
+    return []
+
+
+def _via_twin(method: str) -> Any:
+    """Builds ``TorchSTFT.<method>`` that hands the call to a ``CustomSTFT`` with the same
+    sizes on the tensor's device (made once per ``TorchSTFT`` and device)."""
+
+    def build(module: types.ModuleType, original: Any) -> Any:
+        made: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+        def through_twin(self: Any, tensor: Any, *rest: Any) -> Any:
+            per_device = made.setdefault(self, {})
+            twin = per_device.get(tensor.device)
+            if twin is None:
+                twin = _custom_like(module.CustomSTFT, self).to(tensor.device)
+                per_device[tensor.device] = twin
+            return getattr(twin, method)(tensor, *rest)
+
+        return through_twin
+
+    return build
+
+
+def _forced_disable_complex(module: types.ModuleType, original_init: Any) -> Any:
+    signature = inspect.signature(original_init)
+
+    def generator_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        """Generator.__init__ forced to disable_complex=True (blackwell-compat)"""
+        bound = signature.bind(self, *args, **kwargs)
+        bound.arguments["disable_complex"] = True
+        original_init(*bound.args, **bound.kwargs)
+
+    return generator_init
+
+
+_M = TARGET_MODULE
+_TRANSFORM = ("self", "input_data")
+_TRANSFORM_USES = ("stft", "abs", "angle", "window")
+_INVERSE = ("self", "magnitude", "phase")
+_INVERSE_USES = ("istft", "exp", "window")
+
+#: What both strategies rely on in ``kokoro.istftnet``, and what each installs.
+DECLARATIONS: tuple[Rewrite | Expect, ...] = (
+    Expect(
+        _M,
+        "TorchSTFT.__init__",
+        params=("self", "filter_length", "hop_length", "win_length", "window"),
+        names=("filter_length", "hop_length", "win_length", "window"),
+    ),
+    Rewrite(
+        _M,
+        "TorchSTFT.transform",
+        rewrite=exact_transform,
+        on="input_data",
+        strategies=(EXACT,),
+        params=_TRANSFORM,
+        names=_TRANSFORM_USES,
+    ),
+    Rewrite(
+        _M,
+        "TorchSTFT.inverse",
+        rewrite=exact_inverse,
+        on="magnitude",
+        strategies=(EXACT,),
+        params=_INVERSE,
+        names=_INVERSE_USES,
+        note="TorchSTFT.transform/inverse: real-valued on affected devices (strategy exact)",
+    ),
+    Rewrite(
+        _M,
+        "TorchSTFT.transform",
+        build=_via_twin("transform"),
+        on="input_data",
+        strategies=(DISABLE_COMPLEX,),
+        params=_TRANSFORM,
+        names=_TRANSFORM_USES,
+    ),
+    Rewrite(
+        _M,
+        "TorchSTFT.inverse",
+        build=_via_twin("inverse"),
+        on="magnitude",
+        strategies=(DISABLE_COMPLEX,),
+        params=_INVERSE,
+        names=_INVERSE_USES,
+    ),
+    Rewrite(
+        _M,
+        "Generator.__init__",
+        build=_forced_disable_complex,
+        always=True,
+        strategies=(DISABLE_COMPLEX,),
+        names=("CustomSTFT", "TorchSTFT"),
+        note=(
+            "Generator built with disable_complex=True (CustomSTFT); TorchSTFT of models built "
+            "earlier uses a CustomSTFT twin on affected devices (strategy disable_complex, "
+            "not numerically equivalent)"
+        ),
+    ),
+    Expect(_M, check=_generator_has_disable_complex),
+    Expect(_M, "CustomSTFT.transform"),
+    Expect(_M, "CustomSTFT.inverse"),
+)
 
 
 def drift_problems(module: types.ModuleType) -> list[str]:
     """How ``kokoro.istftnet`` differs from what both strategies were written for."""
-    where = module.__name__
-    problems: list[str] = []
-    stft_cls, missing = class_problems(module, "TorchSTFT")
-    problems += missing
-    if stft_cls is not None:
-        problems += function_problems(
-            stft_cls,
-            "__init__",
-            where=f"{where}.TorchSTFT",
-            params=["self", "filter_length", "hop_length", "win_length", "window"],
-            names=["filter_length", "hop_length", "win_length", "window"],
-        )
-        problems += function_problems(
-            stft_cls,
-            "transform",
-            where=f"{where}.TorchSTFT",
-            params=["self", "input_data"],
-            names=["stft", "abs", "angle", "window"],
-        )
-        problems += function_problems(
-            stft_cls,
-            "inverse",
-            where=f"{where}.TorchSTFT",
-            params=["self", "magnitude", "phase"],
-            names=["istft", "exp", "window"],
-        )
-    gen_cls, missing = class_problems(module, "Generator")
-    problems += missing
-    if gen_cls is not None:
-        problems += function_problems(
-            gen_cls, "__init__", where=f"{where}.Generator", names=["CustomSTFT", "TorchSTFT"]
-        )
-        init = inspect.getattr_static(gen_cls, "__init__", None)
-        try:
-            params = inspect.signature(init).parameters if init is not None else {}
-        except (TypeError, ValueError):
-            params = {}
-        if "disable_complex" not in params:
-            problems.append(f"{where}.Generator.__init__ has no disable_complex parameter")
-    custom_cls, missing = class_problems(module, "CustomSTFT")
-    problems += missing
-    if custom_cls is not None:
-        for method in ("transform", "inverse"):
-            problems += function_problems(custom_cls, method, where=f"{where}.CustomSTFT")
-    return problems
+    return KokoroPatch().check(module)
 
 
 def _check_strategy(strategy: str, source: str) -> None:
@@ -145,93 +216,15 @@ def _check_strategy(strategy: str, source: str) -> None:
 # -- the patch -------------------------------------------------------------------------------
 
 
-class KokoroPatch(Patch):
+class KokoroPatch(DeclaredPatch):
     name = "kokoro"
     summary = "Kokoro istftnet TorchSTFT without complex abs/angle/exp (Jiterator-free vocoder)"
     distribution = "kokoro"
     supported = ">=0.8.4,<0.10"
-    modules = (TARGET_MODULE,)
     requires_affected = True
     strategies = STRATEGIES
     docs = "docs/patches/kokoro.md"
-
-    def check(self, module: types.ModuleType) -> list[str]:
-        return drift_problems(module)
-
-    def apply(self, module: types.ModuleType, ctx: PatchContext) -> None:
-        strategy = ctx.strategy or EXACT
-        _check_strategy(strategy, "kokoro patch")
-        stft_cls = module.TorchSTFT
-        if strategy == EXACT:
-            _apply_exact(stft_cls, ctx)
-        else:
-            _apply_disable_complex(module, stft_cls, ctx)
-
-
-def _apply_exact(stft_cls: type, ctx: PatchContext) -> None:
-    original_transform = stft_cls.transform  # type: ignore[attr-defined]
-    original_inverse = stft_cls.inverse  # type: ignore[attr-defined]
-
-    def transform(self: Any, input_data: Any) -> Any:
-        if devices.tensor_targeted(input_data):
-            return exact_transform(self, input_data)
-        return original_transform(self, input_data)
-
-    def inverse(self: Any, magnitude: Any, phase: Any) -> Any:
-        if devices.tensor_targeted(magnitude):
-            return exact_inverse(self, magnitude, phase)
-        return original_inverse(self, magnitude, phase)
-
-    transform.__doc__ = "TorchSTFT.transform (blackwell-compat kokoro patch, exact)"
-    inverse.__doc__ = "TorchSTFT.inverse (blackwell-compat kokoro patch, exact)"
-    ctx.set_attr(stft_cls, "transform", transform)
-    ctx.set_attr(stft_cls, "inverse", inverse)
-    ctx.note("TorchSTFT.transform/inverse: real-valued on affected devices (strategy exact)")
-
-
-def _apply_disable_complex(module: types.ModuleType, stft_cls: type, ctx: PatchContext) -> None:
-    custom_cls = module.CustomSTFT
-    gen_cls = module.Generator
-    original_transform = stft_cls.transform  # type: ignore[attr-defined]
-    original_inverse = stft_cls.inverse  # type: ignore[attr-defined]
-    twins: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
-
-    def twin(stft: Any, device: Any) -> Any:
-        per_device = twins.setdefault(stft, {})
-        found = per_device.get(device)
-        if found is None:
-            found = _custom_like(custom_cls, stft).to(device)
-            per_device[device] = found
-        return found
-
-    def transform(self: Any, input_data: Any) -> Any:
-        if devices.tensor_targeted(input_data):
-            return twin(self, input_data.device).transform(input_data)
-        return original_transform(self, input_data)
-
-    def inverse(self: Any, magnitude: Any, phase: Any) -> Any:
-        if devices.tensor_targeted(magnitude):
-            return twin(self, magnitude.device).inverse(magnitude, phase)
-        return original_inverse(self, magnitude, phase)
-
-    original_init = gen_cls.__init__
-    signature = inspect.signature(original_init)
-
-    def generator_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        bound = signature.bind(self, *args, **kwargs)
-        bound.arguments["disable_complex"] = True
-        original_init(*bound.args, **bound.kwargs)
-
-    generator_init.__signature__ = signature  # type: ignore[attr-defined]
-    generator_init.__doc__ = "Generator.__init__ forced to disable_complex=True (blackwell-compat)"
-    ctx.set_attr(stft_cls, "transform", transform)
-    ctx.set_attr(stft_cls, "inverse", inverse)
-    ctx.set_attr(gen_cls, "__init__", generator_init)
-    ctx.note(
-        "Generator built with disable_complex=True (CustomSTFT); TorchSTFT of models built "
-        "earlier uses a CustomSTFT twin on affected devices (strategy disable_complex, "
-        "not numerically equivalent)"
-    )
+    declarations = DECLARATIONS
 
 
 def _custom_like(custom_cls: Any, stft: Any) -> Any:

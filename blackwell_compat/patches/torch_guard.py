@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import types
 
-from ..registry import Patch, PatchContext
+from ..toolkit import Patch, PatchContext
 
 
 class TorchGuardPatch(Patch):

@@ -48,9 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import spectral
-from ..registry import Patch, PatchContext
-from ._common import argument, call_on_cpu, defaults_problems, targeted
-from ._drift import function_problems, parameter_names
+from ..toolkit import AS_REWRITE, DeclaredPatch, Expect, Rewrite
 
 REAL = "real"
 CPU = "cpu"
@@ -364,58 +362,25 @@ def _real_phase_vocoder(functional: types.ModuleType, original: Any) -> Callable
     return phase_vocoder
 
 
-# -- dispatch: affected tensors to the rewrite, everything else to the original ----------------
-
-# A rewrite is made from the target's module and its original function (which it may call).
-_Factory = Callable[[types.ModuleType, Any], Callable[..., Any]]
-
-# The rewritten functions of each target module.  Their parameters are those of the targets
-# (the drift check compares them) and serve as the signature models.
-_REWRITES: dict[str, dict[str, _Factory]] = {
-    KALDI: {"spectrogram": _make_kaldi_spectrogram, "fbank": _make_kaldi_fbank},
-    FUNCTIONAL: {
-        "spectrogram": _real_spectrogram,
-        "griffinlim": _real_griffinlim,
-        "phase_vocoder": _real_phase_vocoder,
-    },
-}
+# -- the declarations -------------------------------------------------------------------------
+# Calls whose first argument (the tensor) lives on an affected device go to the rewrite or, under
+# the ``cpu`` strategy, to torchaudio's own function run on the CPU; every other call reaches the
+# original.  The rewrites' parameters are those of the targets: the drift check compares them,
+# defaults included for kaldi, names for functional.
 
 
-class _Router:
-    """The replacement installed on a target: calls whose tensor argument (the first one, by
-    position or by its name) lives on an affected device go to the rewrite, or, without one
-    (the ``cpu`` strategy), to the original function run on the CPU.  Every other call goes to
-    the original unchanged."""
-
-    def __init__(self) -> None:
-        self.name = ""
-        self.original: Callable[..., Any] | None = None
-        self.rewrite: Callable[..., Any] | None = None
-
-    def install(
-        self, ctx: PatchContext, owner: types.ModuleType, attr: str, factory: _Factory | None
-    ) -> None:
-        self.original = ctx.replace_function(owner, attr, self)
-        # inspect.unwrap() follows __wrapped__ from the patched function to this router and on
-        # to the original: signature() and getsource() report torchaudio's own (TorchScript
-        # compiles that source, so scripted modules keep the unpatched behaviour).
-        self.__wrapped__ = self.original
-        # The drift check has verified the parameter list before apply().
-        self.name = (parameter_names(self.original) or [""])[0]
-        self.rewrite = None if factory is None else factory(owner, self.original)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        original = self.original
-        assert original is not None
-        tensor = argument(args, kwargs, 0, self.name)
-        if not targeted(tensor):
-            return original(*args, **kwargs)
-        if self.rewrite is None:
-            return call_on_cpu(original, tensor.device, args, kwargs)
-        return self.rewrite(*args, **kwargs)
+def _kaldi(attr: str, build: Callable[..., Any]) -> Rewrite:
+    return Rewrite(
+        KALDI, attr, build=build, round_trip=(CPU,), signature=AS_REWRITE, names=_KALDI_USES[attr]
+    )
 
 
-class TorchaudioPatch(Patch):
+def _functional(attr: str, build: Callable[..., Any]) -> Rewrite:
+    names = _FUNCTIONAL_USES[attr]
+    return Rewrite(FUNCTIONAL, attr, build=build, round_trip=(CPU,), params=AS_REWRITE, names=names)
+
+
+class TorchaudioPatch(DeclaredPatch):
     name = "torchaudio"
     summary = (
         "kaldi fbank/spectrogram/mfcc, functional.spectrogram, griffinlim and phase_vocoder "
@@ -423,48 +388,23 @@ class TorchaudioPatch(Patch):
     )
     distribution = "torchaudio"
     supported = ">=2.6,<3"
-    modules = (KALDI, FUNCTIONAL)
     requires_affected = True
     strategies = (REAL, CPU)
     docs = "docs/patches/torchaudio.md"
-
-    def check(self, module: types.ModuleType) -> list[str]:
-        if module.__name__ == KALDI:
-            return self._check_kaldi(module)
-        if module.__name__ == FUNCTIONAL:
-            return self._check_functional(module)
-        return [f"unexpected module {module.__name__}"]
-
-    def _check_kaldi(self, kaldi: types.ModuleType) -> list[str]:
-        problems: list[str] = []
-        for attr, uses in _KALDI_USES.items():
-            problems += function_problems(kaldi, attr, where=KALDI, names=uses)
-        for attr, factory in _REWRITES[KALDI].items():
-            target = getattr(kaldi, attr, None)
-            if target is not None:
-                problems += defaults_problems(target, factory(kaldi, target), f"{KALDI}.{attr}")
-        for attr, params in _KALDI_HELPERS.items():
-            problems += function_problems(kaldi, attr, where=KALDI, params=params)
-        return problems
-
-    def _check_functional(self, functional: types.ModuleType) -> list[str]:
-        problems: list[str] = []
-        for attr, factory in _REWRITES[FUNCTIONAL].items():
-            params = parameter_names(factory(functional, None))
-            problems += function_problems(
-                functional, attr, where=FUNCTIONAL, params=params, names=_FUNCTIONAL_USES[attr]
-            )
-        problems += function_problems(
-            functional, "_get_complex_dtype", where=FUNCTIONAL, params=("real_dtype",)
-        )
-        return problems
-
-    def apply(self, module: types.ModuleType, ctx: PatchContext) -> None:
-        cpu = ctx.strategy == CPU
-        for attr, factory in _REWRITES.get(module.__name__, {}).items():
-            _Router().install(ctx, module, attr, None if cpu else factory)
-        if module.__name__ == KALDI:
-            if cpu:
-                _Router().install(ctx, module, "mfcc", None)
-            else:
-                ctx.note("kaldi.mfcc is covered through its call to the rewritten kaldi.fbank")
+    declarations = (
+        _kaldi("spectrogram", _make_kaldi_spectrogram),
+        _kaldi("fbank", _make_kaldi_fbank),
+        Rewrite(
+            KALDI,
+            "mfcc",
+            round_trip=(CPU,),
+            strategies=(CPU,),
+            names=_KALDI_USES["mfcc"],
+            skipped_note="kaldi.mfcc is covered through its call to the rewritten kaldi.fbank",
+        ),
+        *(Expect(KALDI, attr, params=params) for attr, params in _KALDI_HELPERS.items()),
+        _functional("spectrogram", _real_spectrogram),
+        _functional("griffinlim", _real_griffinlim),
+        _functional("phase_vocoder", _real_phase_vocoder),
+        Expect(FUNCTIONAL, "_get_complex_dtype", params=("real_dtype",)),
+    )

@@ -4,8 +4,9 @@
 the Jiterator on CUDA, so ``whisper.transcribe`` dies on a GPU whose architecture the installed
 NVRTC does not know, before the model runs.  The rewrite computes the power spectrum with
 ``hypot`` on ``view_as_real`` of the STFT (:func:`blackwell_compat.spectral.power`) and keeps
-every other step.  The function is replaced in place, so ``whisper.log_mel_spectrogram`` and the
-name ``whisper.transcribe`` imported from it run the rewrite as well.
+every other step (:mod:`.log_mel`).  The function is replaced in place, so
+``whisper.log_mel_spectrogram`` and the name ``whisper.transcribe`` imported from it run the
+rewrite as well.
 
 Only calls whose tensor lands on an affected device (the ``device`` argument, else the audio's
 device) take the rewrite; the rest reach whisper's own code.
@@ -13,10 +14,8 @@ device) take the rewrite; the rest reach whisper's own code.
 
 from __future__ import annotations
 
-import types
-
-from ..registry import Patch, PatchContext
-from ._common import LogMelRouter, log_mel_problems
+from ..toolkit import DeclaredPatch, Expect
+from .log_mel import log_mel_rewrite
 
 TARGET = "whisper.audio"
 REAL = "real"
@@ -24,41 +23,24 @@ REAL = "real"
 __all__ = ["REAL", "WhisperPatch"]
 
 
-def _signature(audio: object, n_mels: int = 80, padding: int = 0, device: object = None) -> None:
-    """Parameters of ``whisper.audio.log_mel_spectrogram``."""
-
-
-class WhisperPatch(Patch):
+class WhisperPatch(DeclaredPatch):
     name = "whisper"
     summary = "openai-whisper audio.log_mel_spectrogram without complex abs"
     distribution = "openai-whisper"
     supported = ">=20231117"
-    modules = (TARGET,)
     requires_affected = True
     strategies = (REAL,)
     docs = "docs/patches/whisper.md"
-
-    def check(self, module: types.ModuleType) -> list[str]:
-        problems = log_mel_problems(
-            module,
-            where=TARGET,
+    declarations = (
+        *log_mel_rewrite(
+            TARGET,
             filters="mel_filters",
-            signature=_signature,
-            constants=(1e-10, 8.0, 4.0),
-        )
-        for const, value in (("N_FFT", 400), ("HOP_LENGTH", 160)):
-            if getattr(module, const, None) != value:
-                problems.append(
-                    f"{TARGET}.{const} is {getattr(module, const, None)!r}, expected {value}"
-                )
-        return problems
-
-    def apply(self, module: types.ModuleType, ctx: PatchContext) -> None:
-        LogMelRouter(
-            module,
-            filters=module.mel_filters,
-            n_fft=module.N_FFT,
-            hop_length=module.HOP_LENGTH,
-            default_n_mels=80,
+            n_mels=80,
+            n_fft=400,
+            hop_length=160,
             convert_numpy=True,
-        ).install(ctx, module, "log_mel_spectrogram")
+            constants=(1e-10, 8.0, 4.0),
+        ),
+        Expect(TARGET, "N_FFT", value=400),
+        Expect(TARGET, "HOP_LENGTH", value=160),
+    )

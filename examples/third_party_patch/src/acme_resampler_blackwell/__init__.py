@@ -1,37 +1,37 @@
-"""blackwell-compat patch for acme_resampler: a real-valued spectral energy."""
+"""blackwell-compat patch for acme_resampler: a real-valued spectral energy.
+
+Written with the same public toolkit as blackwell-compat's built-in patches
+(:mod:`blackwell_compat.toolkit`): one declaration says what is replaced, which argument
+decides, and what the rewrite relies on (the drift check).
+"""
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
-from blackwell_compat import Patch, PatchContext
+from blackwell_compat.toolkit import AS_REWRITE, DeclaredPatch, Rewrite
 
 
-class AcmeResamplerPatch(Patch):
+def real_energy(signal: Any, n_fft: int = 64) -> Any:
+    """``spectral_energy`` without complex ``abs``: ``re**2 + im**2`` of the real view."""
+    import torch  # heavy imports inside functions: the entry point is loaded everywhere
+
+    spectrum = torch.view_as_real(torch.fft.rfft(signal, n=n_fft))
+    return spectrum.pow(2).sum(-1)
+
+
+class AcmeResamplerPatch(DeclaredPatch):
     name = "acme_resampler"
     summary = "acme_resampler.spectral_energy without complex abs"
     distribution = "acme-resampler"
     supported = ">=1.4,<2"
-    modules = ("acme_resampler",)
-
-    def check(self, module: types.ModuleType) -> list[str]:
-        fn = getattr(module, "spectral_energy", None)
-        if fn is None:
-            return ["acme_resampler.spectral_energy is gone"]
-        if "abs" not in fn.__code__.co_names:
-            return ["spectral_energy no longer calls abs()"]
-        return []
-
-    def apply(self, module: types.ModuleType, ctx: PatchContext) -> None:
-        from blackwell_compat.devices import tensor_targeted
-
-        original = ctx.replace_function(module, "spectral_energy", lambda *a, **k: energy(*a, **k))
-
-        def energy(signal: Any, n_fft: int = 64) -> Any:
-            if not tensor_targeted(signal):
-                return original(signal, n_fft)
-            import torch
-
-            spectrum = torch.view_as_real(torch.fft.rfft(signal, n=n_fft))
-            return spectrum.pow(2).sum(-1)
+    declarations = (
+        Rewrite(
+            "acme_resampler",
+            "spectral_energy",
+            rewrite=real_energy,
+            on="signal",  # a tensor on a served device takes the rewrite; others the original
+            signature=AS_REWRITE,  # same parameters and defaults as the rewrite
+            names=("rfft", "abs"),  # the body still calls what the rewrite replaces
+        ),
+    )
