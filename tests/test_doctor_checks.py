@@ -319,7 +319,7 @@ def test_torchaudio_for_another_torch_warns():
 
 
 def test_ptxas_rejecting_the_gpu_fails_and_points_at_an_alternative():
-    from blackwell_compat.doctor.ptxas import PtxasProbe, TritonFacts
+    from blackwell_compat.probing.ptxas import PtxasProbe, TritonFacts
 
     old = PtxasProbe(
         path="/venv/triton/backends/nvidia/bin/ptxas",
@@ -346,7 +346,7 @@ def test_ptxas_rejecting_the_gpu_fails_and_points_at_an_alternative():
 
 
 def test_ptxas_rejecting_without_alternative_hints_the_nvcc_wheel():
-    from blackwell_compat.doctor.ptxas import PtxasProbe, TritonFacts
+    from blackwell_compat.probing.ptxas import PtxasProbe, TritonFacts
 
     old = PtxasProbe(
         path="/t/ptxas-blackwell",
@@ -365,7 +365,7 @@ def test_ptxas_rejecting_without_alternative_hints_the_nvcc_wheel():
 
 
 def test_triton_missing_is_skipped():
-    from blackwell_compat.doctor.ptxas import TritonFacts
+    from blackwell_compat.probing.ptxas import TritonFacts
 
     check = build_report(machine([H100], triton=TritonFacts(installed=False))).check("triton")
     assert check.status == SKIP

@@ -27,8 +27,8 @@ from .pins import check_pins
 
 if TYPE_CHECKING:
     from ..probing import GPU, Platform
+    from ..probing.ptxas import PtxasProbe
     from .facts import Facts
-    from .ptxas import PtxasProbe
     from .smoke import SmokeRun
 
 PASS = "pass"
@@ -656,7 +656,7 @@ def _tool_line(tool: PtxasProbe) -> str:
 
 def check_triton(facts: Facts) -> CheckResult:
     title = "Triton / torch.compile"
-    from .ptxas import PTXAS_BLACKWELL_ENV, PTXAS_ENV, triton_gpu_name
+    from ..probing.ptxas import PTXAS_BLACKWELL_ENV, PTXAS_ENV, triton_gpu_name
 
     triton = facts.triton
     platform = facts.platform

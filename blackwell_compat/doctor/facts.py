@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import capability_to_arch
+from ..probing.ptxas import TritonFacts
 from .process import ChildResult, Timeouts, child_env, module_argv, run_child
-from .ptxas import TritonFacts
 
 if TYPE_CHECKING:
     from ..probing import Platform
@@ -243,8 +243,8 @@ def gather(
     platform: Platform | None = None,
 ) -> Facts:
     """Read the real machine.  Never raises for what it finds (failures become facts)."""
+    from ..probing.ptxas import probe_triton
     from .hints import BLACKWELL_ARCHS
-    from .ptxas import probe_triton
 
     limits = timeouts or Timeouts()
     environ = dict(os.environ if env is None else env)

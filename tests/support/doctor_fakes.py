@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from blackwell_compat.doctor.facts import Facts, TorchaudioFacts, TorchDevice, TorchFacts
-from blackwell_compat.doctor.ptxas import PtxasProbe, TritonFacts, triton_gpu_name
 from blackwell_compat.probing import GPU, DriverInfo, NvrtcInfo, SystemInfo, build_platform
+from blackwell_compat.probing.ptxas import PtxasProbe, TritonFacts, triton_gpu_name
 
 GB10 = GPU(0, "NVIDIA GB10", capability=(12, 1), pci_bus_id="0000000F:01:00.0")
 RTX5090 = GPU(0, "NVIDIA GeForce RTX 5090", capability=(12, 0), pci_bus_id="00000000:01:00.0")

@@ -6,7 +6,7 @@ import importlib.util
 import os
 import stat
 
-from blackwell_compat.doctor.ptxas import (
+from blackwell_compat.probing.ptxas import (
     PTXAS_BLACKWELL_ENV,
     PTXAS_ENV,
     probe_tool,
