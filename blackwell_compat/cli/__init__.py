@@ -19,7 +19,7 @@ from types import ModuleType
 
 from .. import __version__
 
-COMMANDS = ("doctor", "list", "audit", "run")
+COMMANDS = ("doctor", "list", "audit", "run", "fetch")
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
