@@ -360,8 +360,8 @@ def test_ptxas_rejecting_without_alternative_hints_the_nvcc_wheel():
     )
     check = build_report(machine([GB10], triton=triton)).check("triton")
     assert check.status == FAIL
-    assert "pip install nvidia-cuda-nvcc-cu12==12.9.86" in check.commands
-    assert any(c.startswith("export TRITON_PTXAS_BLACKWELL_PATH=") for c in check.commands)
+    assert "python -m blackwell_compat fetch ptxas" in check.commands
+    assert "TRITON_PTXAS_BLACKWELL_PATH" in check.hint
 
 
 def test_triton_missing_is_skipped():
