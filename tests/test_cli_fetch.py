@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from support.ptxas_tools import PTXAS_WHEEL_NAME, make_tool, make_wheel
 
 from blackwell_compat.cli import main
-from tests.test_probing_ptxas import make_tool
-from tests.test_remedies_fetch import PTXAS_WHEEL_NAME, make_wheel
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
+from support.compiler_wheels import NVRTC_CU13, PTXAS_CU12, download
+from support.ptxas_tools import PTXAS_WHEEL_NAME, make_tool, make_wheel
 
 from blackwell_compat.remedies import cache
 from blackwell_compat.remedies.fetch import (
@@ -22,10 +22,6 @@ from blackwell_compat.remedies.fetch import (
     unpack,
     wheel_identity,
 )
-from tests.support.compiler_wheels import NVRTC_CU13, PTXAS_CU12, download
-from tests.test_probing_ptxas import make_tool
-
-PTXAS_WHEEL_NAME = "nvidia_cuda_nvcc_cu12-12.9.86-py3-none-manylinux2010_x86_64.whl"
 
 
 @pytest.fixture(scope="session")
@@ -43,18 +39,6 @@ def cache_root(tmp_path, monkeypatch) -> Path:
 def compilers_listing(root: Path) -> list[str]:
     base = root / "compilers"
     return sorted(str(p.relative_to(root)) for p in base.rglob("*")) if base.exists() else []
-
-
-def make_wheel(path: Path, members: dict[str, bytes], *, links=(), record=None) -> Path:
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in members.items():
-            info = zipfile.ZipInfo(name)
-            mode = stat.S_IFLNK | 0o777 if name in links else stat.S_IFREG | 0o755
-            info.external_attr = mode << 16
-            archive.writestr(info, data)
-        if record is not None:
-            archive.writestr("nvidia_cuda_nvcc_cu12-12.9.86.dist-info/RECORD", record)
-    return path
 
 
 @pytest.mark.slow
@@ -189,8 +173,9 @@ def test_no_network_is_a_clear_error_and_the_cache_is_untouched(cache_root, monk
     monkeypatch.setenv("PIP_NO_INDEX", "0")
     monkeypatch.setenv("PIP_RETRIES", "0")
     monkeypatch.setenv("PIP_TIMEOUT", "5")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
     with pytest.raises(FetchError) as caught:
-        fetch("ptxas", cuda_major=12, version="12.9.41", archs=["sm_121"])
+        fetch("ptxas", cuda_major=12, version="12.9.41", archs=["sm_121"], timeout=300)
     text = str(caught.value)
     assert "pip download --no-deps" in text and "nvidia-cuda-nvcc-cu12==12.9.41" in text
     assert "--wheel FILE" in text

@@ -16,6 +16,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support.compiler_wheels import PTXAS_CU12, download
+from support.ptxas_tools import make_tool, make_triton
 
 from blackwell_compat.probing.ptxas import (
     PTXAS_BLACKWELL_ENV,
@@ -25,8 +27,6 @@ from blackwell_compat.probing.ptxas import (
 )
 from blackwell_compat.remedies import ptxas as remedy
 from blackwell_compat.remedies.fetch import fetch
-from tests.support.compiler_wheels import PTXAS_CU12, download
-from tests.test_probing_ptxas import make_tool, make_triton
 
 VARIABLES = (PTXAS_ENV, PTXAS_BLACKWELL_ENV, remedy.USER_VARIABLE, "PYTEST_CURRENT_TEST")
 
@@ -316,3 +316,51 @@ def test_apply_serves_each_real_gpu_and_revert_undoes_it(monkeypatch):
     assert [r.arch for r in remedy.reports()] == ["sm_121"]
     engine.revert()
     assert remedy.reports() == []
+
+
+_SHOW = (
+    "import os, subprocess, sys; names = ('TRITON_PTXAS_PATH', 'TRITON_PTXAS_BLACKWELL_PATH');"
+    "print([os.environ.get(n) for n in names]);"
+    "sys.stdout.flush();"
+    "subprocess.run([sys.executable, '-c', "
+    "'import os; print([os.environ.get(n) for n in %r])' % (names,)], check=True)"
+)
+
+
+@pytest.mark.slow
+def test_run_on_a_gb10_gives_the_command_and_its_children_the_variable(fetched_cache, tmp_path):
+    """`run` on a machine whose NVML reports a GB10 (a stand-in libnvidia-ml.so.1): the start-up
+    hook's apply() sets the variable; the command and a process it starts both see it."""
+    from support.environ import clean_env
+    from support.native_fakes import nvml_folder
+
+    triton = _triton_dir()
+    assert triton is not None
+    version = tuple(int(p) for p in importlib.metadata.version("triton").split(".")[:2])
+    two_tools = version >= (3, 6)
+    prefix = str(mirror_with_old_blackwell_tool(triton, tmp_path / "mirror")) if two_tools else ""
+    nvml = nvml_folder(tmp_path / "nvml")  # reports one GPU of compute capability 12.1
+    env = clean_env(
+        BLACKWELL_COMPAT_CACHE_DIR=str(fetched_cache),
+        LD_LIBRARY_PATH=f"{nvml}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+    )
+    for name in VARIABLES:
+        env.pop(name, None)
+    if prefix:
+        env["PYTHONPATH"] = prefix
+    done = subprocess.run(
+        [sys.executable, "-m", "blackwell_compat", "run", "--", sys.executable, "-c", _SHOW],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1], done.stdout + done.stderr
+    if two_tools:  # the mirror's ptxas-blackwell (12.8) rejects sm_121a: served from the cache
+        assert lines[0] == repr([None, cached_ptxas(fetched_cache)])
+    else:  # Triton 3.2 refuses ptxas 12.9: nothing set
+        assert lines[0] == repr([None, None])

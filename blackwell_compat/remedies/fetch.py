@@ -283,7 +283,10 @@ def _pip_download(
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise FetchError(f"`{shown}` did not finish within {timeout:g} s") from None
+        raise FetchError(
+            f"`{shown}` did not finish within {timeout:g} s; on a machine without network, "
+            "download the wheel elsewhere and give --wheel FILE"
+        ) from None
     except OSError as exc:
         raise FetchError(f"cannot run {python} -m pip: {exc}") from None
     text = (done.stdout + done.stderr).decode("utf-8", "replace")
