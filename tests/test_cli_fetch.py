@@ -83,3 +83,14 @@ def test_fetch_is_listed_in_the_help():
         check=True,
     )
     assert "fetch" in done.stdout
+
+
+def test_json_error_and_a_python_without_pip(cache_root, tmp_path, capsys):
+    missing = str(tmp_path / "nopython")
+    code = main(["fetch", "ptxas", "--cuda", "12", "--python", missing, "--json"])
+    assert code == 1
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["ok"] is False and "cannot run" in data["error"]
+    assert str(tmp_path / "nopython") in data["error"]
+    assert not (cache_root / "compilers").exists()

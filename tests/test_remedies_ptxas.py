@@ -364,3 +364,9 @@ def test_run_on_a_gb10_gives_the_command_and_its_children_the_variable(fetched_c
         assert lines[0] == repr([None, cached_ptxas(fetched_cache)])
     else:  # Triton 3.2 refuses ptxas 12.9: nothing set
         assert lines[0] == repr([None, None])
+
+
+def test_activate_for_turns_a_failure_into_a_report():
+    reports = remedy.activate_for(["sm_121", "not-an-arch"])
+    assert [r.arch for r in reports][1] == "not-an-arch"
+    assert not reports[1].active and reports[1].reason.startswith("failed: ConfigError")

@@ -387,5 +387,14 @@ def revert() -> list[str]:
 
 
 def activate_for(archs: list[str]) -> list[PtxasReport]:
-    """:func:`activate` for each arch of the GPUs served (callers: apply, autostart, run)."""
-    return [activate(arch) for arch in dict.fromkeys(archs)]
+    """:func:`activate` for each arch of the real GPUs (caller: ``apply()``, and so the start-up
+    hook and ``run``); whatever goes wrong becomes a report, never an exception."""
+    done = []
+    for arch in dict.fromkeys(archs):
+        try:
+            done.append(activate(arch))
+        except Exception as exc:  # a remedy must never stop apply() or the start-up hook
+            done.append(
+                _remember(PtxasReport(arch, False, f"failed: {type(exc).__name__}: {exc}"))
+            )
+    return done
