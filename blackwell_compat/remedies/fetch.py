@@ -32,8 +32,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..config import capability_to_arch
+from ..probing.isolation import read_nvml_isolated, run_test_child
 from ..probing.locate import locate_torch
-from ..probing.ptxas import probe_tool
+from ..probing.nvrtc import info_from_dict
+from ..probing.ptxas import probe_tool, triton_gpu_name
 from . import cache
 
 KINDS = ("nvrtc", "ptxas")
@@ -311,8 +313,6 @@ def _pip_download(
 
 def gpu_archs(timeout: float | None = None) -> list[str]:
     """The archs of the visible GPUs (NVML read in a child process), empty without any."""
-    from ..probing.isolation import read_nvml_isolated
-
     _, gpus = read_nvml_isolated(timeout=timeout)
     archs = []
     for gpu in gpus:
@@ -326,8 +326,6 @@ def verify(
 ) -> tuple[list[str], list[str]]:
     """``(archs recorded in the manifest, lines saying what was checked)``; FetchError when
     the compiler in *folder* does not work or lacks one of *archs*."""
-    from ..probing.ptxas import triton_gpu_name
-
     if kind == "ptxas":
         path = str(folder / "bin" / "ptxas")
         names = [triton_gpu_name(a) for a in archs]
@@ -343,8 +341,6 @@ def verify(
         lines = [f"`ptxas --version`: release {probe.version}"]
         lines += [f"assembled a trivial PTX with --gpu-name={n}" for n in names]
         return names, lines
-    from ..probing.isolation import run_test_child
-    from ..probing.nvrtc import info_from_dict
 
     library = str(folder / f"libnvrtc.so.{cuda_major}")
     # run_test_child directly, not read_nvrtc_isolated: nothing is stored about a staging path

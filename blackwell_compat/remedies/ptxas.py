@@ -394,7 +394,5 @@ def activate_for(archs: list[str]) -> list[PtxasReport]:
         try:
             done.append(activate(arch))
         except Exception as exc:  # a remedy must never stop apply() or the start-up hook
-            done.append(
-                _remember(PtxasReport(arch, False, f"failed: {type(exc).__name__}: {exc}"))
-            )
+            done.append(_remember(PtxasReport(arch, False, f"failed: {type(exc).__name__}: {exc}")))
     return done
