@@ -20,6 +20,7 @@ from . import config, devices
 from .errors import BlackwellCompatWarning, ConfigError, logger
 from .probing import Platform, probe
 from .registry import Patch, PatchContext, Registration, discover
+from .remedies import ptxas as ptxas_remedy
 from .versions import in_range, installed_version
 
 APPLIED = "applied"
@@ -598,6 +599,7 @@ def apply(
         if force:
             devices.set_forced(True)
         entries = [_apply_one(reg, force, disabled, requested) for reg in chosen]
+    ptxas_remedy.activate_for([gpu.arch for gpu in probe().real_gpus])  # Triton's ptxas
     return ApplyReport(tuple(entries), forced=force)
 
 
@@ -664,6 +666,8 @@ def revert(names: str | Iterable[str] | None = None) -> None:
                 _revert_record(name)
         if not _records:
             devices.set_forced(False)
+        if selected is None:
+            ptxas_remedy.revert()
 
 
 @contextmanager

@@ -313,7 +313,7 @@ def test_torchaudio_for_another_torch_warns():
 
 
 def test_ptxas_rejecting_the_gpu_fails_and_points_at_an_alternative():
-    from blackwell_compat.doctor.ptxas import PtxasProbe, TritonFacts
+    from blackwell_compat.probing.ptxas import PtxasProbe, TritonFacts
 
     old = PtxasProbe(
         path="/venv/triton/backends/nvidia/bin/ptxas",
@@ -340,7 +340,7 @@ def test_ptxas_rejecting_the_gpu_fails_and_points_at_an_alternative():
 
 
 def test_ptxas_rejecting_without_alternative_hints_the_nvcc_wheel():
-    from blackwell_compat.doctor.ptxas import PtxasProbe, TritonFacts
+    from blackwell_compat.probing.ptxas import PtxasProbe, TritonFacts
 
     old = PtxasProbe(
         path="/t/ptxas-blackwell",
@@ -354,12 +354,12 @@ def test_ptxas_rejecting_without_alternative_hints_the_nvcc_wheel():
     )
     check = build_report(machine([GB10], triton=triton)).check("triton")
     assert check.status == FAIL
-    assert "pip install nvidia-cuda-nvcc-cu12==12.9.86" in check.commands
-    assert any(c.startswith("export TRITON_PTXAS_BLACKWELL_PATH=") for c in check.commands)
+    assert "python -m blackwell_compat fetch ptxas" in check.commands
+    assert "TRITON_PTXAS_BLACKWELL_PATH" in check.hint
 
 
 def test_triton_missing_is_skipped():
-    from blackwell_compat.doctor.ptxas import TritonFacts
+    from blackwell_compat.probing.ptxas import TritonFacts
 
     check = build_report(machine([H100], triton=TritonFacts(installed=False))).check("triton")
     assert check.status == SKIP
@@ -553,7 +553,7 @@ def test_the_patches_check_asks_the_engine_not_the_command_line():
         "import sys\n"
         "from blackwell_compat.doctor.checks.patches import check_patches\n"
         "from blackwell_compat.doctor.facts import Facts, TorchaudioFacts, TorchFacts\n"
-        "from blackwell_compat.doctor.ptxas import TritonFacts\n"
+        "from blackwell_compat.probing.ptxas import TritonFacts\n"
         "from blackwell_compat.probing import build_platform\n"
         "facts = Facts(platform=build_platform(), torch=TorchFacts(installed=False),\n"
         "              torchaudio=TorchaudioFacts(installed=False),\n"

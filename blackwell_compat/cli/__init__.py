@@ -20,7 +20,7 @@ from types import ModuleType
 from .. import __version__, config
 from ..errors import ConfigError
 
-COMMANDS = ("doctor", "list", "audit", "run")
+COMMANDS = ("doctor", "list", "audit", "run", "fetch")
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1

@@ -26,9 +26,9 @@ from ..probing import (
     read_versions,
     retest,
 )
+from ..probing.ptxas import TritonFacts, probe_triton
 from .hints import BLACKWELL_ARCHS
 from .process import ChildResult, Timeouts, child_env, module_argv, run_child
-from .ptxas import TritonFacts, probe_triton
 from .smoke import SmokeReport, run_smoke, targets_for
 
 if TYPE_CHECKING:

@@ -220,12 +220,10 @@ def ptxas_fix(env_var: str, alternative: str | None) -> Fix:
             (f"{setter} {env_var}={alternative}",),
         )
     return Fix(
-        f"Install a CUDA 12.9 ptxas (it accepts sm_100a through sm_121a) and point Triton at "
-        f"it with {env_var}:",
-        (
-            f"pip install {NVCC_CU12_PACKAGE}=={NVRTC_CU12}",
-            f"{setter} {env_var}={ptxas_wheel_path()}",
-        ),
+        f"Fetch a CUDA 12.9+ ptxas (it accepts sm_100a through sm_121a) into blackwell-compat's "
+        f"cache, nothing is installed; apply(), `run` and BLACKWELL_COMPAT_AUTO=1 then set "
+        f"{env_var} to it:",
+        ("python -m blackwell_compat fetch ptxas",),
     )
 
 

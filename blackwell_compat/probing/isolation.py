@@ -51,7 +51,10 @@ _STORE_NAME = "native-verdicts-v1.json"
 _MAX_ENTRIES = 256
 _TAIL = 2000
 # Variables the child must not see: the start-up hook (skipped anyway under -S) and emulation.
-_DROPPED = ("BLACKWELL_COMPAT_AUTO", "BLACKWELL_COMPAT_EMULATE")
+#: Variables that make an interpreter activate the library at start-up (the start-up hook,
+#: the emulation, an audit): a test process must never inherit them, or a probe started from
+#: ``apply()`` would start ``apply()`` again in its child, and so on without end.
+_DROPPED = ("BLACKWELL_COMPAT_AUTO", "BLACKWELL_COMPAT_EMULATE", "_BLACKWELL_COMPAT_AUDIT")
 
 _store_lock = threading.Lock()
 
@@ -71,6 +74,12 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     xdg = source.get("XDG_CACHE_HOME", "").strip()
     base_dir = Path(xdg) if xdg and os.path.isabs(xdg) else _home() / ".cache"
     return base_dir / "blackwell-compat"
+
+
+def probe_child_env() -> dict[str, str]:
+    """This process's environment without the variables that activate the library at start-up:
+    the environment of every Python child a probe or a remedy starts."""
+    return {k: v for k, v in os.environ.items() if k not in _DROPPED}
 
 
 def _home() -> Path:
@@ -269,7 +278,7 @@ def run_test_child(kind: str, target: str, timeout: float, *extra: str) -> Child
         "from blackwell_compat.probing.isolation import child_main\n"
         "sys.exit(child_main(sys.argv[1:]))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
+    env = probe_child_env()
     started = time.monotonic()
     try:
         workdir: str | None = tempfile.mkdtemp(prefix="bc-native-test-")

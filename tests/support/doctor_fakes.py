@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from blackwell_compat.doctor.facts import Facts, TorchaudioFacts, TorchDevice, TorchFacts
-from blackwell_compat.doctor.ptxas import PtxasProbe, TritonFacts, triton_gpu_name
 from blackwell_compat.engine import Evaluation, evaluate
 from blackwell_compat.probing import (
     GPU,
@@ -22,6 +21,7 @@ from blackwell_compat.probing import (
     SystemInfo,
     build_platform,
 )
+from blackwell_compat.probing.ptxas import PtxasProbe, TritonFacts, triton_gpu_name
 from blackwell_compat.registry import Patch, Registration
 
 GB10 = GPU(0, "NVIDIA GB10", capability=(12, 1), pci_bus_id="0000000F:01:00.0")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from ...probing.ptxas import PTXAS_BLACKWELL_ENV, PTXAS_ENV, PtxasProbe, triton_gpu_name
 from ...versions import installed_version
 from ..facts import Facts
 from ..hints import (
@@ -18,7 +19,6 @@ from ..hints import (
     ptxas_fix,
 )
 from ..model import FAIL, PASS, SKIP, WARN, CheckResult, result, worse
-from ..ptxas import PTXAS_BLACKWELL_ENV, PTXAS_ENV, PtxasProbe, triton_gpu_name
 from .common import dedupe, label, short_list
 
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..config import arch_to_capability
-from ..probing.locate import is_working_directory
+from .locate import is_working_directory
 
 PTXAS_ENV = "TRITON_PTXAS_PATH"
 PTXAS_BLACKWELL_ENV = "TRITON_PTXAS_BLACKWELL_PATH"

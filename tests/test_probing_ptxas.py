@@ -4,50 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import stat
 
-from blackwell_compat.doctor.ptxas import (
+from support.ptxas_tools import make_tool, make_triton
+
+from blackwell_compat.probing.ptxas import (
     PTXAS_BLACKWELL_ENV,
     PTXAS_ENV,
     probe_tool,
     probe_triton,
     triton_gpu_name,
 )
-
-
-def make_tool(path, release="12.8", rejects=("sm_121a", "sm_103a"), sleep=False):
-    rejected = "|".join(f"--gpu-name={name}" for name in rejects) or "--never--"
-    body = f"""#!/bin/sh
-{"sleep 30" if sleep else ""}
-if [ "$1" = "--version" ]; then
-  echo "ptxas: NVIDIA (R) Ptx optimizing assembler"
-  echo "Cuda compilation tools, release {release}, V{release}.0"
-  exit 0
-fi
-for arg in "$@"; do
-  case "$arg" in
-    {rejected})
-      echo "ptxas fatal   : Value '${{arg#--gpu-name=}}' is not defined for option 'gpu-name'" >&2
-      exit 255;;
-  esac
-done
-exit 0
-"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return str(path)
-
-
-def make_triton(root, *, blackwell_tool, ptxas_release="12.8", blackwell_release="12.9"):
-    triton = root / "triton"
-    bin_dir = triton / "backends" / "nvidia" / "bin"
-    make_tool(bin_dir / "ptxas", ptxas_release)
-    if blackwell_tool:
-        make_tool(bin_dir / "ptxas-blackwell", blackwell_release, rejects=())
-    knobs = 'ptxas_blackwell = env_nvidia_tool("ptxas-blackwell")\n' if blackwell_tool else ""
-    (triton / "knobs.py").write_text(knobs + 'ptxas = env_nvidia_tool("ptxas")\n')
-    return str(triton)
 
 
 def test_gpu_names_as_triton_passes_them():
