@@ -297,7 +297,7 @@ def _chatterbox_torch(stack: SpeechStack) -> list[PinFinding]:
     return findings
 
 
-RULES: tuple[Callable[[SpeechStack], list[PinFinding]], ...] = (
+PIN_RULES: tuple[Callable[[SpeechStack], list[PinFinding]], ...] = (
     _both_tts,
     _tts_python,
     _tts_transformers,
@@ -309,7 +309,7 @@ RULES: tuple[Callable[[SpeechStack], list[PinFinding]], ...] = (
 
 def find_pins(stack: SpeechStack) -> list[PinFinding]:
     """Every rule's findings for *stack*, most severe first."""
-    findings = [finding for rule in RULES for finding in rule(stack)]
+    findings = [finding for rule in PIN_RULES for finding in rule(stack)]
     return sorted(findings, key=lambda f: -_ORDER[f.severity])
 
 

@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from .. import emulation, engine
+from ..toolkit.roundtrip import map_tensors
 from .settings import DEFAULT_ARCH
 from .state import State
 
@@ -25,20 +26,6 @@ _DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "torch.complex64": (1.3e-6, 1e-5),
     "torch.complex128": (1e-7, 1e-7),
 }
-
-
-def _map_tensors(obj: Any, convert: Callable[[Any], Any]) -> Any:
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return convert(obj)
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # named tuple
-        return type(obj)(*(_map_tensors(v, convert) for v in obj))
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_map_tensors(v, convert) for v in obj)
-    if isinstance(obj, dict):
-        return {k: _map_tensors(v, convert) for k, v in obj.items()}
-    return obj
 
 
 def _copier(device: Any) -> Callable[[Any], Any]:
@@ -79,7 +66,7 @@ def parity(
 
     # 1. The CPU reference: original kernels, emulation suspended (in this thread).
     with emulation.suspended():
-        expected = _map_tensors(fn(*_map_tensors(inputs, _copier("cpu"))), _to_cpu)
+        expected = map_tensors(fn(*map_tensors(inputs, _copier("cpu"))), _to_cpu)
 
     # 2. The device under test, with the patches.
     with ExitStack() as stack:
@@ -96,7 +83,7 @@ def parity(
             stack.enter_context(engine.patched(force=True))
             names = _active_patch_names()
         where += f", patches: {', '.join(names) or 'none'}"
-        actual = _map_tensors(fn(*_map_tensors(inputs, _copier(device))), _to_cpu)
+        actual = map_tensors(fn(*map_tensors(inputs, _copier(device))), _to_cpu)
 
     # 3. Compare without emulation (comparing complex values takes complex abs).
     with emulation.suspended():
