@@ -70,6 +70,9 @@ class NvrtcInfo:
     crash: str | None = None
     """What happened when a test process loaded and called this library (a crash, a signal,
     a hang), when it did not survive; ``None`` when it behaved or was not tried."""
+    replaces: str | None = None
+    """The NVRTC torch would load by itself, when the one it will call is another library
+    already loaded in this process (the NVRTC remedy's, issue 12); ``None`` otherwise."""
 
     @property
     def version_string(self) -> str | None:
@@ -113,6 +116,7 @@ class NvrtcInfo:
             "source": self.source,
             "error": self.error,
             "crash": self.crash,
+            "replaces": self.replaces,
             "candidates": [c.as_dict() for c in self.candidates],
         }
 
