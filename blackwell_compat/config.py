@@ -129,9 +129,10 @@ def emulated_arch_from_env(env: Mapping[str, str] | None = None) -> str | None:
 
 def nvrtc_from_env(env: Mapping[str, str] | None = None) -> str | None:
     """``BLACKWELL_COMPAT_NVRTC``: an NVRTC library file or a folder holding one (the NVRTC
-    remedy tries it first), as an absolute path; ``None`` when unset or empty."""
+    remedy tries it first), as an absolute path; ``None`` when unset, empty or an "off" word
+    (``0``, ``false``, ``no``, ``off``: the remedy is off, see :func:`nvrtc_remedy_off`)."""
     raw = (os.environ if env is None else env).get(NVRTC, "").strip()
-    if not raw:
+    if raw.lower() in _FALSE:
         return None
     path = os.path.abspath(os.path.expanduser(raw))
     if not os.path.exists(path):
@@ -142,6 +143,13 @@ def nvrtc_from_env(env: Mapping[str, str] | None = None) -> str | None:
     if not (os.path.isfile(path) or os.path.isdir(path)):
         raise ConfigError(f"{NVRTC}={raw!r} is neither a file nor a folder")
     return path
+
+
+def nvrtc_remedy_off(env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``BLACKWELL_COMPAT_NVRTC`` turns the NVRTC remedy off (``0``/``false``/``no``/
+    ``off``): torch keeps its own NVRTC and the patches serve."""
+    raw = (os.environ if env is None else env).get(NVRTC, "").strip().lower()
+    return bool(raw) and raw in _FALSE
 
 
 def strategies_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:

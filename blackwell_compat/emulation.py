@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
 
 from . import config
+from .remedies import nvrtc as _nvrtc_remedy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .dispatch import JitCall
@@ -67,7 +68,12 @@ def is_active() -> bool:
     """Whether emulation is on (called for every intercepted op: no lock on the fast path)."""
     if _local.depth:
         return False
-    return bool(_stack) or _env_arch is not None
+    if not (_stack or _env_arch is not None):
+        return False
+    # Issue 12: an emulated arch that a remedy-loaded NVRTC lists does not fail (that NVRTC is
+    # judged by its real list; emulation stands in for torch's own only).
+    served = _nvrtc_remedy.served_archs()
+    return not served or current_arch() not in served
 
 
 @contextmanager

@@ -207,6 +207,11 @@ def _device_gate(patch: Patch, force: bool) -> tuple[bool, str]:
     platform = probe()
     if platform.affected:
         return True, ""
+    from .remedies import nvrtc as nvrtc_remedy  # issue 12: say which rung serves
+
+    served = nvrtc_remedy.active()
+    if served is not None:
+        return False, f"{served.describe()}; nothing left for the patches"
     why = "; ".join(platform.reasons) if platform.reasons else "no affected GPU"
     return False, f"no affected GPU here ({why}); use apply(force=True) to apply anyway"
 
@@ -352,10 +357,23 @@ def apply(
         for reg in chosen:
             if reg.patch is not None:
                 _resolve_strategy(reg.patch, requested)
+        _nvrtc_remedy()
         if force:
             devices.set_forced(True)
         entries = [_apply_one(reg, force, disabled, requested) for reg in chosen]
     return ApplyReport(tuple(entries), forced=force)
+
+
+def _nvrtc_remedy() -> None:
+    """Issue 12, the cheapest exact rung first: give torch an NVRTC that knows the GPU (before
+    `import torch`, or after it while CUDA is not initialised); the device gates then see it."""
+    from .remedies import nvrtc as nvrtc_remedy
+
+    config.nvrtc_from_env()  # a malformed BLACKWELL_COMPAT_NVRTC is a ConfigError, as others
+    if nvrtc_remedy.activate().status == nvrtc_remedy.SERVED and "torch" in sys.modules:
+        from . import dispatch
+
+        dispatch.sync()  # emulation kernels of a now-served arch go
 
 
 def _apply_one(

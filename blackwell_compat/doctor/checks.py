@@ -893,6 +893,9 @@ def check_environment(facts: Facts) -> CheckResult:
                             f"its strategies: {offered}"
                         )
                 meaning = ", ".join(f"{p} uses {s}" for p, s in wanted.items()) or "nothing"
+            elif name == config.NVRTC:  # issue 12
+                path = config.nvrtc_from_env(env)
+                meaning = f"the NVRTC remedy tries {path} first" if path else "NVRTC remedy off"
             else:
                 flag = config.parse_bool(name, env)
                 meaning = "on" if flag else "off"

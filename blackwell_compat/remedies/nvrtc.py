@@ -63,6 +63,8 @@ FAILED = "failed"
 """A capable library was found but could not be made the one torch calls (see ``reason``)."""
 UNSUPPORTED = "unsupported"
 """Not Linux."""
+OFF = "off"
+"""Turned off by ``BLACKWELL_COMPAT_NVRTC=off``."""
 
 SOURCE_ORDER = (
     config.NVRTC,
@@ -526,6 +528,8 @@ def activate(platform: Platform | None = None) -> RemedyState:
 def _activate(platform: Platform | None) -> RemedyState:
     if not sys.platform.startswith("linux"):
         return RemedyState(status=UNSUPPORTED, reason="the NVRTC remedy works on Linux only")
+    if config.nvrtc_remedy_off():
+        return RemedyState(status=OFF, reason=f"{config.NVRTC}=off: torch keeps its own NVRTC")
     from ..probing import forget, probe
     from ..probing.locate import find_nvrtc, locate_torch
 
