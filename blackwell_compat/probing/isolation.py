@@ -359,7 +359,7 @@ def child_main(args: Sequence[str]) -> int:
         driver, gpus = nvml.read_nvml_here(target or None)
         _emit({"result": {"driver": driver.as_dict(), "gpus": [g.as_dict() for g in gpus]}})
     elif kind == "compile" and len(args) > 2:
-        _emit({"result": nvrtc.compile_here(target, args[2])})
+        _emit({"result": nvrtc.compile_here(target, args[2], args[3:])})
     else:
         sys.stderr.write(f"unknown kind {kind!r}\n")
         return 2

@@ -365,11 +365,13 @@ def _builtins_for(library: str, version: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def _compiles(path: str, arch: str) -> tuple[bool, str]:
-    """Compile a tiny kernel for *arch* with *path* in a test process."""
+def _compiles(path: str, arch: str, builtins: str | None) -> tuple[bool, str]:
+    """Compile a tiny kernel for *arch* with *path* in a test process, its builtins library
+    loaded first as it will be here (NVRTC 13 finds them by name only)."""
     from ..probing.isolation import default_timeout, run_test_child
 
-    outcome = run_test_child("compile", path, default_timeout(), arch)
+    preload = (builtins,) if builtins else ()
+    outcome = run_test_child("compile", path, default_timeout(), arch, *preload)
     answer = outcome.result or {}
     if outcome.failure is not None:
         return False, f"a test process compiling with it {outcome.what_happened()}"
@@ -425,8 +427,9 @@ def find_capable(
             )
             continue
         ok, why = True, ""
+        builtins = _builtins_for(path, info.version_string or "")
         for arch in needed:
-            ok, why = _compiles(path, arch)
+            ok, why = _compiles(path, arch, builtins)
             if not ok:
                 break
         candidate = Candidate(path, origin, why, info.version_string, info.supported_archs, ok)
