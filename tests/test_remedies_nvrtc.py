@@ -314,7 +314,7 @@ def test_sources_in_the_documented_order(tmp_path: Path, monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize("value", ["/no/such/nvrtc", "~/missing-nvrtc-folder"])
 def test_bad_variable_is_a_config_error(value: str) -> None:
-    with pytest.raises(ConfigError, match="BLACKWELL_COMPAT_NVRTC.*no such file or folder"):
+    with pytest.raises(ConfigError, match=r"BLACKWELL_COMPAT_NVRTC.*no such file or folder"):
         config.nvrtc_from_env({config.NVRTC: value})
     problems = config.environment_problems({}, {config.NVRTC: value})
     assert any("BLACKWELL_COMPAT_NVRTC" in p for p in problems)
