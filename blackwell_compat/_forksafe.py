@@ -28,6 +28,7 @@ from typing import Any
 LOCKS: tuple[tuple[str, str], ...] = (
     ("blackwell_compat.autostart", "_lock"),
     ("blackwell_compat.engine", "_lock"),
+    ("blackwell_compat.remedies.nvrtc", "_lock"),
     ("blackwell_compat.patches.coqui_tts", "_allow_lock"),
     ("blackwell_compat.emulation", "_lock"),
     ("blackwell_compat.dispatch", "_lock"),
