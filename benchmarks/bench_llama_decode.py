@@ -32,6 +32,7 @@ import argparse
 import collections
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -42,7 +43,7 @@ from typing import Any
 import torch
 
 import blackwell_compat as bc
-from blackwell_compat import dispatch, emulation
+from blackwell_compat import config, dispatch, emulation
 
 
 def build_model(layers: int, hidden: int) -> Any:
@@ -141,23 +142,27 @@ def measure(tokens: int, layers: int, hidden: int, repeat: int) -> dict[str, Any
     rewritten: list[Any] = []
     reference = decode(model, tokens)
     floor = hasattr(torch.library, "get_kernel")
-    for _ in range(repeat):
-        t, out = _cpu_time(model, tokens)
-        plain_times.append(t)
-        if floor:
-            with trivial_kernels():
-                decode(model, 2)
-                floor_times.append(_cpu_time(model, tokens)[0])
-        with bc.emulate("sm_121"), bc.patched(only="torch"):
-            decode(model, 2)  # warm-up: the first calls after registration fill caches
-            previous = dispatch.set_recorder(rewritten.append)
-            try:
-                t, guarded = _cpu_time(model, tokens)
-            finally:
-                dispatch.set_recorder(previous)
-        guard_times.append(t)
-        if not torch.equal(guarded, reference) or not torch.equal(out, reference):
-            raise SystemExit("guarded decoding produced other tokens than plain decoding")
+    # The guard route is the one without a capable NVRTC: the remedy stays off until its own
+    # rounds (a library it loads cannot be taken back).
+    configured = os.environ.get(config.NVRTC)
+    os.environ[config.NVRTC] = "off"
+    try:
+        guard_rounds(
+            model,
+            tokens,
+            repeat,
+            reference,
+            floor,
+            rewritten,
+            plain_times,
+            guard_times,
+            floor_times,
+        )
+    finally:
+        if configured is None:
+            os.environ.pop(config.NVRTC, None)
+        else:
+            os.environ[config.NVRTC] = configured
     remedy = measure_remedy(model, tokens, repeat, reference)
     counts = count_calls(model, tokens)
     total = sum(counts.values())
@@ -183,6 +188,39 @@ def measure(tokens: int, layers: int, hidden: int, repeat: int) -> dict[str, Any
     }
 
 
+def guard_rounds(
+    model: Any,
+    tokens: int,
+    repeat: int,
+    reference: Any,
+    floor: bool,
+    rewritten: list[Any],
+    plain_times: list[float],
+    guard_times: list[float],
+    floor_times: list[float],
+) -> None:
+    """Plain, trivial-kernel and guarded decoding, alternating in *repeat* rounds."""
+    for _ in range(repeat):
+        t, out = _cpu_time(model, tokens)
+        plain_times.append(t)
+        if floor:
+            with trivial_kernels():
+                decode(model, 2)
+                floor_times.append(_cpu_time(model, tokens)[0])
+        with bc.emulate("sm_121"), bc.patched(only="torch"):
+            if not dispatch.guard_enabled():
+                raise SystemExit("guard route: the op guard is not installed")
+            decode(model, 2)  # warm-up: the first calls after registration fill caches
+            previous = dispatch.set_recorder(rewritten.append)
+            try:
+                t, guarded = _cpu_time(model, tokens)
+            finally:
+                dispatch.set_recorder(previous)
+        guard_times.append(t)
+        if not torch.equal(guarded, reference) or not torch.equal(out, reference):
+            raise SystemExit("guarded decoding produced other tokens than plain decoding")
+
+
 def measure_remedy(model: Any, tokens: int, repeat: int, reference: Any) -> dict[str, Any]:
     """Plain rounds alternating with the remedy route (emulated GPU, ``apply()``, NVRTC remedy
     serving it); ``remedy_ratio`` is ``None`` where no capable NVRTC was found."""
@@ -204,13 +242,16 @@ def measure_remedy(model: Any, tokens: int, repeat: int, reference: Any) -> dict
     if not served:
         return result
     plain_times, remedy_times = [], []
-    for _ in range(repeat):
-        plain_times.append(_cpu_time(model, tokens)[0])
+    for index in range(repeat):
+        if index % 2 == 0:  # alternate which side runs first, so warm caches favour neither
+            plain_times.append(_cpu_time(model, tokens)[0])
         with bc.emulate("sm_121"), bc.patched(only="torch"):
             if dispatch.installed_keys():
                 raise SystemExit(f"remedy route: kernels installed {dispatch.installed_keys()}")
             t, out = _cpu_time(model, tokens)
         remedy_times.append(t)
+        if index % 2 == 1:
+            plain_times.append(_cpu_time(model, tokens)[0])
         if not torch.equal(out, reference):
             raise SystemExit("the remedy route produced other tokens than plain decoding")
     result["remedy_s"] = min(remedy_times)
