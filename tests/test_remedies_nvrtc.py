@@ -334,3 +334,26 @@ def test_off_words_turn_it_off() -> None:
 def test_nothing_served_in_the_test_process() -> None:
     assert remedy.active() is None and remedy.served_archs() == frozenset()
     assert remedy.revert() == []
+
+
+@pytest.mark.slow
+def test_compile_verdicts_are_stored_per_file(
+    nvrtc_libraries: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remedy's compile test runs once per library file (not at every interpreter start)."""
+    from blackwell_compat.probing import isolation
+
+    monkeypatch.setenv("BLACKWELL_COMPAT_CACHE_DIR", str(tmp_path))
+    capable = nvrtc_libraries["12.9.86"]
+    builtins = os.path.join(os.path.dirname(capable), "libnvrtc-builtins.so.12.9")
+    first = isolation.compile_verdict(capable, "sm_121", [builtins])
+    assert first is not None and first["ok"] and first["result"]["result"] == 0
+    lacking = isolation.compile_verdict(nvrtc_libraries["12.8.93"], "sm_121")
+    assert lacking is not None and lacking["result"]["result"] == 5
+    assert "invalid value for --gpu-architecture" in lacking["result"]["log"]
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tested again although the verdict is stored")
+
+    monkeypatch.setattr(isolation, "run_test_child", no_child)
+    assert isolation.compile_verdict(capable, "sm_121", [builtins]) == first

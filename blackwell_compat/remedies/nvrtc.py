@@ -366,20 +366,22 @@ def _builtins_for(library: str, version: str) -> str | None:
 
 
 def _compiles(path: str, arch: str, builtins: str | None) -> tuple[bool, str]:
-    """Compile a tiny kernel for *arch* with *path* in a test process, its builtins library
-    loaded first as it will be here (NVRTC 13 finds them by name only)."""
-    from ..probing.isolation import default_timeout, run_test_child
+    """Compile a tiny kernel for *arch* with *path* in a test process (the verdict is stored
+    per file), its builtins library loaded first as it will be here (NVRTC 13 finds them by
+    name only)."""
+    from ..probing.isolation import compile_verdict
 
-    preload = (builtins,) if builtins else ()
-    outcome = run_test_child("compile", path, default_timeout(), arch, *preload)
-    answer = outcome.result or {}
-    if outcome.failure is not None:
-        return False, f"a test process compiling with it {outcome.what_happened()}"
+    entry = compile_verdict(path, arch, (builtins,) if builtins else ())
+    if entry is None:
+        return False, "the process that tests native libraries could not be started"
+    answer = entry.get("result") or {}
+    if not entry.get("ok"):
+        return False, f"a test process compiling with it {entry.get('what')}"
     if "error" in answer:
         return False, str(answer["error"])
     if answer.get("result") != 0:
-        log = str(answer.get("log", "")).strip().splitlines()
-        return False, f"compiling for {arch} failed ({answer.get('result')}: {' '.join(log)[:200]})"
+        log = " ".join(str(answer.get("log", "")).split())
+        return False, f"compiling for {arch} failed ({answer.get('result')}: {log[:200]})"
     return True, f"compiles for {arch} in a test process"
 
 
