@@ -357,3 +357,39 @@ def test_compile_verdicts_are_stored_per_file(
 
     monkeypatch.setattr(isolation, "run_test_child", no_child)
     assert isolation.compile_verdict(capable, "sm_121", [builtins]) == first
+
+
+@needs_cuda_torch
+@pytest.mark.slow
+def test_torchs_copy_held_by_someone_else_is_never_unloaded(
+    nvrtc_libraries: dict[str, str],
+) -> None:
+    """After `import torch` the program itself also opened torch's NVRTC: two dlclose leave it
+    mapped, so the remedy takes its reference back and changes nothing."""
+    library = _library(nvrtc_libraries, CAPABLE[MAJOR])  # type: ignore[index]
+    code = (
+        "import ctypes, torch\n"
+        "import blackwell_compat as bc\n"
+        "from blackwell_compat.probing.locate import find_nvrtc\n"
+        "own = find_nvrtc(in_process=False, read=False).path\n"
+        "mine = ctypes.CDLL(own)  # the program's own reference\n"
+        "maps = lambda: sorted(\n"
+        "    {l.split()[-1] for l in open('/proc/self/maps') if 'libnvrtc' in l})\n"
+        "before = maps()\n"
+        "with bc.emulate('sm_121'):\n"
+        "    report = bc.apply()\n"
+        "extra = {'own': own, 'before': before, 'after': maps(),\n"
+        "         'guard': [e.state for e in report.entries if e.name == 'torch']}\n"
+        "a, b = ctypes.c_int(), ctypes.c_int()\n"
+        "mine.nvrtcVersion(ctypes.byref(a), ctypes.byref(b))  # still callable\n"
+        "extra['mine'] = f'{a.value}.{b.value}'\n" + TAIL
+    )
+    out = _run(code, nvrtc=library)
+    state, extra = out["state"], out["extra"]
+    assert state["status"] == remedy.FAILED, state
+    assert "held by something besides torch's preload" in state["reason"]
+    assert state["released"] == [] and state["library"] is not None
+    assert extra["after"] == extra["before"]  # nothing unloaded, nothing loaded
+    assert not any(os.path.samefile(p, library) for p in out["maps"])
+    assert extra["guard"] == ["applied"]  # the patch route serves
+    assert out["version"] == extra["mine"]  # dlopen(soname) still returns torch's own

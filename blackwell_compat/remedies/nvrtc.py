@@ -475,6 +475,18 @@ def _release(path: str) -> tuple[bool, str]:
     return False, f"{path} is held by something besides torch's preload; it stays loaded"
 
 
+def _restore(paths: Sequence[str]) -> None:
+    """Load torch's released copies again by path, as its preload had them (they were never
+    called, so this restores the state before the remedy)."""
+    import _ctypes
+
+    for path in paths:
+        try:
+            _ctypes.dlopen(path, _flags())
+        except OSError as exc:  # pragma: no cover - the file was loadable a moment ago
+            logger.warning("blackwell-compat: could not load %s again: %s", path, exc)
+
+
 def _load(state_in: RemedyState, info: NvrtcInfo) -> RemedyState:
     """Load the chosen library (its builtins first) and check dlopen(soname) returns it."""
     import _ctypes
@@ -614,7 +626,8 @@ def _activate(platform: Platform | None) -> RemedyState:
         while bound is not None:
             ok, why = _release(bound)
             if not ok:
-                return replace(state_in, status=FAILED, reason=why, released=tuple(released))
+                _restore(released)  # torch's NVRTC stays: so must the builtins it needs
+                return replace(state_in, status=FAILED, reason=f"{why}; nothing changed")
             released.append(bound)
             bound = bound_library(soname)
         state_in = replace(
@@ -629,13 +642,8 @@ def _activate(platform: Platform | None) -> RemedyState:
         )
     result = _load(state_in, info)
     if result.status != SERVED:
-        import _ctypes
-
-        for path in released:  # put torch's copies back as its preload had them
-            try:
-                _ctypes.dlopen(path, _flags())
-            except OSError:
-                pass
+        _restore(released)
+        result = replace(result, released=())
     forget()
     return result
 
