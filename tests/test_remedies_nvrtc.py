@@ -189,11 +189,15 @@ def test_apply_before_torch(nvrtc_libraries: dict[str, str]) -> None:
         "    extra = python_kernels()\n"
         "    extra['torch'] = [e.as_dict() for e in report.entries if e.name == 'torch']\n"
         "    extra['probe'] = bc.probe().as_dict()\n"
-        "    extra['abs'] = torch.tensor([3 + 4j]).abs().tolist()\n" + TAIL
+        "    extra['abs'] = torch.tensor([3 + 4j]).abs().tolist()\n"
+        "from blackwell_compat.remedies import nvrtc\n"
+        "extra['serves'] = [nvrtc.serves(a) for a in ('sm_121', '12.1', 'sm_37')]\n"
+        "extra['active'] = nvrtc.active() is nvrtc.state()\n" + TAIL
     )
     out = _run(code, nvrtc=library)
     _assert_served(out, library, version)
     extra = out["extra"]
+    assert extra["serves"] == [True, True, False] and extra["active"] is True
     # The ladder: no op-guard kernel, no emulation kernel; the status says which rung serves.
     assert extra["keys"] == [] and extra["python"] == {"aten::abs.out": [], "aten::lgamma": []}
     (guard,) = extra["torch"]
