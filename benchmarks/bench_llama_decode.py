@@ -15,7 +15,13 @@ where kernels launch faster than Python issues them.  Printed, from one run:
 * the same for trivial Python kernels on the same overloads that only call the original: the
   floor any dispatcher-level Python guard pays, so guard - floor is the guard's own share;
 * how many calls per generated token reach an intercepted overload, by overload, and how many
-  of those the guard rewrote (for float32 Llama: none).
+  of those the guard rewrote (for float32 Llama: none);
+* the remedy route (docs/remedies.md): the same emulated affected GPU, but with a capable
+  NVRTC configured (``BLACKWELL_COMPAT_NVRTC``, or the cache filled by ``fetch nvrtc``), so
+  ``bc.apply()`` serves it with the NVRTC remedy and installs no dispatcher kernel at all.  A
+  loaded library cannot be taken back, so these rounds come after the guard's, again
+  alternating with plain rounds; without a capable NVRTC the route is reported as not
+  available, with the remedy's reason.
 
 Needs ``transformers`` (installed in the ``tests-full`` nox environment).
 """
@@ -26,6 +32,7 @@ import argparse
 import collections
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -36,7 +43,7 @@ from typing import Any
 import torch
 
 import blackwell_compat as bc
-from blackwell_compat import emulation
+from blackwell_compat import config, emulation
 from blackwell_compat.ops import dispatcher as dispatch
 
 
@@ -136,23 +143,28 @@ def measure(tokens: int, layers: int, hidden: int, repeat: int) -> dict[str, Any
     rewritten: list[Any] = []
     reference = decode(model, tokens)
     floor = hasattr(torch.library, "get_kernel")
-    for _ in range(repeat):
-        t, out = _cpu_time(model, tokens)
-        plain_times.append(t)
-        if floor:
-            with trivial_kernels():
-                decode(model, 2)
-                floor_times.append(_cpu_time(model, tokens)[0])
-        with bc.emulate("sm_121"), bc.patched(only="torch"):
-            decode(model, 2)  # warm-up: the first calls after registration fill caches
-            previous = dispatch.set_recorder(rewritten.append)
-            try:
-                t, guarded = _cpu_time(model, tokens)
-            finally:
-                dispatch.set_recorder(previous)
-        guard_times.append(t)
-        if not torch.equal(guarded, reference) or not torch.equal(out, reference):
-            raise SystemExit("guarded decoding produced other tokens than plain decoding")
+    # The guard route is the one without a capable NVRTC: the remedy stays off until its own
+    # rounds (a library it loads cannot be taken back).
+    configured = os.environ.get(config.NVRTC)
+    os.environ[config.NVRTC] = "off"
+    try:
+        guard_rounds(
+            model,
+            tokens,
+            repeat,
+            reference,
+            floor,
+            rewritten,
+            plain_times,
+            guard_times,
+            floor_times,
+        )
+    finally:
+        if configured is None:
+            os.environ.pop(config.NVRTC, None)
+        else:
+            os.environ[config.NVRTC] = configured
+    remedy = measure_remedy(model, tokens, repeat, reference)
     counts = count_calls(model, tokens)
     total = sum(counts.values())
     return {
@@ -173,7 +185,81 @@ def measure(tokens: int, layers: int, hidden: int, repeat: int) -> dict[str, Any
         "intercepted_calls_per_token": total / tokens,
         "by_overload_per_token": {k: v / tokens for k, v in counts.most_common()},
         "rewritten_calls": len(rewritten) // repeat,
+        **remedy,
     }
+
+
+def guard_rounds(
+    model: Any,
+    tokens: int,
+    repeat: int,
+    reference: Any,
+    floor: bool,
+    rewritten: list[Any],
+    plain_times: list[float],
+    guard_times: list[float],
+    floor_times: list[float],
+) -> None:
+    """Plain, trivial-kernel and guarded decoding, alternating in *repeat* rounds."""
+    for _ in range(repeat):
+        t, out = _cpu_time(model, tokens)
+        plain_times.append(t)
+        if floor:
+            with trivial_kernels():
+                decode(model, 2)
+                floor_times.append(_cpu_time(model, tokens)[0])
+        with bc.emulate("sm_121"), bc.patched(only="torch"):
+            if not dispatch.guard_enabled():
+                raise SystemExit("guard route: the op guard is not installed")
+            decode(model, 2)  # warm-up: the first calls after registration fill caches
+            previous = dispatch.set_recorder(rewritten.append)
+            try:
+                t, guarded = _cpu_time(model, tokens)
+            finally:
+                dispatch.set_recorder(previous)
+        guard_times.append(t)
+        if not torch.equal(guarded, reference) or not torch.equal(out, reference):
+            raise SystemExit("guarded decoding produced other tokens than plain decoding")
+
+
+def measure_remedy(model: Any, tokens: int, repeat: int, reference: Any) -> dict[str, Any]:
+    """Plain rounds alternating with the remedy route (emulated GPU, ``apply()``, NVRTC remedy
+    serving it); ``remedy_ratio`` is ``None`` where no capable NVRTC was found."""
+    from blackwell_compat.remedies import nvrtc as nvrtc_remedy
+
+    with bc.emulate("sm_121"):
+        report = bc.apply(only="torch")
+        state = nvrtc_remedy.state()
+        served = state.status == nvrtc_remedy.SERVED
+        keys = dispatch.installed_keys()
+        bc.revert()
+    result: dict[str, Any] = {
+        "remedy": state.describe(),
+        "remedy_torch_patch": report.entries[0].state if report.entries else None,
+        "remedy_keys": keys,
+        "remedy_s": None,
+        "remedy_ratio": None,
+    }
+    if not served:
+        return result
+    plain_times, remedy_times = [], []
+    for index in range(repeat):
+        if index % 2 == 0:  # alternate which side runs first, so warm caches favour neither
+            plain_times.append(_cpu_time(model, tokens)[0])
+        with bc.emulate("sm_121"), bc.patched(only="torch"):
+            if dispatch.installed_keys():
+                raise SystemExit(f"remedy route: kernels installed {dispatch.installed_keys()}")
+            t, out = _cpu_time(model, tokens)
+        remedy_times.append(t)
+        if index % 2 == 1:
+            plain_times.append(_cpu_time(model, tokens)[0])
+        if not torch.equal(out, reference):
+            raise SystemExit("the remedy route produced other tokens than plain decoding")
+    result["remedy_s"] = min(remedy_times)
+    result["remedy_ratio"] = statistics.median(
+        r / p for r, p in zip(remedy_times, plain_times, strict=True)
+    )
+    return result
 
 
 def render(result: dict[str, Any]) -> str:
@@ -191,6 +277,15 @@ def render(result: dict[str, Any]) -> str:
     ]
     for name, per_token in list(result["by_overload_per_token"].items())[:8]:
         lines.append(f"    {name:<28} {per_token:7.1f}")
+    if result["remedy_ratio"] is not None:
+        lines.append(f"  remedy {result['remedy_s'] * 1e3:8.1f} ms")
+        lines.append(
+            f"  remedy / plain  {result['remedy_ratio']:.3f}x (median of the rounds' ratios; "
+            f"dispatcher kernels installed: {result['remedy_keys'] or 'none'})"
+        )
+    else:
+        lines.append("  remedy / plain  n/a: no capable NVRTC configured")
+    lines.append(f"    {result['remedy']}")
     return "\n".join(lines)
 
 

@@ -22,7 +22,8 @@ FORCE = "BLACKWELL_COMPAT_FORCE"
 
 PROBE_TIMEOUT = "BLACKWELL_COMPAT_PROBE_TIMEOUT"
 CACHE_DIR = "BLACKWELL_COMPAT_CACHE_DIR"
-ALL_VARIABLES = (DISABLE, EMULATE, AUTO, STRATEGY, FORCE, PROBE_TIMEOUT, CACHE_DIR)
+NVRTC = "BLACKWELL_COMPAT_NVRTC"
+ALL_VARIABLES = (DISABLE, EMULATE, AUTO, STRATEGY, FORCE, PROBE_TIMEOUT, CACHE_DIR, NVRTC)
 
 _ARCH_RE = re.compile(r"sm_([0-9]{2,3})[af]?", re.ASCII)
 _DOTTED_RE = re.compile(r"([0-9]{1,2})\.([0-9])", re.ASCII)
@@ -128,6 +129,31 @@ def emulated_arch_from_env(env: Mapping[str, str] | None = None) -> str | None:
     return parse_arch(raw, source=EMULATE)
 
 
+def nvrtc_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """``BLACKWELL_COMPAT_NVRTC``: an NVRTC library file or a folder holding one (the NVRTC
+    remedy tries it first), as an absolute path; ``None`` when unset, empty or an "off" word
+    (``0``, ``false``, ``no``, ``off``: the remedy is off, see :func:`nvrtc_remedy_off`)."""
+    raw = (os.environ if env is None else env).get(NVRTC, "").strip()
+    if raw.lower() in FALSE_WORDS:
+        return None
+    path = os.path.abspath(os.path.expanduser(raw))
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"{NVRTC}={raw!r}: no such file or folder; give an NVRTC library (libnvrtc.so.12) "
+            "or the folder that holds it and its libnvrtc-builtins library"
+        )
+    if not (os.path.isfile(path) or os.path.isdir(path)):
+        raise ConfigError(f"{NVRTC}={raw!r} is neither a file nor a folder")
+    return path
+
+
+def nvrtc_remedy_off(env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``BLACKWELL_COMPAT_NVRTC`` turns the NVRTC remedy off (``0``/``false``/``no``/
+    ``off``): torch keeps its own NVRTC and the patches serve."""
+    raw = (os.environ if env is None else env).get(NVRTC, "").strip().lower()
+    return bool(raw) and raw in FALSE_WORDS
+
+
 def strategies_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """``BLACKWELL_COMPAT_STRATEGY=torchaudio=cpu,kokoro=disable_complex``."""
     raw = (os.environ if env is None else env).get(STRATEGY, "")
@@ -192,6 +218,10 @@ def environment_problems(
                     f"{STRATEGY}: patch {name!r} has no strategy {strategy!r}; its strategies: "
                     f"{', '.join(offered) or 'none'}"
                 )
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        nvrtc_from_env(source)
     except ConfigError as exc:
         problems.append(str(exc))
     for name in (AUTO, FORCE):

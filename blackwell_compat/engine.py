@@ -18,8 +18,10 @@ from typing import Any
 
 from . import config, devices
 from .errors import BlackwellCompatWarning, ConfigError, logger
+from .ops import dispatcher
 from .probing import Platform, probe
 from .registry import Patch, PatchContext, Registration, discover
+from .remedies import nvrtc as nvrtc_remedy
 from .remedies import ptxas as ptxas_remedy
 from .versions import in_range, installed_version
 
@@ -273,6 +275,9 @@ def _device_gate(patch: Patch, force: bool, platform: Platform | None = None) ->
         return False, f"device check failed: {type(exc).__name__}: {exc}"
     if here.affected:
         return True, ""
+    served = nvrtc_remedy.active() if platform is None else None
+    if served is not None:  # the cheapest rung serves: say so
+        return False, f"{served.describe()}; nothing left for the patches"
     why = "; ".join(here.reasons) if here.reasons else "no affected GPU"
     return False, f"no affected GPU here ({why}); use apply(force=True) to apply anyway"
 
@@ -596,11 +601,20 @@ def apply(
         for reg in chosen:
             if reg.patch is not None:
                 _resolve_strategy(reg.patch, requested)
+        _nvrtc_remedy()
         if force:
             devices.set_forced(True)
         entries = [_apply_one(reg, force, disabled, requested) for reg in chosen]
     ptxas_remedy.activate_for([gpu.arch for gpu in probe().real_gpus])  # Triton's ptxas
     return ApplyReport(tuple(entries), forced=force)
+
+
+def _nvrtc_remedy() -> None:
+    """Issue 12, the cheapest exact rung first: give torch an NVRTC that knows the GPU (before
+    `import torch`, or after it while CUDA is not initialised); the device gates then see it."""
+    config.nvrtc_from_env()  # a malformed BLACKWELL_COMPAT_NVRTC is a ConfigError, as others
+    if nvrtc_remedy.activate().status == nvrtc_remedy.SERVED and "torch" in sys.modules:
+        dispatcher.sync()  # emulation kernels of a now-served arch go
 
 
 def _apply_one(
@@ -649,7 +663,10 @@ def _revert_record(name: str) -> None:
 def revert(names: str | Iterable[str] | None = None) -> None:
     """Undo patches (all of them by default), restoring every patched object exactly.
 
-    Pending import hooks are disarmed: a target imported later is left alone.
+    Pending import hooks are disarmed: a target imported later is left alone.  A full revert
+    also undoes the ptxas remedy (the Triton variables it set) and logs, at warning level, what
+    cannot be undone: an NVRTC the remedy loaded stays loaded, because torch may already have
+    bound it (docs/remedies.md).
 
     Raises:
         TypeError: *names* is not a name or an iterable of names.
@@ -668,6 +685,8 @@ def revert(names: str | Iterable[str] | None = None) -> None:
             devices.set_forced(False)
         if selected is None:
             ptxas_remedy.revert()
+            for message in nvrtc_remedy.revert():
+                logger.warning("revert: %s", message)
 
 
 @contextmanager

@@ -9,12 +9,12 @@ finds it in one place and the tests reset it with one call (:func:`reset_for_tes
   whether the loaded NVRTC fails for it (cached verdicts);
 * the op guard: whether it is on, the recorder ``audit`` installs, the dispatcher registration
   forced by tests or diagnostics;
-* per thread: the depth of calls into original kernels (bypass) and of :func:`suspended` blocks.
+* per thread: the depth of calls into original kernels (bypass) and of :func:`suspended` blocks;
+* the compiler remedies: what the NVRTC remedy loaded (and the archs it serves, read by the
+  emulation per op) and the Triton variables the ptxas remedy set.
 
 The modules that own the behaviour (:mod:`.emulation`, :mod:`.devices`, :mod:`.ops`) keep their
-functions and read and write the state here.  (The compiler remedies keep what they loaded in
-:mod:`blackwell_compat.remedies`: state a remedy owns from process start, which tests do not
-reset.)  This module is a leaf above ``errors``/``config``:
+functions and read and write the state here.  This module is a leaf above ``errors``/``config``:
 it imports nothing of the package, so every layer may read it.  Reads on the hot path (the
 dispatcher kernel) take no lock; writes take :data:`lock`, which is re-entrant because turning
 the guard on re-registers kernels while holding it.
@@ -54,6 +54,19 @@ registration_override: str | None = None
 """The dispatcher registration forced by tests or diagnostics (``None``: chosen by torch)."""
 
 
+# -- the compiler remedies (blackwell_compat.remedies) ---------------------------------------------
+
+nvrtc_remedy: Any = None
+"""The NVRTC remedy's :class:`~blackwell_compat.remedies.nvrtc.RemedyState` (``None``: untried)."""
+nvrtc_served_archs: frozenset[str] = frozenset()
+"""The archs of a capable NVRTC the remedy loaded in place of torch's own: emulation does not
+fail for them (that library is judged by its real list).  A copy for the per-op read."""
+ptxas_set: dict[str, str] = {}
+"""Triton variable -> the ptxas path the ptxas remedy set it to (revert removes it)."""
+ptxas_reports: dict[str, Any] = {}
+"""GPU arch -> the ptxas remedy's :class:`~blackwell_compat.remedies.ptxas.PtxasReport`."""
+
+
 class _ThreadState(threading.local):
     # Class defaults keep the hot-path reads fast (no per-thread __init__).
     bypass = 0
@@ -88,7 +101,11 @@ def emulation_active() -> bool:
     """Whether emulation is on (called for every intercepted op: no lock on the fast path)."""
     if local.suspended:
         return False
-    return bool(emulation_stack) or env_arch is not None
+    if not (emulation_stack or env_arch is not None):
+        return False
+    # An arch a remedy-loaded NVRTC lists does not fail: emulation stands in for torch's own
+    # NVRTC only (issue 12).
+    return not nvrtc_served_archs or emulated_arch() not in nvrtc_served_archs
 
 
 def emulation_source() -> str | None:
@@ -147,8 +164,13 @@ def reset_for_tests() -> None:
     the test process was started with, not to a test.
     """
     global forced, guard_enabled, recorder, registration_override
+    global nvrtc_remedy, nvrtc_served_archs
     with lock:
         emulation_stack.clear()
+        # A library the NVRTC remedy loaded stays loaded (the remedy's tests run it in child
+        # processes); the ptxas remedy's variables are undone by its own revert().
+        nvrtc_remedy = None
+        nvrtc_served_archs = frozenset()
         forced = False
         cuda_verdicts.clear()
         guard_enabled = False

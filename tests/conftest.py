@@ -15,6 +15,13 @@ if not os.environ.get("BLACKWELL_COMPAT_CACHE_DIR"):
 
     os.environ["BLACKWELL_COMPAT_CACHE_DIR"] = tempfile.mkdtemp(prefix="bc-test-verdicts-")
 
+# -- NVRTC remedy (remedies) -----------------------------------------------------------------
+# Off in the test process and what it starts, unless a test sets it: a capable NVRTC on the
+# machine (a CUDA toolkit) would otherwise serve every emulated arch and no emulated op would
+# fail.  tests/test_remedies_nvrtc*.py turn it on in their own child processes.
+
+os.environ.setdefault("BLACKWELL_COMPAT_NVRTC", "off")
+
 # -- engine state (core) ---------------------------------------------------------------------
 
 

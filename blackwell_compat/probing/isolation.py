@@ -367,7 +367,7 @@ def child_main(args: Sequence[str]) -> int:
         driver, gpus = nvml.read_nvml_here(target or None)
         _emit({"result": {"driver": driver.as_dict(), "gpus": [g.as_dict() for g in gpus]}})
     elif kind == "compile" and len(args) > 2:
-        _emit({"result": nvrtc.compile_here(target, args[2])})
+        _emit({"result": nvrtc.compile_here(target, args[2], args[3:])})
     else:
         sys.stderr.write(f"unknown kind {kind!r}\n")
         return 2
@@ -463,6 +463,33 @@ def _nvrtc_from_entry(entry: Mapping[str, Any], path: str, source: str) -> Nvrtc
         ),
         crash=what,
     )
+
+
+def compile_verdict(
+    path: str, arch: str, preload: Sequence[str] = (), *, timeout: float | None = None
+) -> dict[str, Any] | None:
+    """Whether the NVRTC at *path* compiles a tiny kernel for *arch* (*preload* loaded first),
+    tested in a child and stored like the other verdicts (per file of each library), so that
+    the NVRTC remedy does not pay a compile at every interpreter start (issue 12).
+
+    The stored entry: ``ok`` (the child exited normally), ``result`` (``{"result", "log"}`` or
+    ``{"error"}``), ``what``; ``None`` when the child never reached the library."""
+    absolute = os.path.abspath(path)
+    extra = [os.path.abspath(p) for p in preload]
+    key = "|".join(["compile", absolute, *extra, arch])
+    ids = [_file_id(p) for p in extra]
+    entry = _cached(key, absolute)
+    if entry is not None and entry.get("preload_files") != ids:
+        entry = None
+    if entry is None:
+        limit = timeout if timeout is not None else default_timeout()
+        outcome = run_test_child("compile", absolute, limit, arch, *extra)
+        if not outcome.says_something:
+            return None
+        entry = _verdict_entry("compile", absolute, outcome, limit)
+        entry["preload_files"] = ids
+        _save_entry(key, entry)
+    return entry
 
 
 # -- NVML ---------------------------------------------------------------------------------------

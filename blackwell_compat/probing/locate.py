@@ -144,6 +144,14 @@ def _soname_major(path: str) -> int | None:
     return None
 
 
+def same_file(first: str, second: str) -> bool:
+    """Whether two paths name one file (equal strings where either cannot be read)."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return first == second
+
+
 def _loaded_nvrtc() -> list[str]:
     """NVRTC libraries mapped into this process (Linux only)."""
     try:
@@ -159,6 +167,34 @@ def _loaded_nvrtc() -> list[str]:
             if os.path.basename(path).startswith("libnvrtc.so.") and path not in seen:
                 seen.append(path)
     return seen
+
+
+def bound_library(soname: str) -> str | None:
+    """The file ``dlopen(soname)`` returns in this process, found without loading anything
+    (``RTLD_NOLOAD``): the library torch's LazyNVRTC will call, when one with that soname is
+    already loaded (glibc answers a soname with the first loaded object that has it).  Linux.
+    (Issue 12: how the probe sees an NVRTC the remedy loaded.)"""
+    if not sys.platform.startswith("linux") or not hasattr(os, "RTLD_NOLOAD"):
+        return None
+    import _ctypes
+
+    flags = os.RTLD_NOLOAD | os.RTLD_NOW
+    try:
+        handle = _ctypes.dlopen(soname, flags)
+    except OSError:
+        return None
+    try:
+        for path in _loaded_nvrtc():
+            try:
+                other = _ctypes.dlopen(path, flags)
+            except OSError:
+                continue
+            _ctypes.dlclose(other)
+            if other == handle:
+                return path
+        return None
+    finally:
+        _ctypes.dlclose(handle)
 
 
 def is_working_directory(entry: str) -> bool:
@@ -265,7 +301,17 @@ def _linux_search(
     def matches(path: str) -> bool:
         return major is None or _soname_major(path) == major
 
-    if in_process:
+    if in_process and wanted is not None:
+        # Issue 12: what dlopen(soname) returns now, torch imported or not (the NVRTC remedy
+        # loads a capable library before torch's own).
+        bound = bound_library(wanted)
+        if bound is not None:
+            search.offer(
+                bound,
+                "already loaded in this process",
+                note=f"dlopen({wanted!r}), as torch's LazyNVRTC does, returns this library",
+            )
+    if in_process and "torch" in sys.modules:
         for path in _loaded_nvrtc():
             search.offer(
                 path,
@@ -483,7 +529,7 @@ def find_nvrtc_candidates(
         _windows_search(search, paths, build, environment)
     else:
         check_process = (not explicit) if in_process is None else in_process
-        _linux_search(search, paths, build, environment, check_process and "torch" in sys.modules)
+        _linux_search(search, paths, build, environment, check_process)
     return tuple(search.candidates), search.winner
 
 
@@ -535,7 +581,13 @@ def find_nvrtc(
             ),
         )
     info = read_nvrtc(winner.path, source=source, retest=retest, timeout=timeout)
+    replaces = None
+    if winner.origin == "already loaded in this process":  # issue 12: the remedy's library
+        _, own = find_nvrtc_candidates(paths, torch=build, env=env, system=system, in_process=False)
+        if own is not None and not same_file(own.path, winner.path):
+            replaces = own.path
     return NvrtcInfo(
+        replaces=replaces,
         path=info.path,
         version=info.version,
         supported_archs=info.supported_archs,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +72,9 @@ class NvrtcInfo:
     crash: str | None = None
     """What happened when a test process loaded and called this library (a crash, a signal,
     a hang), when it did not survive; ``None`` when it behaved or was not tried."""
+    replaces: str | None = None
+    """The NVRTC torch would load by itself, when the one it will call is another library
+    already loaded in this process (the NVRTC remedy's, issue 12); ``None`` otherwise."""
 
     @property
     def version_string(self) -> str | None:
@@ -115,6 +118,7 @@ class NvrtcInfo:
             "source": self.source,
             "error": self.error,
             "crash": self.crash,
+            "replaces": self.replaces,
             "candidates": [c.as_dict() for c in self.candidates],
         }
 
@@ -254,11 +258,15 @@ def info_from_dict(data: Mapping[str, Any], *, path: str, source: str) -> NvrtcI
 _PROGRAM = b'extern "C" __global__ void blackwell_compat_probe(float* x) { x[0] = 1.0f; }'
 
 
-def compile_here(path: str, arch: str) -> dict[str, Any]:
+def compile_here(path: str, arch: str, preload: Sequence[str] = ()) -> dict[str, Any]:
     """Compile a tiny program for *arch* with the NVRTC at *path*, in this very process (the
     test child runs it; see :func:`blackwell_compat.emulation.compile_log`):
-    ``{"result": code, "log": text}``, or ``{"error": text}`` when it is not a usable NVRTC."""
+    ``{"result": code, "log": text}``, or ``{"error": text}`` when it is not a usable NVRTC.
+    *preload*: libraries loaded first, as the NVRTC remedy loads the builtins (issue 12)."""
     try:
+        for extra in preload:
+            _step(f"loading {extra}")
+            ctypes.CDLL(extra)
         _step(f"loading {path}")
         lib = ctypes.CDLL(path)
         create, compile_, destroy = (

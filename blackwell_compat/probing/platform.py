@@ -170,6 +170,21 @@ def emulated_gpu(arch: str, nvrtc: NvrtcInfo, emulation_source: str | None = Non
 
     normalised = parse_arch(arch, source="emulated_arch")
     by = emulation_source or "emulation"
+    if nvrtc.replaces is not None and nvrtc.supports(normalised) is True:
+        # Issue 12: emulation stands in for torch's own NVRTC only; one loaded in its place
+        # (the NVRTC remedy) is judged by its real list.
+        return GPU(
+            index=-1,
+            name=f"emulated {normalised} (CPU tensors)",
+            arch=normalised,
+            emulated=True,
+            affected=False,
+            reason=(
+                f"{normalised} is emulated ({by}), and served: torch will call "
+                f"{nvrtc.describe()}, loaded in place of its own {nvrtc.replaces}, which "
+                f"lists {normalised}"
+            ),
+        )
     real = ""
     supported = nvrtc.supports(normalised)
     if supported is True:

@@ -35,6 +35,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .. import state as process_state
 from ..config import parse_arch
 from ..probing.isolation import probe_child_env
 from ..probing.ptxas import (
@@ -84,11 +85,12 @@ class PtxasReport:
         }
 
 
-# Process state: the variables this module set, with the value it set.  Only ever an unset
+# Serialises activate/revert.  The variables this module set (with the value it set) and its
+# reports live in blackwell_compat.state; these names are the same dicts.  Only ever an unset
 # variable is set, so reverting means removing it again (when it still holds our value).
 _lock = threading.Lock()
-_set_by_us: dict[str, str] = {}
-_reports: dict[str, PtxasReport] = {}
+_set_by_us: dict[str, str] = process_state.ptxas_set
+_reports: dict[str, PtxasReport] = process_state.ptxas_reports
 
 
 def gpu_names(arch: str) -> list[str]:

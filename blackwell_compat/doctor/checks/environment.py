@@ -49,6 +49,9 @@ def _meaning(name: str, raw: str, env: Mapping[str, str]) -> str:
         return "on" if config.parse_bool(name, env) else "off"
     if name == config.PROBE_TIMEOUT:
         return f"probe timeout {raw.strip()} s" if raw.strip() else "default probe timeout"
+    if name == config.NVRTC:
+        path = config.nvrtc_from_env(env)
+        return f"the NVRTC remedy tries {path} first" if path else "NVRTC remedy off"
     if name == config.CACHE_DIR:
         return f"cache folder {raw}" if raw.strip() else "default cache folder"
     return raw
