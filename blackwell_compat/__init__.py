@@ -20,7 +20,16 @@ from .versions import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .emulation import emulate
-    from .engine import ApplyReport, PatchStatus, apply, patched, revert, status
+    from .engine import (
+        ApplyReport,
+        GpuService,
+        PatchStatus,
+        apply,
+        ladder,
+        patched,
+        revert,
+        status,
+    )
     from .errors import BlackwellCompatError, BlackwellCompatWarning, ConfigError
     from .probing import GPU, NvrtcInfo, Platform, probe
     from .registry import Patch, PatchContext
@@ -30,6 +39,8 @@ _LAZY: dict[str, str] = {
     "revert": "engine",
     "patched": "engine",
     "status": "engine",
+    "ladder": "engine",
+    "GpuService": "engine",
     "ApplyReport": "engine",
     "PatchStatus": "engine",
     "Patch": "registry",
@@ -50,6 +61,7 @@ __all__ = [
     "BlackwellCompatError",
     "BlackwellCompatWarning",
     "ConfigError",
+    "GpuService",
     "NvrtcInfo",
     "Patch",
     "PatchContext",
@@ -58,6 +70,7 @@ __all__ = [
     "__version__",
     "apply",
     "emulate",
+    "ladder",
     "patched",
     "probe",
     "revert",

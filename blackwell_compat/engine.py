@@ -13,7 +13,7 @@ import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import config, devices
@@ -58,12 +58,57 @@ class PatchStatus:
         return data
 
 
+#: The rungs of the remedy ladder (docs/remedies.md), cheapest first.
+RUNG_NOT_AFFECTED = "not-affected"
+RUNG_NVRTC_REMEDY = "nvrtc-remedy"
+RUNG_PATCHES = "patches"
+RUNG_UNSERVED = "unserved"
+
+
+@dataclass(frozen=True)
+class GpuService:
+    """Which rung of the remedy ladder serves one GPU (real or emulated), and why a cheaper one
+    could not: the answer of :func:`ladder`.
+
+    ``rung``: ``"not-affected"`` (torch's own NVRTC lists the arch), ``"nvrtc-remedy"`` (a
+    capable NVRTC loaded in place of torch's: nothing is patched), ``"patches"`` (targeted
+    patches and the op guard; ``why`` says why the NVRTC remedy could not serve) or
+    ``"unserved"`` (affected, and no rung serves yet: ``apply()`` has not run, or it patched
+    nothing).  ``triton`` says the same for ``torch.compile``'s ptxas.
+    """
+
+    gpu: str
+    arch: str
+    rung: str
+    why: str
+    patches: tuple[str, ...] = ()
+    """The patches applied (or pending) in this process when the rung is ``"patches"``."""
+    triton: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["patches"] = list(self.patches)
+        return data
+
+    def __str__(self) -> str:
+        served = {
+            RUNG_NOT_AFFECTED: "not affected",
+            RUNG_NVRTC_REMEDY: "NVRTC remedy",
+            RUNG_PATCHES: f"patches ({', '.join(self.patches)})",
+            RUNG_UNSERVED: "NOT SERVED",
+        }.get(self.rung, self.rung)
+        line = f"{self.gpu}: {served}: {self.why}"
+        return f"{line}; torch.compile: {self.triton}" if self.triton else line
+
+
 @dataclass(frozen=True)
 class ApplyReport:
     """What one :func:`apply` call did, patch by patch."""
 
     entries: tuple[PatchStatus, ...]
     forced: bool = False
+    gpus: tuple[GpuService, ...] = ()
+    """Per GPU, which rung of the remedy ladder serves it after this call (:func:`ladder`)."""
 
     def _names(self, *states: str) -> list[str]:
         return [e.name for e in self.entries if e.state in states]
@@ -89,14 +134,19 @@ class ApplyReport:
         return not self.failed
 
     def as_dict(self) -> dict[str, Any]:
-        return {"forced": self.forced, "patches": [e.as_dict() for e in self.entries]}
+        return {
+            "forced": self.forced,
+            "patches": [e.as_dict() for e in self.entries],
+            "gpus": [g.as_dict() for g in self.gpus],
+        }
 
     def __str__(self) -> str:
+        gpus = [str(g) for g in self.gpus]
         if not self.entries:
-            return "blackwell-compat: no patches selected"
+            return "\n".join(["blackwell-compat: no patches selected", *gpus])
         width = max(len(e.name) for e in self.entries)
         lines = [f"{e.name:<{width}}  {e.state:<14}  {e.reason}" for e in self.entries]
-        return "\n".join(lines)
+        return "\n".join([*lines, *gpus])
 
 
 @dataclass(frozen=True)
@@ -266,7 +316,12 @@ def _version_gate(
     return True, "", version
 
 
-def _device_gate(patch: Patch, force: bool, platform: Platform | None = None) -> tuple[bool, str]:
+def _device_gate(
+    patch: Patch, force: bool, platform: Platform | None = None, *, planned: bool = False
+) -> tuple[bool, str]:
+    """Whether the patch's device condition holds.  ``planned`` (``evaluate``, for ``list``
+    and the doctor): an NVRTC remedy that :func:`apply` would load for every affected GPU
+    counts as serving them, as it would after ``apply()``."""
     if not patch.requires_affected or force:
         return True, ""
     try:
@@ -274,6 +329,11 @@ def _device_gate(patch: Patch, force: bool, platform: Platform | None = None) ->
     except Exception as exc:  # the probe never raises by contract; be safe anyway
         return False, f"device check failed: {type(exc).__name__}: {exc}"
     if here.affected:
+        if planned:
+            plan = nvrtc_remedy.plan(here)
+            affected = {gpu.arch for gpu in here.gpus if gpu.affected}
+            if plan.status == nvrtc_remedy.AVAILABLE and affected <= plan.archs:
+                return False, f"{plan.describe()}; nothing left for the patches"
         return True, ""
     served = nvrtc_remedy.active() if platform is None else None
     if served is not None:  # the cheapest rung serves: say so
@@ -429,7 +489,7 @@ def _evaluate(
         elif problems:
             gate, reason = GATE_CONFIG, "; ".join(problems)
         elif deep:
-            ok, why = _device_gate(patch, force, platform)
+            ok, why = _device_gate(patch, force, platform, planned=True)
             if not ok:
                 gate, reason = GATE_DEVICE, why
             elif record is None:
@@ -606,7 +666,7 @@ def apply(
             devices.set_forced(True)
         entries = [_apply_one(reg, force, disabled, requested) for reg in chosen]
     ptxas_remedy.activate_for([gpu.arch for gpu in probe().real_gpus])  # Triton's ptxas
-    return ApplyReport(tuple(entries), forced=force)
+    return ApplyReport(tuple(entries), forced=force, gpus=ladder())
 
 
 def _nvrtc_remedy() -> None:
@@ -757,8 +817,85 @@ def _record_status(reg: Registration, record: _Record) -> PatchStatus:
     )
 
 
+def _serving_patches() -> tuple[str, ...]:
+    """Patches of the device-gated kind applied or waiting for an import in this process."""
+    with _lock:
+        return tuple(
+            name
+            for name, record in _records.items()
+            if record.patch.requires_affected and (record.contexts or record.pending)
+        )
+
+
+def _triton_line(arch: str) -> str:
+    report = {r.arch: r for r in ptxas_remedy.reports()}.get(arch)
+    if report is None:
+        return ""
+    if report.active:
+        return f"ptxas remedy ({report.variable}={report.path}, ptxas {report.version})"
+    return report.reason
+
+
+def ladder(platform: Platform | None = None, *, planned: bool = False) -> tuple[GpuService, ...]:
+    """Per GPU (real, or the emulated one), which rung of the remedy ladder serves it and why a
+    cheaper one could not (docs/remedies.md).  Never raises; never loads a library.
+
+    By default: what serves *in this process* now.  ``planned=True``: what :func:`apply` would
+    choose here (the NVRTC remedy's search, in test processes, and the patches that would
+    apply): the answer of ``list`` and the doctor, which run in a process of their own.
+    """
+    try:
+        here = probe() if platform is None else platform
+        remedy = nvrtc_remedy.plan(here) if planned else nvrtc_remedy.state()
+        if planned:
+            patches = tuple(e.name for e in evaluate_all() if e.would_apply and e.requires_affected)
+        else:
+            patches = _serving_patches()
+    except Exception as exc:  # the probe and the plan never raise by contract; be safe anyway
+        why = f"the ladder could not be read: {type(exc).__name__}: {exc}"
+        return (GpuService("this machine", "", RUNG_UNSERVED, why),)
+    forced = devices.is_forced()
+    services = []
+    for gpu in here.gpus:
+        if gpu.emulated:
+            label = f"emulated {gpu.arch} (CPU tensors)"
+        else:
+            label = f"GPU {gpu.index} {gpu.name} ({gpu.arch})"
+        triton = "" if gpu.emulated else _triton_line(gpu.arch)
+        served = gpu.arch in remedy.served and not gpu.affected
+        would_serve = (
+            planned
+            and remedy.status == nvrtc_remedy.AVAILABLE
+            and gpu.arch in remedy.needed
+            and gpu.arch in remedy.archs
+        )
+        if served or would_serve:
+            services.append(
+                GpuService(label, gpu.arch, RUNG_NVRTC_REMEDY, remedy.describe(), triton=triton)
+            )
+        elif not gpu.affected and not forced:
+            services.append(
+                GpuService(label, gpu.arch, RUNG_NOT_AFFECTED, gpu.reason, triton=triton)
+            )
+        elif patches:
+            services.append(
+                GpuService(
+                    label, gpu.arch, RUNG_PATCHES, remedy.describe(), patches=patches, triton=triton
+                )
+            )
+        else:
+            none = "no patch would apply" if planned else "no patch is applied in this process"
+            why = f"{gpu.reason}; {none}; {remedy.describe()}"
+            services.append(GpuService(label, gpu.arch, RUNG_UNSERVED, why, triton=triton))
+    return tuple(services)
+
+
 def status() -> list[PatchStatus]:
-    """Every known patch (including ones that failed to load) and where it stands."""
+    """Every known patch (including ones that failed to load) and where it stands.
+
+    A device-gated patch applied in this process carries, in its ``notes``, one ``ladder:``
+    line per GPU: which rung serves it and why a cheaper one could not (:func:`ladder`).
+    """
     with _lock:
         result = []
         for reg in registrations():
@@ -767,7 +904,13 @@ def status() -> list[PatchStatus]:
             )
             record = _records.get(reg.name) if _lookup().get(reg.name) is reg else None
             if record is not None:
-                result.append(_record_status(reg, record))
+                entry = _record_status(reg, record)
+                if record.patch.requires_affected:
+                    # Which rung serves each GPU, and why a cheaper one could not (the probe
+                    # already ran: apply() needed it for this patch's device gate).
+                    gpus = tuple(f"ladder: {service}" for service in ladder())
+                    entry = replace(entry, notes=entry.notes + gpus)
+                result.append(entry)
             else:
                 result.append(_status_for(reg, evaluation.state, evaluation.state_reason))
         return result

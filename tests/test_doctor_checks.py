@@ -568,3 +568,41 @@ def test_the_patches_check_asks_the_engine_not_the_command_line():
 
     assert known == f"{len(registrations())} known"
     assert cli_modules == "[]"
+
+
+# -- the remedy ladder: the NVRTC remedy comes first ---------------------------------------------
+
+
+def test_the_first_way_out_is_the_nvrtc_remedy_fetch_when_none_is_found(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    check = build_report(machine([GB10], nvrtc=nvrtc)).check("nvrtc")
+    assert check.commands[:2] == (
+        "python -m blackwell_compat fetch nvrtc",
+        "python -m blackwell_compat run -- python your_script.py",
+    )
+    assert "without changing your environment" in (check.hint or "")
+
+
+def test_a_capable_nvrtc_the_remedy_found_is_named_first(nvrtc_libraries):
+    from blackwell_compat.remedies.nvrtc import AVAILABLE, RemedyState
+
+    library = nvrtc_libraries["12.9.86"]
+    found = RemedyState(
+        status=AVAILABLE,
+        reason="found",
+        needed=("sm_121",),
+        library=library,
+        version="12.9",
+        archs=frozenset({"sm_120", "sm_121"}),
+        origin="the project's cache",
+    )
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    check = build_report(machine([GB10], nvrtc=nvrtc, remedy=found)).check("nvrtc")
+    assert check.status == FAIL  # torch's own NVRTC still lacks the arch until the remedy runs
+    assert check.commands[0] == "python -m blackwell_compat run -- python your_script.py"
+    assert "fetch nvrtc" not in " ".join(check.commands)
+    assert f"found a capable NVRTC: NVRTC 12.9 at {library}" in (check.hint or "")
+    assert any(
+        line.startswith("remedy ladder: the NVRTC remedy would load NVRTC 12.9")
+        for line in check.details
+    )

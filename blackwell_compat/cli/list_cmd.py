@@ -1,4 +1,5 @@
-"""``list [--json]``: every known patch, its target, supported range and whether it applies here."""
+"""``list [--json]``: every known patch, its target, supported range and whether it applies here;
+per GPU, which rung of the remedy ladder would serve it."""
 
 from __future__ import annotations
 
@@ -65,6 +66,33 @@ def row(evaluation: Evaluation) -> dict[str, Any]:
     return entry
 
 
+def gpus() -> list[dict[str, Any]]:
+    """Per GPU, which rung of the remedy ladder ``apply()`` would serve it with, and why."""
+    from ..engine import ladder  # see rows()
+
+    return [service.as_dict() for service in ladder(planned=True)]
+
+
+def render_gpus(data: list[dict[str, Any]]) -> str:
+    """The ladder section of ``list``: one paragraph per GPU."""
+    names = {
+        "not-affected": "not affected",
+        "nvrtc-remedy": "the NVRTC remedy (nothing patched)",
+        "patches": "patches",
+        "unserved": "NOT SERVED",
+    }
+    lines = []
+    for gpu in data:
+        rung = names.get(gpu["rung"], gpu["rung"])
+        if gpu["patches"]:
+            rung = f"{rung}: {', '.join(gpu['patches'])}"
+        lines.append(f"* {gpu['gpu']}: {rung}")
+        lines.append(f"    why: {gpu['why']}")
+        if gpu["triton"]:
+            lines.append(f"    torch.compile: {gpu['triton']}")
+    return "\n".join(lines)
+
+
 def render(data: list[dict[str, Any]]) -> str:
     lines = []
     for row in data:
@@ -87,8 +115,12 @@ def render(data: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     data = rows()
+    served = gpus()
     if args.json:
-        print(json.dumps({"patches": data}, indent=2, sort_keys=True))
+        print(json.dumps({"patches": data, "gpus": served}, indent=2, sort_keys=True))
     else:
         print(render(data))
+        if served:
+            print("\nGPUs (the remedy ladder, cheapest rung first):")
+            print(render_gpus(served))
     return 1 if any(not row["loaded"] for row in data) else 0

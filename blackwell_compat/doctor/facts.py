@@ -27,6 +27,8 @@ from ..probing import (
     retest,
 )
 from ..probing.ptxas import TritonFacts, probe_triton
+from ..remedies import nvrtc as nvrtc_remedy
+from ..remedies.nvrtc import RemedyState
 from .hints import BLACKWELL_ARCHS
 from .process import ChildResult, Timeouts, child_env, module_argv, run_child
 from .smoke import SmokeReport, run_smoke, targets_for
@@ -164,6 +166,9 @@ class Facts:
     """The engine's evaluations of the patches; ``None``: the check evaluates them live."""
     smoke: SmokeReport | None = None
     probe_error: str | None = None
+    remedy: RemedyState | None = None
+    """What the NVRTC remedy would do here (:func:`blackwell_compat.remedies.nvrtc.plan`);
+    ``None``: not asked (no affected GPU, or facts built by hand)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -277,6 +282,11 @@ def gather(
         torch_facts = TorchFacts(installed=False, error=stack.get("error"))
         audio_facts = TorchaudioFacts(installed=False)
 
+    remedy = None
+    if platform.affected:
+        # Which NVRTC the remedy would load (candidates tested in child processes): the
+        # doctor's first fix when there is one, `fetch nvrtc` when there is none.
+        remedy = nvrtc_remedy.plan(platform)
     smoke_report = None
     if smoke:
         targets = targets_for(platform, torch_facts)
@@ -290,6 +300,7 @@ def gather(
         patches=None,
         smoke=smoke_report,
         probe_error=probe_error,
+        remedy=remedy,
     )
 
 

@@ -16,6 +16,7 @@ import sysconfig
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..config import AUTO as AUTO_VARIABLE
 from ..config import arch_to_capability
 from ..versions import release as release_of
 
@@ -120,6 +121,26 @@ def patch_route_fix(alternative: bool = False) -> Fix:
     )
 
 
+def nvrtc_remedy_fix(available: str | None) -> Fix:
+    """The cheapest way out: blackwell-compat loads a capable NVRTC for torch, nothing is
+    installed or patched (docs/remedies.md).  *available*: the capable library the remedy found
+    here, described; ``None``: none yet, so ``fetch nvrtc`` comes first."""
+    run = "python -m blackwell_compat run -- python your_script.py"
+    if available:
+        return Fix(
+            f"blackwell-compat found a capable NVRTC: {available}. Run your program through "
+            f"it (or set {AUTO_VARIABLE}=1, or call blackwell_compat.apply() before the first "
+            "CUDA use) and torch compiles with it: nothing installed, nothing patched:",
+            (run,),
+        )
+    return Fix(
+        "Let blackwell-compat give torch a capable NVRTC without changing your environment: "
+        "fetch it into blackwell-compat's cache, then run your program through it (or set "
+        f"{AUTO_VARIABLE}=1, or call blackwell_compat.apply() before the first CUDA use):",
+        ("python -m blackwell_compat fetch nvrtc", run),
+    )
+
+
 def nvrtc_fixes(
     missing: Sequence[str],
     *,
@@ -128,9 +149,11 @@ def nvrtc_fixes(
     nvrtc_path: str | None,
     nvrtc_version: tuple[int, int] | None,
     with_torchaudio: bool,
+    remedy: str | None = None,
 ) -> list[Fix]:
-    """Fixes for GPUs whose archs (*missing*) the loaded NVRTC lacks, smallest first."""
-    fixes: list[Fix] = []
+    """Fixes for GPUs whose archs (*missing*) the loaded NVRTC lacks, smallest first: the
+    NVRTC remedy (*remedy*: the capable library it found, described), then reinstalls."""
+    fixes: list[Fix] = [nvrtc_remedy_fix(remedy)]
     major = cuda_major(torch_cuda)
     needed = needed_nvrtc(missing)
     shown = ", ".join(missing)

@@ -56,6 +56,8 @@ INACTIVE = "inactive"
 """Not asked yet in this process."""
 NOT_NEEDED = "not-needed"
 """No GPU (real or emulated) lacks its arch in torch's NVRTC, or torch loads no NVRTC."""
+AVAILABLE = "available"
+"""A capable NVRTC was found and :func:`activate` would load it (the answer of :func:`plan`)."""
 SERVED = "served"
 """A capable NVRTC is loaded and ``dlopen(soname)`` returns it."""
 UNAVAILABLE = "unavailable"
@@ -131,6 +133,12 @@ class RemedyState:
         """``served by the NVRTC remedy (<path>, NVRTC 12.9)`` or why not."""
         if self.status == SERVED:
             return f"served by the NVRTC remedy ({self.library}, NVRTC {self.version})"
+        if self.status == AVAILABLE:
+            return (
+                f"the NVRTC remedy would load NVRTC {self.version} ({self.library}, "
+                f"{self.origin}) at apply() before the first CUDA use, or at start-up under "
+                f"`run`/{config.AUTO}=1"
+            )
         return f"NVRTC remedy {self.status}: {self.reason}"
 
     def as_dict(self) -> dict[str, Any]:
@@ -476,7 +484,7 @@ def _restore(paths: Sequence[str]) -> None:
             logger.warning("blackwell-compat: could not load %s again: %s", path, exc)
 
 
-def _load(state_in: RemedyState, info: NvrtcInfo) -> RemedyState:
+def _load(state_in: RemedyState) -> RemedyState:
     """Load the chosen library (its builtins first) and check dlopen(soname) returns it."""
 
     assert state_in.library is not None and state_in.soname is not None
@@ -529,7 +537,24 @@ def activate(platform: Platform | None = None) -> RemedyState:
             return _set(RemedyState(status=FAILED, reason=f"{type(exc).__name__}: {exc}"))
 
 
-def _activate(platform: Platform | None) -> RemedyState:
+def plan(platform: Platform | None = None) -> RemedyState:
+    """What :func:`activate` would do here, without loading anything into this process: the
+    served state when the remedy already serves, else ``available`` (a capable library was
+    found: ``library``/``version``/``origin`` name it) or why not.  For ``list``, the doctor
+    and :func:`blackwell_compat.engine.ladder`; candidates are still tested in child
+    processes (stored verdicts make that cheap).  Never raises."""
+    with _lock:
+        current = state()
+        if current.status == SERVED:
+            return current
+        try:
+            return _plan(platform)
+        except Exception as exc:
+            return RemedyState(status=FAILED, reason=f"{type(exc).__name__}: {exc}")
+
+
+def _plan(platform: Platform | None) -> RemedyState:
+    """The search part of the remedy: a final state, or ``available`` with the chosen library."""
     if not sys.platform.startswith("linux"):
         return RemedyState(status=UNSUPPORTED, reason="the NVRTC remedy works on Linux only")
     if config.nvrtc_remedy_off():
@@ -572,8 +597,10 @@ def _activate(platform: Platform | None) -> RemedyState:
         )
     version = info.version_string or ""
     builtins = _builtins_for(chosen.path, version)
-    state_in = replace(
+    return replace(
         base,
+        status=AVAILABLE,
+        reason=f"NVRTC {version} at {chosen.path} ({chosen.origin}) lists {', '.join(needed)}",
         library=chosen.path,
         builtins=builtins,
         version=version,
@@ -581,8 +608,15 @@ def _activate(platform: Platform | None) -> RemedyState:
         origin=chosen.origin,
     )
 
+
+def _activate(platform: Platform | None) -> RemedyState:
+    state_in = _plan(platform)
+    if state_in.status != AVAILABLE or state_in.library is None or state_in.soname is None:
+        return state_in
+    soname, builtins = state_in.soname, state_in.builtins
+    chosen_path = state_in.library
     bound = bound_library(soname)
-    if bound is not None and same_file(bound, chosen.path):
+    if bound is not None and same_file(bound, chosen_path):
         done = replace(state_in, status=SERVED, how="it was already loaded in this process")
         done = replace(done, reason=f"dlopen({soname!r}) returns it, {done.how}")
         forget()
@@ -624,7 +658,7 @@ def _activate(platform: Platform | None) -> RemedyState:
                 else "loaded after `import torch` (CUDA not initialised)"
             ),
         )
-    result = _load(state_in, info)
+    result = _load(state_in)
     if result.status != SERVED:
         _restore(released)
         result = replace(result, released=())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ...probing.ptxas import PTXAS_BLACKWELL_ENV, PTXAS_ENV, PtxasProbe, triton_gpu_name
+from ...remedies.nvrtc import AVAILABLE
 from ...versions import installed_version
 from ..facts import Facts
 from ..hints import (
@@ -120,6 +121,12 @@ def check_nvrtc(facts: Facts) -> CheckResult:
         )
         real_missing = sorted({g.arch for g in affected if not g.emulated}, key=arch_sort_key)
         emulated = [g for g in affected if g.emulated]
+        remedy = facts.remedy
+        available = None
+        if remedy is not None:
+            details.append(f"remedy ladder: {remedy.describe()}")
+            if remedy.status == AVAILABLE:
+                available = f"NVRTC {remedy.version} at {remedy.library} ({remedy.origin})"
         if real_missing:
             fixes.extend(
                 nvrtc_fixes(
@@ -129,6 +136,7 @@ def check_nvrtc(facts: Facts) -> CheckResult:
                     nvrtc_path=nvrtc.path,
                     nvrtc_version=nvrtc.version,
                     with_torchaudio=facts.torchaudio.installed,
+                    remedy=available,
                 )
             )
         for gpu in emulated:
