@@ -23,6 +23,9 @@ FORCE = "BLACKWELL_COMPAT_FORCE"
 PROBE_TIMEOUT = "BLACKWELL_COMPAT_PROBE_TIMEOUT"
 CACHE_DIR = "BLACKWELL_COMPAT_CACHE_DIR"
 NVRTC = "BLACKWELL_COMPAT_NVRTC"
+#: Set in the environment of the library's own test processes (probes, a remedy's checks): they
+#: run none of the user's code, so ``audit`` counts them as helpers, not as the program's.
+HELPER_MARK = "_BLACKWELL_COMPAT_HELPER"
 ALL_VARIABLES = (DISABLE, EMULATE, AUTO, STRATEGY, FORCE, PROBE_TIMEOUT, CACHE_DIR, NVRTC)
 
 _ARCH_RE = re.compile(r"sm_([0-9]{2,3})[af]?", re.ASCII)

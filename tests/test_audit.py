@@ -107,7 +107,7 @@ def test_fix_applies_the_patches_and_reports_what_remains(
 ) -> None:
     status = main(["audit", "--fix", "--json", "--", str(sample)])
     data = json.loads(capsys.readouterr().out)
-    assert status == 0
+    assert status == 0, data["processes"]
     assert data["summary"]["failing_sites"] == 0
     assert data["summary"]["guarded_sites"] == 3
     assert {p["name"]: p["state"] for p in data["patches"]}["torch"] == "applied"

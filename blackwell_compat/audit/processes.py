@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
+from ..config import HELPER_MARK
 from .model import AUDIT_VARIABLE
 from .recorder import Recorder
 
@@ -116,6 +117,11 @@ def _audit_event(event: str, args: tuple[Any, ...]) -> None:
         executable, command, _cwd, env = args
         program = os.fsdecode(executable) if executable else _first_word(command)
         python = _is_python(program)
+        if env is not None and (HELPER_MARK in env or os.fsencode(HELPER_MARK) in env):
+            # blackwell-compat's own test process (a probe, a remedy's check): none of the
+            # program's code runs there.
+            process.launched("helper", program, _describe_command(command), False)
+            return
         joins = python and (
             env is None or AUDIT_VARIABLE in env or os.fsencode(AUDIT_VARIABLE) in env
         )

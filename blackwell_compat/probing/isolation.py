@@ -77,9 +77,12 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def probe_child_env() -> dict[str, str]:
-    """This process's environment without the variables that activate the library at start-up:
-    the environment of every Python child a probe or a remedy starts."""
-    return {k: v for k, v in os.environ.items() if k not in _DROPPED}
+    """This process's environment without the variables that activate the library at start-up,
+    and marked as the library's own helper: the environment of every Python child a probe or a
+    remedy starts."""
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
+    env[config.HELPER_MARK] = "1"
+    return env
 
 
 def _home() -> Path:
