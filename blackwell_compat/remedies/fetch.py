@@ -46,7 +46,7 @@ compilers lack."""
 _MAX_MEMBER = 1 << 30  # no compiler file is near 1 GiB; a bigger one is not what we want
 
 # (kind, CUDA major) -> (package, version).  Versions measured to know sm_120/sm_121/sm_121a
-# (REMEDIES-PTXAS.md).  CUDA 12: the release users fixed GB10 with; CUDA 13: a release newer
+# (docs/remedies.md).  CUDA 12: the release users fixed GB10 with; CUDA 13: a release newer
 # than torch 2.11's pinned 13.0.88.
 PACKAGES: dict[tuple[str, int], tuple[str, str]] = {
     ("nvrtc", 12): ("nvidia-cuda-nvrtc-cu12", "12.9.86"),

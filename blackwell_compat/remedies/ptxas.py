@@ -10,7 +10,7 @@ every child started afterwards inherits it.
 
 Nothing is overridden: a variable the user set stays as it is (the report says so), and
 :func:`revert` puts back exactly what :func:`activate` changed.  Candidates, first that fits
-wins (docs: REMEDIES-PTXAS.md):
+wins (docs/remedies.md):
 
 1. ``BLACKWELL_COMPAT_PTXAS``: a ``ptxas`` file or a folder holding ``ptxas`` or
    ``bin/ptxas`` (when set, the only candidate: an explicit choice is not silently replaced);
