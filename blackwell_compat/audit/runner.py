@@ -156,6 +156,7 @@ def run(
             dispatch.set_recorder(previous)
             if on_exit is None:
                 return status
+            final = _final_states(engine.status(), patches) if applied else patches
             report = AuditReport(
                 target=target,
                 arch=arch,
@@ -165,7 +166,7 @@ def run(
                 error=f"the program ended with os._exit({status})",
                 stdout_tail=out.tail,
                 stderr_tail=err.tail,
-                patches=patches,
+                patches=final,
                 seconds=time.perf_counter() - started,
                 processes=collect(root.spool, root),
             )
@@ -193,6 +194,10 @@ def run(
             if os.getpid() == root.pid:
                 dispatch.set_recorder(previous)
                 if applied:
+                    # The states at the end of the run: a patch waiting for an import when the
+                    # program started (torch itself, before the program imports it) was applied
+                    # by then.
+                    patches = _final_states(engine.status(), patches)
                     engine.revert(applied)
         out.flush()
         err.flush()
@@ -216,3 +221,14 @@ def run(
         seconds=time.perf_counter() - started,
         processes=processes,
     )
+
+
+def _final_states(statuses: Any, patches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """*patches* (the report's entries from ``apply()``) with each state as it stands now."""
+    now = {status.name: status for status in statuses}
+    return [
+        {"name": p["name"], "state": now[p["name"]].state, "reason": now[p["name"]].reason}
+        if p["name"] in now
+        else p
+        for p in patches
+    ]
