@@ -1,4 +1,7 @@
-"""apply / revert / status: the state of every patch in this process.
+"""apply / revert / status / evaluate / ladder: the state of every patch in this process.
+
+The data the engine answers with lives in :mod:`.reports`, the gates in :mod:`.gates`, the
+per-GPU ladder in :mod:`.rungs`; this module holds the records and the lock.
 
 One lock guards everything.  A patch whose target module is not imported yet waits on a
 post-import hook (wrapt); hooks cannot be unregistered, so each carries the generation it was
@@ -11,183 +14,54 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import config, devices
-from .errors import BlackwellCompatWarning, ConfigError, logger
-from .ops import dispatcher
-from .probing import Platform, probe
-from .registry import Patch, PatchContext, Registration, discover
-from .remedies import nvrtc as nvrtc_remedy
-from .remedies import ptxas as ptxas_remedy
-from .versions import in_range, installed_version
-
-APPLIED = "applied"
-PENDING = "pending-import"
-SKIPPED = "skipped"
-FAILED = "failed"
-DRIFT = "drift"
-NOT_APPLIED = "not-applied"
-
-
-@dataclass(frozen=True)
-class PatchStatus:
-    """Where one known patch stands in this process, and why."""
-
-    name: str
-    state: str
-    reason: str
-    summary: str = ""
-    distribution: str | None = None
-    installed: str | None = None
-    supported: str = ""
-    strategy: str | None = None
-    strategies: tuple[str, ...] = ()
-    modules: tuple[str, ...] = ()
-    provider: str | None = None
-    notes: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["strategies"] = list(self.strategies)
-        data["modules"] = list(self.modules)
-        data["notes"] = list(self.notes)
-        return data
-
-
-#: The rungs of the remedy ladder (docs/remedies.md), cheapest first.
-RUNG_NOT_AFFECTED = "not-affected"
-RUNG_NVRTC_REMEDY = "nvrtc-remedy"
-RUNG_PATCHES = "patches"
-RUNG_UNSERVED = "unserved"
-
-
-@dataclass(frozen=True)
-class GpuService:
-    """Which rung of the remedy ladder serves one GPU (real or emulated), and why a cheaper one
-    could not: the answer of :func:`ladder`.
-
-    ``rung``: ``"not-affected"`` (torch's own NVRTC lists the arch), ``"nvrtc-remedy"`` (a
-    capable NVRTC loaded in place of torch's: nothing is patched), ``"patches"`` (targeted
-    patches and the op guard; ``why`` says why the NVRTC remedy could not serve) or
-    ``"unserved"`` (affected, and no rung serves yet: ``apply()`` has not run, or it patched
-    nothing).  ``triton`` says the same for ``torch.compile``'s ptxas.
-    """
-
-    gpu: str
-    arch: str
-    rung: str
-    why: str
-    patches: tuple[str, ...] = ()
-    """The patches applied (or pending) in this process when the rung is ``"patches"``."""
-    triton: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["patches"] = list(self.patches)
-        return data
-
-    def __str__(self) -> str:
-        served = {
-            RUNG_NOT_AFFECTED: "not affected",
-            RUNG_NVRTC_REMEDY: "NVRTC remedy",
-            RUNG_PATCHES: f"patches ({', '.join(self.patches)})",
-            RUNG_UNSERVED: "NOT SERVED",
-        }.get(self.rung, self.rung)
-        line = f"{self.gpu}: {served}: {self.why}"
-        return f"{line}; torch.compile: {self.triton}" if self.triton else line
-
-
-@dataclass(frozen=True)
-class ApplyReport:
-    """What one :func:`apply` call did, patch by patch."""
-
-    entries: tuple[PatchStatus, ...]
-    forced: bool = False
-    gpus: tuple[GpuService, ...] = ()
-    """Per GPU, which rung of the remedy ladder serves it after this call (:func:`ladder`)."""
-
-    def _names(self, *states: str) -> list[str]:
-        return [e.name for e in self.entries if e.state in states]
-
-    @property
-    def applied(self) -> list[str]:
-        return self._names(APPLIED)
-
-    @property
-    def pending(self) -> list[str]:
-        return self._names(PENDING)
-
-    @property
-    def skipped(self) -> dict[str, str]:
-        return {e.name: e.reason for e in self.entries if e.state == SKIPPED}
-
-    @property
-    def failed(self) -> dict[str, str]:
-        return {e.name: e.reason for e in self.entries if e.state in (FAILED, DRIFT)}
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "forced": self.forced,
-            "patches": [e.as_dict() for e in self.entries],
-            "gpus": [g.as_dict() for g in self.gpus],
-        }
-
-    def __str__(self) -> str:
-        gpus = [str(g) for g in self.gpus]
-        if not self.entries:
-            return "\n".join(["blackwell-compat: no patches selected", *gpus])
-        width = max(len(e.name) for e in self.entries)
-        lines = [f"{e.name:<{width}}  {e.state:<14}  {e.reason}" for e in self.entries]
-        return "\n".join([*lines, *gpus])
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Would this patch apply here, and why: the answer of :func:`evaluate`.
-
-    ``gate`` names the first condition that says no (``None`` when every one holds):
-    ``"load"`` (the entry point did not load), ``"disabled"`` (``BLACKWELL_COMPAT_DISABLE``),
-    ``"version"`` (the target is not installed or outside ``supported``), ``"config"`` (a
-    malformed library variable: ``apply()`` would raise), ``"device"`` (no affected GPU and no
-    ``force``) or ``"drift"`` (an already imported target fails the patch's drift check; a
-    target not imported yet is checked when it is).  ``reason`` says it in words.
-    ``state``/``state_reason`` say where the patch stands in this process, as in ``status()``.
-    """
-
-    name: str
-    provider: str | None
-    entry_point: str
-    loaded: bool
-    would_apply: bool
-    gate: str | None
-    reason: str
-    state: str
-    state_reason: str
-    error: str | None = None
-    summary: str = ""
-    distribution: str | None = None
-    supported: str = ""
-    installed: str | None = None
-    modules: tuple[str, ...] = ()
-    strategies: tuple[str, ...] = ()
-    strategy: str | None = None
-    requires_affected: bool = True
-    device_checked: bool = True
-    drift: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("modules", "strategies", "drift"):
-            data[key] = list(data[key])
-        return data
+from .. import config, devices
+from ..errors import BlackwellCompatWarning, ConfigError, logger
+from ..ops import dispatcher
+from ..probing import Platform, probe
+from ..registry import Patch, PatchContext, Registration, discover
+from ..remedies import nvrtc as nvrtc_remedy
+from ..remedies import ptxas as ptxas_remedy
+from ..versions import installed_version
+from .gates import (
+    VersionLookup,
+    as_flag,
+    as_names,
+    as_strategies,
+    device_gate,
+    resolve_strategy,
+    version_gate,
+)
+from .gates import (
+    drift as drift_problems,
+)
+from .reports import (
+    APPLIED,
+    DRIFT,
+    FAILED,
+    GATE_CONFIG,
+    GATE_DEVICE,
+    GATE_DISABLED,
+    GATE_DRIFT,
+    GATE_LOAD,
+    GATE_VERSION,
+    NOT_APPLIED,
+    PENDING,
+    RUNG_NOT_AFFECTED,
+    RUNG_NVRTC_REMEDY,
+    RUNG_PATCHES,
+    RUNG_UNSERVED,
+    SKIPPED,
+    ApplyReport,
+    Evaluation,
+    GpuService,
+    PatchStatus,
+)
+from .rungs import services
 
 
 @dataclass
@@ -201,6 +75,39 @@ class _Record:
     pending: set[str] = field(default_factory=set)
     problems: dict[str, tuple[str, str]] = field(default_factory=dict)  # module -> (state, why)
 
+
+__all__ = [
+    "APPLIED",
+    "DRIFT",
+    "FAILED",
+    "GATE_CONFIG",
+    "GATE_DEVICE",
+    "GATE_DISABLED",
+    "GATE_DRIFT",
+    "GATE_LOAD",
+    "GATE_VERSION",
+    "NOT_APPLIED",
+    "PENDING",
+    "RUNG_NOT_AFFECTED",
+    "RUNG_NVRTC_REMEDY",
+    "RUNG_PATCHES",
+    "RUNG_UNSERVED",
+    "SKIPPED",
+    "ApplyReport",
+    "Evaluation",
+    "GpuService",
+    "PatchStatus",
+    "apply",
+    "evaluate",
+    "evaluate_all",
+    "known_names",
+    "known_strategies",
+    "ladder",
+    "patched",
+    "registrations",
+    "revert",
+    "status",
+]
 
 _lock = threading.RLock()
 _registrations: list[Registration] | None = None
@@ -242,131 +149,7 @@ def _lookup() -> dict[str, Registration]:
     return result
 
 
-def _as_names(value: object, *, source: str) -> list[str] | None:
-    """A name or an iterable of names, checked: bytes, numbers and mappings are refused."""
-    accepted = "a patch name (str) or an iterable of names, e.g. 'torch' or ['torch', 'kokoro']"
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
-        raise TypeError(f"{source} takes {accepted}; got {type(value).__name__} {value!r}")
-    names = list(value)
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(
-                f"{source} takes {accepted}; got an element {name!r} of type {type(name).__name__}"
-            )
-    return names
-
-
-def _as_strategies(value: object) -> dict[str, str]:
-    """``strategies=`` checked: a mapping of patch name to strategy name, both str."""
-    accepted = "a mapping of patch name to strategy name, e.g. {'torchaudio': 'cpu'}"
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise TypeError(
-            f"apply(strategies=...) takes {accepted}; got {type(value).__name__} {value!r}"
-        )
-    result: dict[str, str] = {}
-    for name, strategy in value.items():
-        if not isinstance(name, str) or not isinstance(strategy, str):
-            raise TypeError(
-                f"apply(strategies=...) takes {accepted}; got the item {name!r}: {strategy!r}"
-            )
-        result[name] = strategy
-    return result
-
-
-def _as_flag(value: object, *, source: str) -> bool:
-    """``force=`` checked: only ``True`` or ``False`` (``"no"`` is not false)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{source} takes True or False; got {type(value).__name__} {value!r}")
-    return value
-
-
 # -- gates -----------------------------------------------------------------------------------
-
-#: Which condition keeps a patch from applying (:attr:`Evaluation.gate`).
-GATE_LOAD = "load"
-GATE_DISABLED = "disabled"
-GATE_VERSION = "version"
-GATE_CONFIG = "config"
-GATE_DEVICE = "device"
-GATE_DRIFT = "drift"
-
-VersionLookup = Callable[[str], "str | None"]
-
-
-def _version_gate(
-    patch: Patch, versions: VersionLookup = installed_version
-) -> tuple[bool, str, str | None]:
-    if patch.distribution is None:
-        return True, "", None
-    version = versions(patch.distribution)
-    if version is None:
-        return False, f"{patch.distribution} is not installed", None
-    if not in_range(version, patch.supported):
-        return (
-            False,
-            f"{patch.distribution} {version} is outside the supported range {patch.supported!r}",
-            version,
-        )
-    return True, "", version
-
-
-def _device_gate(
-    patch: Patch, force: bool, platform: Platform | None = None, *, planned: bool = False
-) -> tuple[bool, str]:
-    """Whether the patch's device condition holds.  ``planned`` (``evaluate``, for ``list``
-    and the doctor): an NVRTC remedy that :func:`apply` would load for every affected GPU
-    counts as serving them, as it would after ``apply()``."""
-    if not patch.requires_affected or force:
-        return True, ""
-    try:
-        here = probe() if platform is None else platform
-    except Exception as exc:  # the probe never raises by contract; be safe anyway
-        return False, f"device check failed: {type(exc).__name__}: {exc}"
-    if here.affected:
-        if planned:
-            plan = nvrtc_remedy.plan(here)
-            affected = {gpu.arch for gpu in here.gpus if gpu.affected}
-            if plan.status == nvrtc_remedy.AVAILABLE and affected <= plan.archs:
-                return False, f"{plan.describe()}; nothing left for the patches"
-        return True, ""
-    served = nvrtc_remedy.active() if platform is None else None
-    if served is not None:  # the cheapest rung serves: say so
-        return False, f"{served.describe()}; nothing left for the patches"
-    why = "; ".join(here.reasons) if here.reasons else "no affected GPU"
-    return False, f"no affected GPU here ({why}); use apply(force=True) to apply anyway"
-
-
-def _resolve_strategy(patch: Patch, requested: Mapping[str, str]) -> str | None:
-    wanted = requested.get(patch.name)
-    if wanted is None:
-        return patch.default_strategy
-    if wanted not in patch.strategies:
-        offered = ", ".join(patch.strategies) or "none"
-        raise ConfigError(
-            f"patch {patch.name!r} has no strategy {wanted!r}; its strategies: {offered}"
-        )
-    return wanted
-
-
-def _drift(patch: Patch) -> tuple[str, ...]:
-    """What the drift check says about the patch's targets that are imported already."""
-    found: list[str] = []
-    for module_name in patch.modules:
-        module = sys.modules.get(module_name)
-        if module is None:
-            continue  # checked when it is imported: evaluating never imports a target
-        try:
-            problems = list(patch.check(module))
-        except Exception as exc:
-            problems = [f"drift check raised {type(exc).__name__}: {exc}"]
-        found.extend(f"{module_name}: {problem}" for problem in problems)
-    return tuple(found)
 
 
 def _environment(patch: Patch | None) -> tuple[set[str], str | None, list[str]]:
@@ -389,7 +172,7 @@ def _environment(patch: Patch | None) -> tuple[set[str], str | None, list[str]]:
         requested = config.strategies_from_env()
         config.check_known(requested, known, source=config.STRATEGY)
         if patch is not None:
-            strategy = _resolve_strategy(patch, requested)
+            strategy = resolve_strategy(patch, requested)
     except ConfigError as exc:
         problems.append(str(exc))
     return disabled, strategy, problems
@@ -439,7 +222,7 @@ def evaluate(
         TypeError: *patch* is none of the accepted kinds.
         ConfigError (a ``ValueError``): a name no registered patch has.
     """
-    force = _as_flag(force, source="evaluate(force=...)")
+    force = as_flag(force, source="evaluate(force=...)")
     with _lock:
         return _evaluate(
             _registration(patch),
@@ -483,17 +266,17 @@ def _evaluate(
     elif patch is None:
         gate, reason = GATE_LOAD, reg.error or "could not be loaded"
     else:
-        ok, why, installed = _version_gate(patch, versions)
+        ok, why, installed = version_gate(patch, versions)
         if not ok:
             gate, reason = GATE_VERSION, why
         elif problems:
             gate, reason = GATE_CONFIG, "; ".join(problems)
         elif deep:
-            ok, why = _device_gate(patch, force, platform, planned=True)
+            ok, why = device_gate(patch, force, platform, planned=True)
             if not ok:
                 gate, reason = GATE_DEVICE, why
             elif record is None:
-                drift = _drift(patch)
+                drift = drift_problems(patch)
                 if drift:
                     gate = GATE_DRIFT
                     reason = "a target changed upstream: " + "; ".join(drift)
@@ -646,10 +429,10 @@ def apply(
         ConfigError (a ``ValueError``): an unknown patch or strategy name, here or in
             ``BLACKWELL_COMPAT_DISABLE`` / ``BLACKWELL_COMPAT_STRATEGY``.
     """
-    only_list = _as_names(only, source="apply(only=...)")
-    exclude_list = _as_names(exclude, source="apply(exclude=...)") or []
-    force = _as_flag(force, source="apply(force=...)")
-    wanted = _as_strategies(strategies)
+    only_list = as_names(only, source="apply(only=...)")
+    exclude_list = as_names(exclude, source="apply(exclude=...)") or []
+    force = as_flag(force, source="apply(force=...)")
+    wanted = as_strategies(strategies)
     requested = config.strategies_from_env()
     config.check_known(requested, known_names(), source=config.STRATEGY)
     if wanted:
@@ -660,7 +443,7 @@ def apply(
         # Validate every strategy before changing anything.
         for reg in chosen:
             if reg.patch is not None:
-                _resolve_strategy(reg.patch, requested)
+                resolve_strategy(reg.patch, requested)
         _nvrtc_remedy()
         if force:
             devices.set_forced(True)
@@ -685,17 +468,17 @@ def _apply_one(
     patch = reg.patch
     if patch is None:
         return _status_for(reg, FAILED, reg.error or "could not be loaded")
-    strategy = _resolve_strategy(patch, requested)
+    strategy = resolve_strategy(patch, requested)
     existing = _records.get(reg.name)
     if existing is not None:
         if existing.strategy == strategy:
             return _record_status(reg, existing)
         _revert_record(reg.name)
-    ok, why, _ = _version_gate(patch)
+    ok, why, _ = version_gate(patch)
     if not ok:
         return _status_for(reg, SKIPPED, why)
     try:
-        ok, why = _device_gate(patch, force)
+        ok, why = device_gate(patch, force)
     except Exception as exc:  # the probe never raises by contract; be safe anyway
         ok, why = False, f"device check failed: {type(exc).__name__}: {exc}"
     if not ok:
@@ -733,7 +516,7 @@ def revert(names: str | Iterable[str] | None = None) -> None:
         ConfigError (a ``ValueError``): a name no registered patch has.
     """
     global _generation
-    selected = _as_names(names, source="revert(names=...)")
+    selected = as_names(names, source="revert(names=...)")
     if selected is not None:
         config.check_known(selected, known_names(), source="revert(names=...)")
     with _lock:
@@ -827,15 +610,6 @@ def _serving_patches() -> tuple[str, ...]:
         )
 
 
-def _triton_line(arch: str) -> str:
-    report = {r.arch: r for r in ptxas_remedy.reports()}.get(arch)
-    if report is None:
-        return ""
-    if report.active:
-        return f"ptxas remedy ({report.variable}={report.path}, ptxas {report.version})"
-    return report.reason
-
-
 def ladder(platform: Platform | None = None, *, planned: bool = False) -> tuple[GpuService, ...]:
     """Per GPU (real, or the emulated one), which rung of the remedy ladder serves it and why a
     cheaper one could not (docs/remedies.md).  Never raises; never loads a library.
@@ -854,40 +628,7 @@ def ladder(platform: Platform | None = None, *, planned: bool = False) -> tuple[
     except Exception as exc:  # the probe and the plan never raise by contract; be safe anyway
         why = f"the ladder could not be read: {type(exc).__name__}: {exc}"
         return (GpuService("this machine", "", RUNG_UNSERVED, why),)
-    forced = devices.is_forced()
-    services = []
-    for gpu in here.gpus:
-        if gpu.emulated:
-            label = f"emulated {gpu.arch} (CPU tensors)"
-        else:
-            label = f"GPU {gpu.index} {gpu.name} ({gpu.arch})"
-        triton = "" if gpu.emulated else _triton_line(gpu.arch)
-        served = gpu.arch in remedy.served and not gpu.affected
-        would_serve = (
-            planned
-            and remedy.status == nvrtc_remedy.AVAILABLE
-            and gpu.arch in remedy.needed
-            and gpu.arch in remedy.archs
-        )
-        if served or would_serve:
-            services.append(
-                GpuService(label, gpu.arch, RUNG_NVRTC_REMEDY, remedy.describe(), triton=triton)
-            )
-        elif not gpu.affected and not forced:
-            services.append(
-                GpuService(label, gpu.arch, RUNG_NOT_AFFECTED, gpu.reason, triton=triton)
-            )
-        elif patches:
-            services.append(
-                GpuService(
-                    label, gpu.arch, RUNG_PATCHES, remedy.describe(), patches=patches, triton=triton
-                )
-            )
-        else:
-            none = "no patch would apply" if planned else "no patch is applied in this process"
-            why = f"{gpu.reason}; {none}; {remedy.describe()}"
-            services.append(GpuService(label, gpu.arch, RUNG_UNSERVED, why, triton=triton))
-    return tuple(services)
+    return services(here, remedy, patches, planned=planned, forced=devices.is_forced())
 
 
 def status() -> list[PatchStatus]:
