@@ -42,8 +42,8 @@ _MUTABLE_CALLS = {
 _LOCK_CALLS = {"Lock", "RLock", "Condition"}
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
+def _module_name(path: Path, root: Path = ROOT) -> str:
+    rel = path.relative_to(root).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
@@ -191,7 +191,7 @@ def _sccs(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def scan(root: Path = ROOT) -> dict[str, object]:
     files = sorted((root / PACKAGE).rglob("*.py"))
-    modules = {_module_name(f): f for f in files}
+    modules = {_module_name(f, root): f for f in files}
     known = set(modules)
     graph: dict[str, set[str]] = defaultdict(set)
     inside = total = 0
