@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ import pytest
 
 from blackwell_compat import config
 from blackwell_compat.errors import ConfigError
-from blackwell_compat.probing.locate import locate_torch
+from blackwell_compat.probing.locate import find_nvrtc, locate_torch
 from blackwell_compat.remedies import nvrtc as remedy
 from tests.support.environ import clean_env
 
@@ -412,3 +413,45 @@ def test_torchs_copy_held_by_someone_else_is_never_unloaded(
     assert not any(os.path.samefile(p, library) for p in out["maps"])
     assert extra["guard"] == ["applied"]  # the patch route serves
     assert out["version"] == extra["mine"]  # dlopen(soname) still returns torch's own
+
+
+@needs_cuda_torch
+@pytest.mark.slow
+def test_a_library_the_program_loaded_before_torch_is_never_unloaded(
+    nvrtc_libraries: dict[str, str], tmp_path: Path
+) -> None:
+    """The program loaded an NVRTC of torch's soname itself (a copy of torch's own, outside
+    torch's folder) before `import torch`: dlopen(soname) returns it, it holds one reference, and
+    the remedy must not drop it (two dlclose would unload it from under the program)."""
+    library = _library(nvrtc_libraries, CAPABLE[MAJOR])  # type: ignore[index]
+    own = find_nvrtc(in_process=False, read=False).path
+    assert own is not None
+    copy = tmp_path / os.path.basename(own)
+    shutil.copy2(own, copy)
+    code = (
+        "import ctypes\n"
+        f"mine = ctypes.CDLL({str(copy)!r})  # the program's own, before torch\n"
+        "import torch\n"
+        "import blackwell_compat as bc\n"
+        "with bc.emulate('sm_121'):\n"
+        "    report = bc.apply()\n"
+        "a, b = ctypes.c_int(), ctypes.c_int()\n"
+        "mine.nvrtcVersion(ctypes.byref(a), ctypes.byref(b))  # still callable\n"
+        "extra = {'guard': [e.state for e in report.entries if e.name == 'torch'],\n"
+        "         'mine': f'{a.value}.{b.value}'}\n" + TAIL
+    )
+    out = _run(code, nvrtc=library)
+    state, extra = out["state"], out["extra"]
+    if MAJOR == 12:
+        # torch's NVRTC 12.4, copied, lacks sm_121: the remedy is needed but may not release.
+        assert state["status"] == remedy.FAILED, state
+        assert "is not torch's own NVRTC" in state["reason"] and str(copy) in state["reason"]
+        assert extra["guard"] == ["applied"]  # the patch route serves
+    else:
+        # A copy of NVRTC 13.0 lists sm_121 itself: the probe judges the library torch will
+        # call by its real list, so nothing is needed (and nothing is touched).
+        assert state["status"] == remedy.NOT_NEEDED, state
+    assert state["released"] == []
+    assert any(os.path.samefile(p, copy) for p in out["maps"])  # still mapped
+    assert not any(os.path.samefile(p, library) for p in out["maps"])  # nothing loaded
+    assert out["version"] == extra["mine"]

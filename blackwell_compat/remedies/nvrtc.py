@@ -634,14 +634,40 @@ def _activate(platform: Platform | None) -> RemedyState:
             )
         state_in = replace(state_in, how="loaded before torch was imported")
     else:
+        # Only torch's own preloaded copies (files in torch's NVRTC folder) are ever released:
+        # a library the program loaded itself may have a single reference, which the two
+        # dlclose of _release would drop from under it.
+        own = find_nvrtc(torch=locate_torch(), in_process=False, read=False).path
+        own_dir = os.path.dirname(os.path.realpath(own)) if own else None
+
+        def not_torchs(path: str) -> RemedyState | None:
+            if own_dir is not None and os.path.dirname(os.path.realpath(path)) == own_dir:
+                return None
+            _restore(released)
+            return replace(
+                state_in,
+                status=FAILED,
+                reason=(
+                    f"{path} is loaded in this process and is not torch's own NVRTC ({own}); "
+                    "a library someone else loaded is left alone, so torch keeps what "
+                    "dlopen returns now; nothing changed"
+                ),
+            )
+
         same = os.path.basename(builtins) if builtins else None
         others = [p for p in _mapped("libnvrtc-builtins.so.") if os.path.basename(p) == same]
         for path in [p for p in others if not (builtins and same_file(p, builtins))]:
+            refused = not_torchs(path)
+            if refused is not None:
+                return refused
             ok, why = _release(path)
             if not ok:
                 return replace(state_in, status=FAILED, reason=why)
             released.append(path)
         while bound is not None:
+            refused = not_torchs(bound)
+            if refused is not None:
+                return refused
             ok, why = _release(bound)
             if not ok:
                 _restore(released)  # torch's NVRTC stays: so must the builtins it needs
