@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.environ import clean_env
 
 from blackwell_compat import config
 from blackwell_compat.errors import ConfigError
 from blackwell_compat.probing.locate import find_nvrtc, locate_torch
 from blackwell_compat.remedies import nvrtc as remedy
-from tests.support.environ import clean_env
 
 MARK = "@@remedy-test@@ "
 ARCHS = ("sm_121", "sm_120", "sm_103")
@@ -241,12 +241,37 @@ def test_apply_after_import_torch_releases_torchs_copy(nvrtc_libraries: dict[str
         "extra = {'own': own, 'initialised': torch.cuda.is_initialized()}\n" + TAIL
     )
     out = _run(code, nvrtc=library)
-    _assert_served(out, library, version)
     own = out["extra"]["own"]
+    assert out["extra"]["initialised"] is False
+    if _torch_links_nvrtc():
+        # torch >= 2.15: libtorch_cuda.so links libnvrtc.so.<N> itself, so after `import
+        # torch` its NVRTC can never be released; the remedy says why and changes nothing.
+        state = out["state"]
+        assert state["status"] == remedy.FAILED, state
+        assert "libtorch_cuda.so links libnvrtc.so" in state["reason"]
+        assert "before `import torch`" in state["reason"]
+        assert state["released"] == [] and own in out["maps"]
+        assert not any(os.path.samefile(p, library) for p in out["maps"])
+        return
+    _assert_served(out, library, version)
     assert out["state"]["released"] and os.path.samefile(out["state"]["released"][-1], own)
     assert own not in out["maps"]  # torch's copy is gone, not merely shadowed
     assert "torch's preloaded copy released" in out["state"]["how"]
-    assert out["extra"]["initialised"] is False
+
+
+def _torch_links_nvrtc() -> bool:
+    """Whether the installed torch's libtorch_cuda.so links NVRTC itself (torch >= 2.15)."""
+    lib = os.path.join(TORCH.location or "", "lib", "libtorch_cuda.so")
+    return remedy.soname_for(MAJOR) in remedy.read_needed(lib)  # type: ignore[arg-type]
+
+
+def test_read_needed_lists_what_a_library_links(nvrtc_libraries: dict[str, str]) -> None:
+    library = nvrtc_libraries["12.9.86"]
+    assert remedy.read_soname(library) == "libnvrtc.so.12"
+    needed = remedy.read_needed(library)
+    assert "libc.so.6" in needed
+    assert "libnvrtc.so.12" not in needed
+    assert remedy.read_needed(__file__) == [] and remedy.read_soname(__file__) is None
 
 
 @needs_cuda_torch
@@ -407,7 +432,10 @@ def test_torchs_copy_held_by_someone_else_is_never_unloaded(
     out = _run(code, nvrtc=library)
     state, extra = out["state"], out["extra"]
     assert state["status"] == remedy.FAILED, state
-    assert "held by something besides torch's preload" in state["reason"]
+    if _torch_links_nvrtc():  # torch >= 2.15: refused earlier, for a reason of its own
+        assert "libtorch_cuda.so links libnvrtc.so" in state["reason"]
+    else:
+        assert "held by something besides torch's preload" in state["reason"]
     assert state["released"] == [] and state["library"] is not None
     assert extra["after"] == extra["before"]  # nothing unloaded, nothing loaded
     assert not any(os.path.samefile(p, library) for p in out["maps"])

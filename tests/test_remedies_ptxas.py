@@ -98,10 +98,15 @@ def test_the_fetched_ptxas_accepts_sm_121a_where_tritons_bundled_one_does_not(fe
     assert names == ["sm_121a", "sm_121"]
     old = probe_tool(bundled, "ptxas", "bundled", names)
     new = probe_tool(cached_ptxas(fetched_cache), "ptxas", "cache", names)
-    # Triton 3.2 bundles 12.4, Triton 3.6 12.8 (its ptxas-blackwell is 12.9)
-    assert old.version in ("12.4", "12.8") and old.accepts == {"sm_121a": False, "sm_121": False}
-    assert "is not defined for option 'gpu-name'" in old.errors["sm_121a"]
     assert new.version == "12.9" and new.accepts == {"sm_121a": True, "sm_121": True}
+    if old.version in ("12.4", "12.8"):
+        # Triton 3.2 bundles 12.4, Triton 3.6 12.8 (its ptxas-blackwell is 12.9)
+        assert old.accepts == {"sm_121a": False, "sm_121": False}
+        assert "is not defined for option 'gpu-name'" in old.errors["sm_121a"]
+    else:
+        # Newer Triton (3.9 bundles 12.9 as ptxas too) knows sm_121a: nothing to remedy there
+        assert old.version is not None and tuple(map(int, old.version.split("."))) >= (12, 9)
+        assert old.accepts == {"sm_121a": True, "sm_121": True}
 
 
 _COMPILE = r"""
@@ -142,30 +147,38 @@ print("RESULT" + json.dumps({"triton": triton.__file__, "before": before,
 
 
 def mirror_with_old_blackwell_tool(triton: str, into: Path) -> Path:
-    """A copy of the installed Triton made of links, whose ``ptxas-blackwell`` is its 12.8
-    ``ptxas``: a Triton whose bundled tool rejects sm_121a, as Triton 3.5's did."""
+    """A copy of the installed Triton made of links, whose ``ptxas-blackwell`` is a stand-in
+    ptxas 12.8 that rejects sm_121a as the real 12.8 does: a Triton whose bundled Blackwell
+    tool lacks the GB10, as Triton 3.5's did (Triton 3.6 bundles 12.8 as ``ptxas``, 3.9 bundles
+    12.9: a stand-in keeps the test the same on every Triton)."""
     bin_dir = os.path.join("backends", "nvidia", "bin")
     for root, dirs, files in os.walk(triton):
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         rel = os.path.relpath(root, triton)
         (into / "triton" / rel).mkdir(parents=True, exist_ok=True)
         for name in files:
-            source = os.path.join(root, name)
+            target = into / "triton" / rel / name
             if rel == bin_dir and name == "ptxas-blackwell":
-                source = os.path.join(root, "ptxas")
-            os.symlink(source, into / "triton" / rel / name)
+                make_tool(target, "12.8", rejects=("sm_121a", "sm_121", "sm_103a"))
+                continue
+            os.symlink(os.path.join(root, name), target)
     return into
 
 
 @pytest.mark.slow
 def test_triton_compiles_for_gb10_only_after_the_remedy(fetched_cache, tmp_path):
-    """Triton >= 3.6: fails before (its Blackwell ptxas rejects sm_121a), compiles after.
-    Triton 3.2: fails before, and the remedy declines: that Triton refuses ptxas 12.9."""
+    """Triton 3.6-3.8: fails before (a Blackwell ptxas that rejects sm_121a, as 3.5 bundled),
+    compiles after.  Triton 3.2: fails before, and the remedy declines: that Triton refuses
+    ptxas 12.9.  Triton >= 3.9 (its tools are 12.9, and its LLVM aborts the process for a
+    ptxas older than 12.9, so no stand-in can play an old tool there): compiles as installed,
+    and the remedy sets nothing."""
     triton = _triton_dir()
     assert triton is not None
     version = tuple(int(p) for p in importlib.metadata.version("triton").split(".")[:2])
     two_tools = version >= (3, 6)
-    prefix = str(mirror_with_old_blackwell_tool(triton, tmp_path / "mirror")) if two_tools else ""
+    modern = version >= (3, 9)
+    mirrored = two_tools and not modern
+    prefix = str(mirror_with_old_blackwell_tool(triton, tmp_path / "mirror")) if mirrored else ""
     env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     env.update(BLACKWELL_COMPAT_CACHE_DIR=str(fetched_cache), TRITON_CACHE_DIR=str(tmp_path / "tc"))
     script = tmp_path / "compile_for_gb10.py"  # @triton.jit needs its source in a file
@@ -184,6 +197,11 @@ def test_triton_compiles_for_gb10_only_after_the_remedy(fetched_cache, tmp_path)
     result = json.loads(lines[-1][len("RESULT") :])
     assert result["triton"].startswith(prefix or triton)
     before, report, after = result["before"], result["report"], result["after"]
+    if modern:
+        assert before["ok"] and after["ok"], result
+        assert report["active"] is False and report["path"] is not None, report
+        assert result["env"] == {PTXAS_ENV: None, PTXAS_BLACKWELL_ENV: None}
+        return
     assert not before["ok"]
     assert "is not defined for option 'gpu-name'" in before["error"]
     if two_tools:

@@ -208,14 +208,30 @@ def soname_for(cuda_major: int) -> str:
 
 def read_soname(path: str) -> str | None:
     """``DT_SONAME`` of an ELF shared library, read from the file (nothing is loaded)."""
+    names = _dynamic_strings(path, _DT_SONAME)
+    return names[0] if names else None
+
+
+def read_needed(path: str) -> list[str]:
+    """``DT_NEEDED`` of an ELF file: the sonames it links (read from the file, nothing is
+    loaded; empty for what is not a readable ELF file)."""
+    return _dynamic_strings(path, _DT_NEEDED)
+
+
+_DT_NEEDED, _DT_SONAME = 1, 14
+
+
+def _dynamic_strings(path: str, wanted: int) -> list[str]:
     try:
         with open(path, "rb") as handle:
-            return _soname_from(handle)
+            return _strings_from(handle, wanted)
     except (OSError, struct.error, IndexError, ValueError):
-        return None
+        return []
 
 
-def _soname_from(handle: Any) -> str | None:
+def _strings_from(handle: Any, wanted: int) -> list[str]:
+    """The strings of the dynamic section's entries tagged *wanted*, in order."""
+
     def read(offset: int, size: int) -> bytes:
         handle.seek(offset)
         data: bytes = handle.read(size)
@@ -223,9 +239,14 @@ def _soname_from(handle: Any) -> str | None:
             raise ValueError("truncated ELF file")
         return data
 
+    def read_string(offset: int) -> str:
+        handle.seek(offset)
+        data: bytes = handle.read(256)
+        return data.split(b"\0", 1)[0].decode("ascii", "replace")
+
     ident = read(0, 16)
     if ident[:4] != b"\x7fELF" or ident[4] not in (1, 2) or ident[5] not in (1, 2):
-        return None
+        return []
     wide, end = ident[4] == 2, "<" if ident[5] == 1 else ">"
     if wide:
         (shoff,) = struct.unpack(end + "Q", read(0x28, 8))
@@ -236,12 +257,13 @@ def _soname_from(handle: Any) -> str | None:
         shentsize, shnum = struct.unpack(end + "HH", read(0x2E, 4))
         layout, entry, dyn = end + "IIIIIII", 8, end + "iI"
     if not 0 < shnum < 4096:
-        return None
+        return []
     table = read(shoff, shentsize * shnum)
     sections = []
     for index in range(shnum):
         fields = struct.unpack_from(layout, table, index * shentsize)
         sections.append((fields[1], fields[4], fields[5], fields[6]))  # type, offset, size, link
+    found: list[str] = []
     for kind, offset, size, link in sections:
         if kind != 6:  # SHT_DYNAMIC
             continue
@@ -251,10 +273,23 @@ def _soname_from(handle: Any) -> str | None:
             tag, value = struct.unpack_from(dyn, dynamic, pos)
             if tag == 0:
                 break
-            if tag == 14:  # DT_SONAME
-                name = read(strtab + value, 256).split(b"\0", 1)[0]
-                return name.decode("ascii", "replace")
-    return None
+            if tag == wanted:
+                found.append(read_string(strtab + value))
+    return found
+
+
+def linked_by(soname: str) -> list[str]:
+    """Libraries mapped into this process that link *soname* (``DT_NEEDED``): they hold the
+    library it names for as long as they are loaded (torch >= 2.15's ``libtorch_cuda.so``
+    links ``libnvrtc.so.13``)."""
+    found = []
+    for path in _mapped(""):
+        name = os.path.basename(path)
+        if ".so" not in name or name.startswith("libnvrtc"):
+            continue
+        if soname in read_needed(path):
+            found.append(path)
+    return found
 
 
 def _mapped(prefix: str) -> list[str]:
@@ -654,6 +689,18 @@ def _activate(platform: Platform | None) -> RemedyState:
                 ),
             )
 
+        linking = linked_by(soname)
+        if linking:
+            return replace(
+                state_in,
+                status=FAILED,
+                reason=(
+                    f"{', '.join(linking)} links {soname} directly, so torch's NVRTC stays "
+                    "loaded once torch is imported; nothing changed. Start the program with "
+                    f"`python -m blackwell_compat run` or {config.AUTO}=1, or call apply() "
+                    "before `import torch`"
+                ),
+            )
         same = os.path.basename(builtins) if builtins else None
         others = [p for p in _mapped("libnvrtc-builtins.so.") if os.path.basename(p) == same]
         for path in [p for p in others if not (builtins and same_file(p, builtins))]:
