@@ -11,9 +11,11 @@ on uninstall:
   setuptools uses for its own ``__editable__`` files.
 
 The hook imports ``blackwell_compat`` only when ``BLACKWELL_COMPAT_AUTO`` or
-``BLACKWELL_COMPAT_EMULATE`` is set (see ``docs/zero-code.md``).  Its name starts with ``zz_``
-because ``site`` runs ``.pth`` files in name order: every other ``.pth`` (editable installs of
-third-party patch packages, namespace packages) has put its paths in place before it runs.
+``BLACKWELL_COMPAT_EMULATE`` is set, and then only arms the start-up activation for the first
+``import torch`` (``blackwell_compat.startup_hook``; see ``docs/zero-code.md``).  Its name
+starts with ``zz_`` because ``site`` runs ``.pth`` files in name order: every other ``.pth``
+(editable installs of third-party patch packages, namespace packages) has put its paths in
+place before it runs.
 """
 
 from __future__ import annotations
@@ -35,14 +37,14 @@ _HOOK_BODY = """\
 if not getattr(sys, "_blackwell_compat_hook_ran", False):
     sys._blackwell_compat_hook_ran = True
     try:
-        from blackwell_compat import autostart
+        from blackwell_compat import startup_hook
     except Exception as exc:
         sys.stderr.write(
             "blackwell-compat: warning: start-up hook: nothing was activated, importing "
             "blackwell_compat failed: %s: %s\\n" % (type(exc).__name__, exc)
         )
     else:
-        autostart.start()
+        startup_hook.arm()
 """
 
 # The values that mean "off", exactly as blackwell_compat.config reads them (its _FALSE set):
@@ -57,8 +59,8 @@ def _off(variable: str) -> str:
 HOOK_TEXT = (
     "# blackwell-compat start-up hook, installed and removed with the blackwell-compat package.\n"
     "# BLACKWELL_COMPAT_AUTO / BLACKWELL_COMPAT_EMULATE unset or off (0/false/no/off): two\n"
-    "# dictionary lookups, no import.  Set: activate blackwell-compat before user code runs\n"
-    "# (see docs/zero-code.md).\n"
+    "# dictionary lookups, no import.  Set: activate blackwell-compat when torch is first\n"
+    "# imported, before torch's own code runs (see docs/zero-code.md).\n"
     "import os, sys; exec("
     + repr(_HOOK_BODY)
     + f") if not ({_off('BLACKWELL_COMPAT_AUTO')} and {_off('BLACKWELL_COMPAT_EMULATE')})"

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING, Any
+import sys
 
 from . import _forksafe
 from .versions import __version__
 
+TYPE_CHECKING = False  # typing is not loaded at interpreter start-up, where the hook imports this
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from typing import Any
+
     from .emulation import emulate
     from .engine import (
         ApplyReport,
@@ -78,10 +81,20 @@ __all__ = [
 ]
 
 
+#: The names whose first use runs the start-up activation the hook armed (it would otherwise
+#: wait for ``import torch``): what they answer depends on it.
+_START_UP_FIRST = frozenset({"apply", "revert", "patched", "status", "ladder", "probe"})
+#: The import that runs what the start-up hook and ``BLACKWELL_COMPAT_EMULATE`` armed.
+_TRIGGER = "torch"
+
+
 def __getattr__(name: str) -> Any:
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'blackwell_compat' has no attribute {name!r}")
+    trigger = sys.modules.get(f"{__name__}.import_trigger")  # armed only if it is imported
+    if trigger is not None and name in _START_UP_FIRST:
+        trigger.fire(_TRIGGER)
     value = getattr(importlib.import_module(f".{module_name}", __name__), name)
     globals()[name] = value
     return value
@@ -96,27 +109,32 @@ def _honour_environment() -> None:
 
     Each costs one dictionary lookup when unset (``tests/test_init.py`` holds the import cheap):
 
-    - ``BLACKWELL_COMPAT_EMULATE``: emulation for the whole process, its kernels installed as soon
-      as torch is imported.  A malformed value raises here, except under the command line, which
-      reports it as a usage error (one line, exit status 2) from ``main()``;
+    - ``BLACKWELL_COMPAT_EMULATE``: emulation for the whole process.  The architecture is read
+      here (the probe reports it from now on); the emulation itself (its kernels) is set up when
+      torch is first imported, or at the first use of the API.  A malformed value raises here,
+      except under the command line, which reports it as a usage error (one line, exit status 2)
+      from ``main()``;
     - the audit's variable (set by ``blackwell-compat audit`` for the processes of the program it
       runs): record into that audit.  A failure to join never stops the program: the audit then
       reports this process as not covered.
     """
     if os.environ.get("BLACKWELL_COMPAT_EMULATE", "").strip():
-        # Imported here, not at module level: the emulation brings the ops layer, the probe and
-        # wrapt (measured with -X importtime: 60-160 ms, against 5-13 ms for the whole package).
-        from .emulation import activate_from_environment
+        # Imported here, not at module level: config and state cost about 10 ms (logging,
+        # threading); the emulation itself brings the ops layer, the probe and wrapt (60-160 ms,
+        # measured with -X importtime), paid only when torch is imported.
+        from . import config, import_trigger, state
         from .errors import ConfigError
         from .invocation import running_the_cli
 
         try:
-            activate_from_environment()
+            state.env_arch = config.emulated_arch_from_env()
         except ConfigError:
             if not running_the_cli():
                 raise
             # The command line reports it as a usage error (one line, exit status 2) from
             # main(): it judges the same variable with config.environment_problems.
+        else:
+            import_trigger.before_import(_TRIGGER, _start_emulation)
     if os.environ.get("_BLACKWELL_COMPAT_AUDIT"):
         try:
             # Only in the audit's processes (the audit module alone: 20-40 ms).
@@ -127,6 +145,13 @@ def _honour_environment() -> None:
             import sys
 
             print(f"blackwell-compat: audit: this process could not join: {exc}", file=sys.stderr)
+
+
+def _start_emulation() -> None:
+    """Install the emulation's kernels for the architecture read at import (at ``import torch``)."""
+    from .emulation import sync_kernels  # the ops layer and wrapt: see _honour_environment
+
+    sync_kernels()
 
 
 # Children of ``os.fork()`` get the package's locks free (see ``_forksafe``).

@@ -21,11 +21,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - typing is not loaded at interpreter start-up
+    from typing import Any
 
 #: ``(module, attribute)`` of every lock the package keeps, outermost first: a thread holding
 #: one of these may go on to take the ones after it, never the ones before.
 LOCKS: tuple[tuple[str, str], ...] = (
+    ("blackwell_compat.import_trigger", "_lock"),
     ("blackwell_compat.autostart", "_lock"),
     ("blackwell_compat.engine", "_lock"),
     ("blackwell_compat.toolkit.safe_globals", "_allow_lock"),

@@ -1,20 +1,25 @@
-"""Start-up activation: what the installed ``.pth`` hook runs in every interpreter.
+"""Start-up activation: what the installed ``.pth`` hook has run in every interpreter that
+imports torch.
 
 The package installs ``zz_blackwell_compat_autostart.pth`` at the top of site-packages (see
 ``setup.py``).  Python's :mod:`site` runs it while the interpreter starts, before any user code.
 It looks at two environment variables itself and imports nothing while both are unset; when
-``BLACKWELL_COMPAT_AUTO`` or ``BLACKWELL_COMPAT_EMULATE`` is set it imports this module
-(importing the package turns on ``BLACKWELL_COMPAT_EMULATE``) and calls :func:`start`.
+``BLACKWELL_COMPAT_AUTO`` or ``BLACKWELL_COMPAT_EMULATE`` is set it arms
+:mod:`blackwell_compat.startup_hook` (importing the package reads ``BLACKWELL_COMPAT_EMULATE``),
+which calls :func:`start` when torch is first imported, before torch's own code runs, or at the
+first use of the package's API.  A process that never imports torch pays nothing more.
 
-:func:`start` never stops the interpreter from starting: a malformed variable, an unknown name
-in ``BLACKWELL_COMPAT_DISABLE`` or a failing third-party patch becomes one
-:class:`~blackwell_compat.errors.BlackwellCompatWarning` and the program runs on.  The same
-warning is shown once per process tree: child interpreters that would repeat it stay quiet.
+:func:`start` never stops the program: a malformed variable, an unknown name in
+``BLACKWELL_COMPAT_DISABLE``, a failing third-party patch or an affected GPU left unserved
+becomes one :class:`~blackwell_compat.errors.BlackwellCompatWarning` and the program runs on.
+The same warning is shown once per process tree: child interpreters started after it stay
+quiet.  Otherwise it is silent, unless ``BLACKWELL_COMPAT_VERBOSE=1`` asks it to say on stderr
+which rung serves each GPU (:func:`describe`).
 
 Child processes inherit the variables, so ``subprocess``, ``multiprocessing`` (spawn and
 forkserver), ``ProcessPoolExecutor`` and spawned DataLoader workers run the hook too; forked
 children inherit the patched state of their parent (Python objects and the dispatcher
-registrations alike).
+registrations alike), or the armed hook if their parent had not imported torch yet.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import config
+from . import config, startup_checks
 from .errors import BlackwellCompatWarning, ConfigError, logger
 from .invocation import running_the_cli
 
@@ -44,7 +49,7 @@ HOOK_FILENAME = "zz_blackwell_compat_autostart.pth"
 TRIGGER_VARIABLES = (config.AUTO, config.EMULATE)
 """The variables the hook line itself checks before importing anything."""
 
-OFF_WORDS = ("", "0", "false", "no", "off")
+OFF_WORDS = startup_checks.OFF_WORDS
 """Values (after ``strip().lower()``) that leave a trigger variable off: the words
 :func:`blackwell_compat.config.parse_bool` reads as false; ``setup.py`` writes the same tuple
 into the hook line (a test keeps the three in step)."""
@@ -115,18 +120,71 @@ def start() -> StartupResult:
         auto = config.parse_bool(config.AUTO, source)
     except ConfigError as exc:
         problems.append(f"no patches were applied: {exc}")
+    verbose = False
+    try:
+        verbose = config.parse_bool(config.VERBOSE, source)
+    except ConfigError as exc:
+        problems.append(str(exc))
     if auto:
+        # The selection is checked now: child processes need not check it at their start-up.
+        os.environ[startup_checks.CHECKED] = startup_checks.selection(source)
         report, apply_problems = _apply(source)
         problems.extend(apply_problems)
         problems.extend(_native_problems())
+        if report is not None:
+            problems.extend(_service_problems(report))
     result = StartupResult(auto=auto, emulate=emulate, report=report, problems=tuple(problems))
     with _lock:
         _result = result
+    if verbose:
+        _say(result)
     if problems and not _cli_reports_them():
         _warn_once(problems)
     elif report is not None:
         logger.debug("start-up activation: %s", ", ".join(report.applied + report.pending))
     return result
+
+
+def _service_problems(report: ApplyReport) -> list[str]:
+    """An affected GPU no rung serves, or an NVRTC remedy that found a library and could not
+    load it: the program would fail on the GPU, so it is said even without VERBOSE."""
+    # Imported here as in _apply (a broken install must become a warning); loaded by now.
+    from .engine import RUNG_PATCHES, RUNG_UNSERVED
+    from .remedies.nvrtc import FAILED
+
+    found = []
+    for service in report.gpus:
+        if service.rung == RUNG_UNSERVED:
+            found.append(f"{service.gpu} is not served: {service.why}")
+        elif service.rung == RUNG_PATCHES and service.why.startswith(f"NVRTC remedy {FAILED}:"):
+            found.append(f"{service.gpu}: {service.why}; the patches serve it")
+    return found
+
+
+def describe(result: StartupResult) -> list[str]:
+    """What the start-up activation did, one line per GPU (``BLACKWELL_COMPAT_VERBOSE=1``)."""
+    where = f"blackwell-compat: start-up (pid {os.getpid()})"
+    if not result.auto:
+        emulating = f"emulating {result.emulate}; " if result.emulate else ""
+        return [f"{where}: {emulating}{config.AUTO} is not set: nothing applied"]
+    if result.report is None:
+        return [f"{where}: nothing applied (see the warning)"]
+    lines = [f"{where}: {service}" for service in result.report.gpus]
+    if not lines:
+        lines.append(f"{where}: no GPU, real or emulated: nothing to serve")
+    waiting = result.report.applied + result.report.pending
+    if waiting:
+        lines.append(f"{where}: patches applied or waiting for their module: {', '.join(waiting)}")
+    return lines
+
+
+def _say(result: StartupResult) -> None:
+    """Write :func:`describe` to stderr: the user asked for it with BLACKWELL_COMPAT_VERBOSE."""
+    try:
+        sys.stderr.write("".join(f"{line}\n" for line in describe(result)))
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed or broken stderr must not stop the program
+        pass
 
 
 def _cli_reports_them() -> bool:

@@ -19,6 +19,9 @@ EMULATE = "BLACKWELL_COMPAT_EMULATE"
 AUTO = "BLACKWELL_COMPAT_AUTO"
 STRATEGY = "BLACKWELL_COMPAT_STRATEGY"
 FORCE = "BLACKWELL_COMPAT_FORCE"
+#: ``1``: the start-up activation (``BLACKWELL_COMPAT_AUTO=1``, ``run``) says on stderr what it
+#: did, one line per GPU; otherwise it speaks only when something failed.
+VERBOSE = "BLACKWELL_COMPAT_VERBOSE"
 
 PROBE_TIMEOUT = "BLACKWELL_COMPAT_PROBE_TIMEOUT"
 CACHE_DIR = "BLACKWELL_COMPAT_CACHE_DIR"
@@ -26,7 +29,17 @@ NVRTC = "BLACKWELL_COMPAT_NVRTC"
 #: Set in the environment of the library's own test processes (probes, a remedy's checks): they
 #: run none of the user's code, so ``audit`` counts them as helpers, not as the program's.
 HELPER_MARK = "_BLACKWELL_COMPAT_HELPER"
-ALL_VARIABLES = (DISABLE, EMULATE, AUTO, STRATEGY, FORCE, PROBE_TIMEOUT, CACHE_DIR, NVRTC)
+ALL_VARIABLES = (
+    DISABLE,
+    EMULATE,
+    AUTO,
+    STRATEGY,
+    FORCE,
+    VERBOSE,
+    PROBE_TIMEOUT,
+    CACHE_DIR,
+    NVRTC,
+)
 
 _ARCH_RE = re.compile(r"sm_([0-9]{2,3})[af]?", re.ASCII)
 _DOTTED_RE = re.compile(r"([0-9]{1,2})\.([0-9])", re.ASCII)
@@ -227,7 +240,7 @@ def environment_problems(
         nvrtc_from_env(source)
     except ConfigError as exc:
         problems.append(str(exc))
-    for name in (AUTO, FORCE):
+    for name in (AUTO, FORCE, VERBOSE):
         try:
             parse_bool(name, source)
         except ConfigError as exc:

@@ -44,8 +44,10 @@ is_active = state.emulation_active
 suspended = state.suspended
 
 
-def _sync_kernels() -> None:
-    """Install the emulation kernels now, or when torch is imported; remove unused ones."""
+def sync_kernels() -> None:
+    """Install the emulation kernels the state asks for now, or when torch is imported; remove
+    unused ones (the package root calls it at ``import torch`` for
+    ``BLACKWELL_COMPAT_EMULATE``, whose architecture it read at import)."""
     dispatcher.ensure_installed_when_torch_imported()
 
 
@@ -66,7 +68,7 @@ def _emulation(normalised: str) -> Iterator[str]:
     with state.lock:
         stack.append(normalised)
     try:
-        _sync_kernels()
+        sync_kernels()
         yield normalised
     finally:
         with state.lock:
@@ -85,7 +87,7 @@ def activate_from_environment() -> None:
     if arch is None:
         return
     state.env_arch = arch
-    _sync_kernels()
+    sync_kernels()
 
 
 # -- the error ------------------------------------------------------------------------------------
@@ -176,8 +178,12 @@ def jiterator_error(call: JitCall, arch: str | None = None) -> RuntimeError:
         f"{log_text}\n\n"
         f"[blackwell-compat emulation of {arch}] The Jiterator kernel {call.kernel!r} "
         f"({call.op}, dtype {call.dtype}) is compiled at run time with NVRTC, which fails for "
-        f"{arch}. Source: {call.source}. {origin}. Fix: bc.apply() (op guard) or a targeted "
-        "patch; see `python -m blackwell_compat audit`."
+        f"{arch}. Source: {call.source}. {origin}.\n"
+        f"Fix: give torch an NVRTC that knows {arch}: `python -m blackwell_compat fetch nvrtc`, "
+        "then start the program with `python -m blackwell_compat run -- ...` (or call "
+        "bc.apply() before `import torch`); where that cannot serve, bc.apply() serves it with "
+        "the op guard and the targeted patches. `python -m blackwell_compat audit` lists every "
+        "such call site."
     )
     return RuntimeError(message)
 

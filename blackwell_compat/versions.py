@@ -13,9 +13,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - typing is not loaded at interpreter start-up
     from packaging.specifiers import SpecifierSet
 
 

@@ -154,22 +154,91 @@ def test_off_words_cost_no_import(variable, value):
 
 
 def test_off_words_are_the_words_config_reads_as_false():
-    from blackwell_compat import config
+    from blackwell_compat import config, startup_checks
 
     setup_ns = runpy.run_path(str(ROOT / "setup.py"), run_name="not_main")
     assert set(autostart.OFF_WORDS) == config.FALSE_WORDS
+    assert set(startup_checks.OFF_WORDS) == config.FALSE_WORDS
+    assert set(startup_checks.TRUE_WORDS) == config.TRUE_WORDS
+    assert startup_checks.AUTO == config.AUTO and startup_checks.NVRTC == config.NVRTC
+    assert startup_checks.FLAGS == (config.AUTO, config.FORCE, config.VERBOSE)
+    assert startup_checks.SELECTION == (config.DISABLE, config.STRATEGY)
     assert tuple(setup_ns["OFF_WORDS"]) == autostart.OFF_WORDS
     for word in autostart.OFF_WORDS:
         assert config.parse_bool("X", {"X": f" {word.upper()} "}) is False
         assert config.emulated_arch_from_env({config.EMULATE: f" {word.upper()} "}) is None
 
 
-def test_auto_imports_the_package_before_user_code(tmp_path):
-    env = clean_env(BLACKWELL_COMPAT_AUTO="1", BLACKWELL_COMPAT_DISABLE="all")
-    result = python(IMPORTED_MODULES, env)
+ARMED_ONLY = [
+    "blackwell_compat",
+    "blackwell_compat._forksafe",
+    "blackwell_compat.import_trigger",
+    "blackwell_compat.startup_checks",
+    "blackwell_compat.startup_hook",
+    "blackwell_compat.versions",
+]
+
+
+def test_auto_only_arms_until_torch_is_imported():
+    # Issue 22: a process that never imports torch pays for the hook's arming only.
+    result = python(IMPORTED_MODULES, clean_env(BLACKWELL_COMPAT_AUTO="1"))
     assert result.returncode == 0, result.stderr
-    assert "'blackwell_compat.autostart'" in result.stdout
-    assert "'blackwell_compat.engine'" in result.stdout
+    assert result.stdout.strip() == repr(ARMED_ONLY)
+    assert result.stderr == ""
+    code = """
+        import sys
+        from blackwell_compat import import_trigger
+        print("armed:", import_trigger.armed("torch"))
+        import torch
+        from blackwell_compat import autostart
+        result = autostart.last_result()
+        print("started:", result.auto, result.report is not None, result.ok)
+        print("engine:", "blackwell_compat.engine" in sys.modules)
+        print("armed:", import_trigger.armed("torch"))
+    """
+    result = python(code, clean_env(BLACKWELL_COMPAT_AUTO="1"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "armed: True",
+        "started: True True True",
+        "engine: True",
+        "armed: False",
+    ]
+    assert warning_lines(result.stderr) == []
+
+
+def test_the_activation_runs_before_torch_code_runs(tmp_path):
+    # The patches are discovered (and the NVRTC remedy runs: tests/test_remedies_nvrtc.py)
+    # while torch is not in sys.modules yet: before torch preloads its NVRTC.
+    site_dir = make_demo_dist(tmp_path / "site")
+    patch_module = site_dir / "bcdemo_patch.py"
+    patch_module.write_text(
+        "import sys\nsys.bcdemo_saw_torch = 'torch' in sys.modules\n" + patch_module.read_text()
+    )
+    code = """
+        import sys
+        import torch
+        print("torch seen at activation:", sys.bcdemo_saw_torch)
+        print("torch complete:", hasattr(torch, "tensor"))
+    """
+    result = python(code, clean_env(BLACKWELL_COMPAT_AUTO="1", PYTHONPATH=str(site_dir)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["torch seen at activation: False", "torch complete: True"]
+
+
+def test_a_target_that_imports_torch_first_is_patched_once_complete(tmp_path):
+    # The first import of torch comes from inside the patch's own target: the target is still
+    # being imported when the activation runs, and is patched when its import has finished.
+    site_dir = make_demo_dist(tmp_path / "site")
+    (site_dir / "bcdemo_target.py").write_text("import torch\n\n" + DEMO_TARGET)
+    code = """
+        import bcdemo_target
+        from blackwell_compat import status
+        print(bcdemo_target.value(), {s.name: s.state for s in status()}["bcdemo"])
+    """
+    result = python(code, clean_env(BLACKWELL_COMPAT_AUTO="1", PYTHONPATH=str(site_dir)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "patched applied"
     assert warning_lines(result.stderr) == []
 
 
@@ -232,6 +301,8 @@ if __name__ == "__main__":
 
 def test_auto_reaches_subprocesses_and_every_multiprocessing_start_method(tmp_path):
     site_dir = make_demo_dist(tmp_path / "site")
+    # A target library of the real kind: it imports torch, which runs the activation.
+    (site_dir / "bcdemo_target.py").write_text("import torch\n\n" + DEMO_TARGET)
     script = tmp_path / "children.py"
     script.write_text(CHILDREN_SCRIPT)
     env = clean_env(BLACKWELL_COMPAT_AUTO="1", PYTHONPATH=str(site_dir))
@@ -295,7 +366,12 @@ def test_malformed_emulate_gives_one_line_and_no_traceback():
 
 def test_patch_that_cannot_be_loaded_gives_one_warning(tmp_path):
     site_dir = make_demo_dist(tmp_path / "site", importable=False)
-    result = run_broken(clean_env(BLACKWELL_COMPAT_AUTO="1", PYTHONPATH=str(site_dir)))
+    env = clean_env(BLACKWELL_COMPAT_AUTO="1", PYTHONPATH=str(site_dir))
+    quiet = run_broken(env)  # never imports torch: nothing is activated, nothing to say
+    assert quiet.stderr == ""
+    result = python("import torch; print('program runs')", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "program runs\n"
     lines = warning_lines(result.stderr)
     assert len(lines) == 1, result.stderr
     assert "'bcdemo'" in lines[0] and "bcdemo_patch is broken" in lines[0]
@@ -304,7 +380,7 @@ def test_patch_that_cannot_be_loaded_gives_one_warning(tmp_path):
 def test_patch_failing_on_import_of_its_target_gives_one_warning(tmp_path):
     site_dir = make_demo_dist(tmp_path / "site", apply_body=APPLY_FAILS)
     env = clean_env(BLACKWELL_COMPAT_AUTO="1", PYTHONPATH=str(site_dir))
-    result = python("import bcdemo_target; print(bcdemo_target.value())", env)
+    result = python("import torch, bcdemo_target; print(bcdemo_target.value())", env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "original"
     lines = warning_lines(result.stderr)
@@ -338,6 +414,143 @@ def test_the_same_warning_is_shown_once_per_process_tree(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['child', 'child']"
     assert len(warning_lines(result.stderr)) == 1, result.stderr
+
+
+def test_a_bad_selection_is_reported_at_start_up_even_without_torch():
+    # The unknown name needs the registry to be found: the activation runs at start-up rather
+    # than at `import torch`, so the one warning comes before any child process.
+    result = python(IMPORTED_MODULES, clean_env(BLACKWELL_COMPAT_AUTO="1",
+                                                BLACKWELL_COMPAT_DISABLE="no_such_patch"))  # fmt: skip
+    assert result.returncode == 0
+    assert "'blackwell_compat.engine'" in result.stdout
+    assert len(warning_lines(result.stderr)) == 1, result.stderr
+
+
+def test_a_selection_checked_by_a_parent_is_not_checked_again(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """            import os, subprocess, sys
+            from blackwell_compat import status  # runs the activation: the selection is checked
+            status()
+            print(os.environ["_BLACKWELL_COMPAT_SELECTION_CHECKED"] != "")
+            print(subprocess.run([sys.executable, "-c", sys.argv[1]], capture_output=True,
+                                 text=True, check=True).stdout.strip())
+            """
+        )
+    )
+    env = clean_env(BLACKWELL_COMPAT_AUTO="1", BLACKWELL_COMPAT_DISABLE="torch")
+    result = subprocess.run(
+        [sys.executable, str(script), IMPORTED_MODULES],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    first, child = result.stdout.splitlines()
+    assert first == "True"
+    assert child == repr(ARMED_ONLY)  # the child armed only: nothing left to check
+    assert warning_lines(result.stderr) == []
+
+
+@pytest.mark.parametrize(
+    ("env", "now"),
+    [
+        ({}, False),
+        ({"BLACKWELL_COMPAT_AUTO": "1"}, False),
+        ({"BLACKWELL_COMPAT_AUTO": " Yes "}, False),
+        ({"BLACKWELL_COMPAT_AUTO": "sometimes"}, True),
+        ({"BLACKWELL_COMPAT_FORCE": "perhaps"}, True),
+        ({"BLACKWELL_COMPAT_VERBOSE": "loud"}, True),
+        ({"BLACKWELL_COMPAT_VERBOSE": "1"}, False),
+        ({"BLACKWELL_COMPAT_NVRTC": "off"}, False),
+        ({"BLACKWELL_COMPAT_NVRTC": "/no/such/libnvrtc.so.12"}, True),
+        ({"BLACKWELL_COMPAT_DISABLE": "torch"}, True),
+        ({"BLACKWELL_COMPAT_STRATEGY": "torchaudio=cpu"}, True),
+        (
+            {"BLACKWELL_COMPAT_DISABLE": "torch", "_BLACKWELL_COMPAT_SELECTION_CHECKED": "torch\x1f"},
+            False,
+        ),
+        (
+            {"BLACKWELL_COMPAT_DISABLE": "kokoro", "_BLACKWELL_COMPAT_SELECTION_CHECKED": "torch\x1f"},
+            True,
+        ),
+    ],
+)
+def test_what_makes_the_activation_run_at_start_up(env, now):
+    from blackwell_compat import startup_checks
+
+    assert startup_checks.must_check_now(env) is now
+
+
+def test_an_existing_nvrtc_path_does_not_run_it_at_start_up(tmp_path):
+    from blackwell_compat import startup_checks
+
+    assert not startup_checks.must_check_now({"BLACKWELL_COMPAT_NVRTC": str(tmp_path)})
+
+
+# -- what it says ----------------------------------------------------------------------------
+
+
+def test_auto_is_quiet_and_verbose_says_what_serves_each_gpu():
+    code = "import os, torch; print(os.getpid()); print(torch.tensor([3 + 4j]).abs().tolist())"
+    env = clean_env(BLACKWELL_COMPAT_AUTO="1", BLACKWELL_COMPAT_EMULATE="sm_121")
+    quiet = python(code, env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.splitlines()[1] == "[5.0]"
+    assert quiet.stderr == ""
+    loud = python(code, dict(env, BLACKWELL_COMPAT_VERBOSE="1"))
+    assert loud.returncode == 0, loud.stderr
+    pid, values = loud.stdout.splitlines()
+    assert values == "[5.0]"
+    head = f"blackwell-compat: start-up (pid {pid}): "
+    lines = loud.stderr.splitlines()
+    assert len(lines) == 2, loud.stderr
+    assert lines[0].startswith(head + "emulated sm_121 (CPU tensors): patches ("), lines[0]
+    assert "torch" in lines[0].split("patches (")[1].split(")")[0].split(", ")
+    assert "NVRTC remedy " in lines[0]
+    assert "torch.compile: nothing to do" in lines[0]
+    prefix = head + "patches applied or waiting for their module: "
+    assert lines[1].startswith(prefix), lines[1]
+    assert "torch" in lines[1][len(prefix) :].split(", ")
+
+
+def test_verbose_without_a_gpu_says_so():
+    env = clean_env(BLACKWELL_COMPAT_AUTO="1", BLACKWELL_COMPAT_VERBOSE="1")
+    code = """
+        import os, torch
+        from blackwell_compat import autostart
+        report = autostart.last_result().report
+        print(os.getpid())
+        print(", ".join(report.applied + report.pending))
+    """
+    result = python(code, env)
+    assert result.returncode == 0, result.stderr
+    pid, waiting = result.stdout.splitlines()
+    head = f"blackwell-compat: start-up (pid {pid}): "
+    expected = [head + "no GPU, real or emulated: nothing to serve"]
+    if waiting:  # patches that need no affected GPU (coqui_tts_fork) wait for their module
+        expected.append(head + f"patches applied or waiting for their module: {waiting}")
+    assert result.stderr.splitlines() == expected
+
+
+def test_verbose_malformed_is_one_warning():
+    env = clean_env(BLACKWELL_COMPAT_AUTO="1", BLACKWELL_COMPAT_VERBOSE="loud")
+    result = run_broken(env)
+    lines = warning_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert "BLACKWELL_COMPAT_VERBOSE='loud' is not a boolean" in lines[0]
+
+
+def test_an_affected_gpu_left_unserved_is_one_warning():
+    env = clean_env(
+        BLACKWELL_COMPAT_AUTO="1", BLACKWELL_COMPAT_EMULATE="sm_121", BLACKWELL_COMPAT_DISABLE="all"
+    )
+    result = python("import torch; print('program runs')", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "program runs"
+    lines = warning_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert "emulated sm_121 (CPU tensors) is not served" in lines[0]
+    assert "fetch nvrtc" in lines[0] or "NVRTC remedy off" in lines[0]
 
 
 # -- start() in this process ---------------------------------------------------------------

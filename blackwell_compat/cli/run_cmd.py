@@ -1,12 +1,13 @@
 """``run [--patches NAMES] [--emulate ARCH] -- command [args]``: patches active in a whole program.
 
 ``run`` validates its options, sets ``BLACKWELL_COMPAT_AUTO=1`` (plus the selection, emulation,
-force and strategy variables) in the environment and then *replaces itself* with the command
-(``os.execvpe``): the command keeps the process id, stdin, stdout and stderr, and its exit
-status is the status of ``run``, a death by signal included (no shell-style ``128 + N``
+force and strategy variables) in the environment, says on stderr which rung of the remedy ladder
+will serve each affected GPU (one line each; ``--quiet``: none) and then *replaces itself* with
+the command (``os.execvpe``): the command keeps the process id, stdin, stdout and stderr, and
+its exit status is the status of ``run``, a death by signal included (no shell-style ``128 + N``
 translation is needed because no parent process stands in between).  The installed start-up
-hook applies the patches in the command, if it is a Python program, and in every Python
-process it starts, which inherit the variables.
+hook applies the remedy and the patches in the command, if it is a Python program, and in every
+Python process it starts, which inherit the variables, when each first imports torch.
 
 On Windows, where ``exec`` does not replace the process, ``run`` starts the command as a child,
 waits for it and exits with its exit code.
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import config
+from .. import config, startup_checks
 from ..errors import ConfigError
 
 EXIT_NOT_EXECUTABLE = 126  # shell conventions for a command that cannot be started
@@ -76,6 +77,12 @@ def add_parser(subparsers: Any) -> None:
         default=[],
         metavar="PATCH=STRATEGY",
         help="choose a patch's strategy (repeatable), e.g. --strategy torchaudio=cpu",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="do not print which rung serves each affected GPU before the command starts",
     )
     parser.add_argument(
         "command",
@@ -173,7 +180,39 @@ def build_environment(
             )
     if chosen:
         env[config.STRATEGY] = ",".join(f"{p}={s}" for p, s in chosen.items())
+    # Every name is checked: the command's processes need not check them at their start-up.
+    env[startup_checks.CHECKED] = startup_checks.selection(env)
     return env
+
+
+def service_lines(env: Mapping[str, str]) -> list[str]:
+    """One line per affected GPU (the emulated one included): which rung of the remedy ladder
+    will serve it in the command, and from where.  Planned here, with the command's
+    environment: this process is about to become the command (``exec``), so it takes that
+    environment over; nothing is loaded into it (the NVRTC remedy's candidates are tested in
+    child processes, as for ``list``)."""
+    from .. import state
+    from ..engine import RUNG_NOT_AFFECTED, RUNG_NVRTC_REMEDY, RUNG_PATCHES, ladder
+
+    for name in [name for name in os.environ if name not in env]:
+        del os.environ[name]
+    os.environ.update(env)
+    state.env_arch = config.emulated_arch_from_env(env)  # the probe's emulated GPU, if any
+    lines = []
+    for service in ladder(planned=True):
+        if service.rung == RUNG_NOT_AFFECTED:
+            continue
+        if service.rung == RUNG_NVRTC_REMEDY:
+            served = (
+                f"NVRTC remedy, {service.source}: loaded by every Python process of the command "
+                "when it imports torch; nothing is patched"
+            )
+        elif service.rung == RUNG_PATCHES:
+            served = f"patches ({', '.join(service.patches)}), because {service.why}"
+        else:
+            served = f"NOT SERVED: {service.why}"
+        lines.append(f"blackwell-compat: run: {service.gpu}: {served}")
+    return lines
 
 
 def _command(args: argparse.Namespace) -> list[str]:
@@ -286,6 +325,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.quiet:
+        for line in service_lines(env):
+            print(line, file=sys.stderr)
     if os.name == "nt":
         return spawn_and_wait(command, env)
     return exec_command(command, env)

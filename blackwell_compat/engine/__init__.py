@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import config, devices
+from .. import config, devices, import_trigger
 from ..errors import BlackwellCompatWarning, ConfigError, logger
 from ..ops import dispatcher
 from ..probing import Platform, probe
@@ -365,10 +365,14 @@ def _on_import(name: str, generation: int, module_name: str, module: types.Modul
 
 
 def _register_hook(name: str, generation: int, module_name: str) -> None:
-    import wrapt
-
     def hook(module: types.ModuleType) -> None:
         _on_import(name, generation, module_name, module)
+
+    # A target whose code is still running (it imported torch, which ran the start-up hook's
+    # activation, before its own code was done) is patched when its import has finished.
+    if import_trigger.when_finished(module_name, hook):
+        return
+    import wrapt  # 80-100 ms (it imports asyncio): only when a patch waits for an import
 
     wrapt.register_post_import_hook(hook, module_name)
 
@@ -378,7 +382,7 @@ def _start(patch: Patch, strategy: str | None) -> _Record:
     _records[patch.name] = record
     for module_name in patch.modules:
         module = sys.modules.get(module_name)
-        if module is not None:
+        if module is not None and not import_trigger.in_progress(module_name):
             _apply_module(record, module_name, module)
         else:
             record.pending.add(module_name)
@@ -614,11 +618,15 @@ def ladder(platform: Platform | None = None, *, planned: bool = False) -> tuple[
     """Per GPU (real, or the emulated one), which rung of the remedy ladder serves it and why a
     cheaper one could not (docs/remedies.md).  Never raises; never loads a library.
 
-    By default: what serves *in this process* now.  ``planned=True``: what :func:`apply` would
-    choose here (the NVRTC remedy's search, in test processes, and the patches that would
-    apply): the answer of ``list`` and the doctor, which run in a process of their own.
+    By default: what serves *in this process* now, or, before :func:`apply` has run here, what
+    it would do.  ``planned=True``: always what :func:`apply` would choose here (the NVRTC
+    remedy's search, in test processes, and the patches that would apply): the answer of
+    ``list`` and the doctor, which run in a process of their own.  Each answer says which it is
+    (:attr:`GpuService.planned`).
     """
     try:
+        # apply() always asks the NVRTC remedy first: untried, apply() has not run here.
+        planned = planned or nvrtc_remedy.state().status == nvrtc_remedy.INACTIVE
         here = probe() if platform is None else platform
         remedy = nvrtc_remedy.plan(here) if planned else nvrtc_remedy.state()
         if planned:

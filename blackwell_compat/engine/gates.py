@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Mapping
 
+from .. import import_trigger
 from ..errors import ConfigError
 from ..probing import Platform, probe
 from ..registry import Patch
@@ -120,7 +121,7 @@ def drift(patch: Patch) -> tuple[str, ...]:
     found: list[str] = []
     for module_name in patch.modules:
         module = sys.modules.get(module_name)
-        if module is None:
+        if module is None or import_trigger.in_progress(module_name):
             continue  # checked when it is imported: evaluating never imports a target
         try:
             problems = list(patch.check(module))

@@ -55,8 +55,11 @@ class GpuService:
     ``rung``: ``"not-affected"`` (torch's own NVRTC lists the arch), ``"nvrtc-remedy"`` (a
     capable NVRTC loaded in place of torch's: nothing is patched), ``"patches"`` (targeted
     patches and the op guard; ``why`` says why the NVRTC remedy could not serve) or
-    ``"unserved"`` (affected, and no rung serves yet: ``apply()`` has not run, or it patched
-    nothing).  ``triton`` says the same for ``torch.compile``'s ptxas.
+    ``"unserved"`` (affected, and no rung serves: ``apply()`` patched nothing).  ``triton``
+    says what the ptxas remedy did for ``torch.compile`` there, or why nothing.  ``planned``:
+    the answer is what :func:`~blackwell_compat.apply` would do (it has not run in this process,
+    or the caller asked for the plan); ``source``, when the NVRTC remedy serves, names its
+    library and where it was found (``NVRTC 13.2 at <path> (the project's cache)``).
     """
 
     gpu: str
@@ -66,6 +69,8 @@ class GpuService:
     patches: tuple[str, ...] = ()
     """The patches applied (or pending) in this process when the rung is ``"patches"``."""
     triton: str = ""
+    planned: bool = False
+    source: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -16,10 +16,24 @@ from .reports import (
 )
 
 
-def _triton_line(arch: str) -> str:
+EMULATED_TRITON = (
+    "nothing to do: the ptxas remedy serves real GPUs; CPU tensors standing in for the emulated "
+    "one are never compiled by Triton"
+)
+
+
+def _triton_line(arch: str, *, emulated: bool, planned: bool) -> str:
+    """What the ptxas remedy did for ``torch.compile`` on this GPU, or why it did nothing."""
+    if emulated:
+        return EMULATED_TRITON
     report = {r.arch: r for r in ptxas_remedy.reports()}.get(arch)
     if report is None:
-        return ""
+        if planned:
+            return (
+                "not checked yet: apply() tests the ptxas Triton would run for this GPU and, "
+                "if it rejects the arch, points Triton at one that accepts it"
+            )
+        return "not checked in this process (apply() checks it for the GPUs it finds)"
     if report.active:
         return f"ptxas remedy ({report.variable}={report.path}, ptxas {report.version})"
     return report.reason
@@ -34,14 +48,15 @@ def services(
     forced: bool,
 ) -> tuple[GpuService, ...]:
     """One :class:`GpuService` per GPU of *here*: *remedy* is the NVRTC remedy's state (or
-    plan, when *planned*), *patches* the device-gated patches serving (or that would)."""
+    plan, when *planned*), *patches* the device-gated patches serving (or that would).  Every
+    service says what the ptxas remedy did for ``torch.compile`` there, or why nothing."""
     services = []
     for gpu in here.gpus:
         if gpu.emulated:
             label = f"emulated {gpu.arch} (CPU tensors)"
         else:
             label = f"GPU {gpu.index} {gpu.name} ({gpu.arch})"
-        triton = "" if gpu.emulated else _triton_line(gpu.arch)
+        triton = _triton_line(gpu.arch, emulated=gpu.emulated, planned=planned)
         served = gpu.arch in remedy.served and not gpu.affected
         would_serve = (
             planned
@@ -50,21 +65,24 @@ def services(
             and gpu.arch in remedy.archs
         )
         if served or would_serve:
-            services.append(
-                GpuService(label, gpu.arch, RUNG_NVRTC_REMEDY, remedy.describe(), triton=triton)
-            )
+            rung, why, serving = RUNG_NVRTC_REMEDY, remedy.describe(), ()
         elif not gpu.affected and not forced:
-            services.append(
-                GpuService(label, gpu.arch, RUNG_NOT_AFFECTED, gpu.reason, triton=triton)
-            )
+            rung, why, serving = RUNG_NOT_AFFECTED, gpu.reason, ()
         elif patches:
-            services.append(
-                GpuService(
-                    label, gpu.arch, RUNG_PATCHES, remedy.describe(), patches=patches, triton=triton
-                )
-            )
+            rung, why, serving = RUNG_PATCHES, remedy.describe(), patches
         else:
             none = "no patch would apply" if planned else "no patch is applied in this process"
-            why = f"{gpu.reason}; {none}; {remedy.describe()}"
-            services.append(GpuService(label, gpu.arch, RUNG_UNSERVED, why, triton=triton))
+            rung, why, serving = RUNG_UNSERVED, f"{gpu.reason}; {none}; {remedy.describe()}", ()
+        services.append(
+            GpuService(
+                label,
+                gpu.arch,
+                rung,
+                why,
+                patches=serving,
+                triton=triton,
+                planned=planned,
+                source=remedy.source() if rung == RUNG_NVRTC_REMEDY else None,
+            )
+        )
     return tuple(services)

@@ -141,6 +141,14 @@ class RemedyState:
             )
         return f"NVRTC remedy {self.status}: {self.reason}"
 
+    def source(self) -> str | None:
+        """``NVRTC 13.2 at <library> (the project's cache)``: the library that serves (or would),
+        and where it was found; ``None`` when there is none."""
+        if self.library is None or self.status not in (SERVED, AVAILABLE):
+            return None
+        where = (self.origin or "").split(" (", 1)[0]
+        return f"NVRTC {self.version} at {self.library} ({where or 'origin unknown'})"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "status": self.status,
