@@ -59,18 +59,50 @@ def test_without_the_remedy_the_patches_serve_and_say_why(monkeypatch: pytest.Mo
     with bc.emulate("sm_121"):
         (planned,) = engine.ladder(planned=True)
         assert planned.rung == engine.RUNG_PATCHES and "torch" in planned.patches
+        # Before apply() has run here, ladder() answers what apply() would do, and says so.
         (before,) = engine.ladder()
-        assert before.rung == engine.RUNG_UNSERVED
-        assert "no patch is applied in this process" in before.why
+        assert before == planned and before.planned
         report = bc.apply(only=["torch"])
         (service,) = report.gpus
         statuses = {s.name: s for s in bc.status()}
     assert service.rung == engine.RUNG_PATCHES and service.patches == ("torch",)
+    assert not service.planned
     assert "NVRTC remedy off" in service.why  # why the cheaper rung could not serve
+    assert service.triton.startswith("nothing to do: the ptxas remedy serves real GPUs")
     assert str(service) in str(report)
     assert report.as_dict()["gpus"] == [service.as_dict()]
     ladder_notes = [n for n in statuses["torch"].notes if n.startswith("ladder: ")]
     assert ladder_notes == [f"ladder: {service}"]
+
+
+def test_after_apply_an_unserved_gpu_says_no_patch_is_applied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLACKWELL_COMPAT_NVRTC", "off")
+    monkeypatch.setenv("BLACKWELL_COMPAT_DISABLE", "all")
+    with bc.emulate("sm_121"):
+        report = bc.apply()
+        (service,) = engine.ladder()
+    assert report.gpus == (service,)
+    assert service.rung == engine.RUNG_UNSERVED and not service.planned
+    assert "no patch is applied in this process" in service.why
+
+
+def test_a_real_gpu_before_apply_says_why_triton_was_not_looked_at(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from blackwell_compat.probing import GPU, NvrtcInfo, build_platform
+
+    monkeypatch.setenv("BLACKWELL_COMPAT_NVRTC", "off")
+    gb10 = build_platform(
+        gpus=[GPU(0, "NVIDIA GB10", capability=(12, 1))],
+        nvrtc=NvrtcInfo(
+            path="/x/libnvrtc.so.12", version=(12, 8), supported_archs=("sm_90", "sm_120")
+        ),
+    )
+    (service,) = engine.ladder(gb10)
+    assert service.planned and service.arch == "sm_121"
+    assert service.triton.startswith("not checked yet: apply() tests the ptxas Triton would run")
 
 
 def test_a_gpu_torch_serves_is_not_affected(

@@ -12,9 +12,11 @@ import textwrap
 import pytest
 from support.environ import clean_env
 
+from blackwell_compat import startup_checks
 from blackwell_compat.cli import run_cmd
 from blackwell_compat.engine import known_names
 from blackwell_compat.errors import ConfigError
+from blackwell_compat.probing.locate import locate_torch
 
 RUN = [sys.executable, "-m", "blackwell_compat", "run"]
 POSIX = os.name == "posix"
@@ -156,6 +158,10 @@ def test_the_command_gets_auto_and_the_hook_runs_before_it():
     env, modules = shown(run("--", *py(SHOW_ENV)))
     # AUTO is run's; NVRTC=off is the tests' own (support.environ.clean_env), passed through.
     assert env == {"BLACKWELL_COMPAT_AUTO": "1", "BLACKWELL_COMPAT_NVRTC": "off"}
+    # The hook armed the activation for `import torch`, which this command never does.
+    assert "blackwell_compat.startup_hook" in modules
+    assert "blackwell_compat.engine" not in modules
+    env, modules = shown(run("--", *py("import torch\n" + textwrap.dedent(SHOW_ENV))))
     assert "blackwell_compat.autostart" in modules
     assert "blackwell_compat.engine" in modules
 
@@ -268,6 +274,66 @@ def test_build_environment_keeps_everything_else():
     assert env["BLACKWELL_COMPAT_DISABLE"] == "all"  # the user's 'all' still wins
     assert env["BLACKWELL_COMPAT_AUTO"] == "1"
     assert base.get("BLACKWELL_COMPAT_AUTO") is None  # the input is not modified
+
+
+# -- what it says -------------------------------------------------------------------------------
+
+MAJOR = locate_torch().cuda_major
+CAPABLE = {12: "12.9.86", 13: "13.0.88"}
+
+
+def test_it_says_which_rung_serves_each_affected_gpu():
+    # The tests run with BLACKWELL_COMPAT_NVRTC=off (support.environ): the patches serve.
+    result = run("--emulate", "sm_121", "--", *py("print('command ran')"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"command ran\n"
+    (line,) = result.stderr.decode().splitlines()
+    head = "blackwell-compat: run: emulated sm_121 (CPU tensors): patches ("
+    assert line.startswith(head), line
+    assert "torch" in line[len(head) :].split(")")[0].split(", ")
+    assert "because NVRTC remedy off: BLACKWELL_COMPAT_NVRTC=off" in line
+
+
+def test_it_is_silent_without_an_affected_gpu_and_with_quiet():
+    assert run("--", *py("pass")).stderr == b""
+    quiet = run("--quiet", "--emulate", "sm_121", "--", *py("print('ran')"))
+    assert quiet.returncode == 0 and quiet.stdout == b"ran\n"
+    assert quiet.stderr == b""
+
+
+@pytest.mark.skipif(MAJOR not in CAPABLE, reason="needs a CUDA 12 or 13 build of torch")
+@pytest.mark.slow
+def test_it_names_the_cached_nvrtc_that_will_serve(nvrtc_libraries, tmp_path):
+    from support.nvrtc_cache import fill_cache
+
+    version = CAPABLE[MAJOR]  # type: ignore[index]
+    library = fill_cache(tmp_path, nvrtc_libraries[version], version, MAJOR)  # type: ignore[arg-type]
+    env = clean_env(BLACKWELL_COMPAT_CACHE_DIR=str(tmp_path))
+    del env["BLACKWELL_COMPAT_NVRTC"]
+    code = """
+        import torch, blackwell_compat as bc
+        (service,) = bc.ladder()
+        print(service.rung, service.source)
+        print(torch.tensor([3 + 4j]).abs().tolist())
+    """
+    result = run("--emulate", "sm_121", "--", *py(code), env=env)
+    assert result.returncode == 0, result.stderr
+    short = version[: version.rindex(".")]
+    assert result.stderr.decode().splitlines() == [
+        f"blackwell-compat: run: emulated sm_121 (CPU tensors): NVRTC remedy, NVRTC {short} at "
+        f"{library} (the project's cache): loaded by every Python process of the command when "
+        "it imports torch; nothing is patched"
+    ]
+    assert result.stdout.decode().splitlines() == [
+        f"nvrtc-remedy NVRTC {short} at {library} (the project's cache)",
+        "[5.0]",
+    ]
+
+
+def test_build_environment_marks_the_selection_as_checked():
+    env = run_cmd.build_environment(clean_env(), exclude="torch")
+    assert env["_BLACKWELL_COMPAT_SELECTION_CHECKED"] == "torch\x1f"
+    assert not startup_checks.must_check_now(env)
 
 
 # -- the child-process path used on Windows ----------------------------------------------------
