@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .toolkit.patch import Patch, PatchContext
+from .versions import metadata_field
 
 __all__ = [
     "BUILTIN_DISTRIBUTION",
@@ -56,7 +57,12 @@ def _entry_points() -> Sequence[Any]:
 
 def _provider(entry_point: Any) -> str | None:
     dist = getattr(entry_point, "dist", None)
-    name = getattr(dist, "name", None) if dist is not None else None
+    if dist is None:
+        return None
+    try:
+        name = metadata_field(dist, "Name")
+    except Exception:  # a broken dist-info folder: the distribution is unknown
+        name = None
     if name is None:
         return None
     from packaging.utils import canonicalize_name
@@ -96,12 +102,15 @@ def discover(entry_points: Iterable[Any] | None = None) -> list[Registration]:
     with an ``error``; a second patch with a name already taken gets an error naming both
     providers (a built-in patch keeps its name)."""
     eps = list(_entry_points() if entry_points is None else entry_points)
+    providers = [_provider(ep) for ep in eps]  # each reads the distribution's metadata once
     # Built-ins first, then third parties by provider name, so the outcome is deterministic.
-    eps.sort(key=lambda ep: (_provider(ep) != BUILTIN_DISTRIBUTION, _provider(ep) or "", ep.name))
+    order = sorted(
+        range(len(eps)),
+        key=lambda i: (providers[i] != BUILTIN_DISTRIBUTION, providers[i] or "", eps[i].name),
+    )
     result: list[Registration] = []
     taken: dict[str, Registration] = {}
-    for ep in eps:
-        provider = _provider(ep)
+    for ep, provider in ((eps[i], providers[i]) for i in order):
         value = getattr(ep, "value", "?")
         if ep.name in taken:
             first = taken[ep.name]

@@ -16,6 +16,8 @@ from functools import lru_cache
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - typing is not loaded at interpreter start-up
+    from typing import Any
+
     from packaging.specifiers import SpecifierSet
 
 
@@ -24,11 +26,36 @@ def installed_version(distribution: str) -> str | None:
     from importlib import metadata
 
     try:
-        return metadata.version(distribution)
+        return metadata_field(metadata.distribution(distribution), "Version")
     except metadata.PackageNotFoundError:
         return None
     except Exception:  # a broken dist-info folder must not crash a probe
         return None
+
+
+def metadata_field(dist: Any, field: str) -> str | None:
+    """One header field (``Name``, ``Version``) of an installed distribution's metadata.
+
+    ``importlib.metadata`` parses the whole file with the ``email`` package, long description
+    included, for each field asked (about 1 ms a distribution); the headers come first and end
+    at the first blank line, so reading up to there answers the same.  Falls back to the
+    distribution's own property (``dist.name``, ``dist.version``) for metadata that is not
+    such a file.
+    """
+    read = getattr(dist, "read_text", None)
+    for name in ("METADATA", "PKG-INFO") if read is not None else ():
+        text = read(name)
+        if text is None:
+            continue
+        prefix = f"{field.lower()}:"
+        for line in text.splitlines():
+            if not line.strip():
+                break
+            if line[: len(prefix)].lower() == prefix:
+                return line[len(prefix) :].strip()
+        break
+    value = getattr(dist, field.lower(), None)
+    return None if value is None else str(value)
 
 
 def release(version: str | None) -> tuple[int, ...] | None:

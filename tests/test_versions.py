@@ -63,3 +63,31 @@ def test_installed_version():
 )
 def test_release_of_any_form(version, expected):
     assert release(version) == expected
+
+
+def test_metadata_fields_read_from_the_headers_match_importlib_metadata():
+    # The header reader answers what importlib.metadata's full parse answers, for every
+    # distribution installed here (the test environment has a few hundred, wheels and
+    # editable installs alike).
+    from importlib import metadata
+
+    from blackwell_compat.versions import installed_version, metadata_field
+
+    dists = list(metadata.distributions())
+    assert len(dists) > 20
+    for dist in dists:
+        assert metadata_field(dist, "Version") == dist.version, dist
+        assert metadata_field(dist, "Name") == dist.name, dist
+        assert installed_version(dist.name) == metadata.version(dist.name)
+    assert installed_version("no-such-distribution-xyz") is None
+
+
+def test_metadata_field_falls_back_to_the_distribution_property():
+    from blackwell_compat.versions import metadata_field
+
+    class Bare:
+        name = "bare"
+        version = "1.2"
+
+    assert metadata_field(Bare(), "Version") == "1.2"
+    assert metadata_field(Bare(), "Name") == "bare"
