@@ -79,6 +79,7 @@ TARGET_MODULES = (
     "s3tokenizer",
     "pyannote.audio",
     "whisper",
+    "ray",  # not a target: the scale-out tests' local cluster (tests/test_autostart_scaleout.py)
 )
 FULL_TORCH = "2.11.0"
 

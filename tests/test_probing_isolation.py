@@ -286,30 +286,36 @@ def test_probe_never_raises_on_nonsense_capability(tmp_path, store):
     assert "compute capability 12.10" in found["reasons"][0]
 
 
-STARTUP = "print('program ran')"
+# The activation runs at the first `import torch`, or at the first use of the API.  A program
+# that imports torch with a broken NVRTC in torch's own folder would have torch load it (its
+# preload): those cases use the API, the NVML ones a real `import torch`.
+IMPORTS_TORCH = "import torch\nprint('program ran')"
+USES_THE_API = "import blackwell_compat as bc\nbc.status()\nprint('program ran')"
 
 
 @pytest.mark.slow
 @linux_only
 @pytest.mark.parametrize(
-    ("nvml", "nvrtc", "what"),
+    ("nvml", "nvrtc", "what", "program"),
     [
-        (("CALL_SEGV",), (), "signal 11"),
-        (("CALL_HANG",), (), "did not finish"),
-        ((), ("CALL_SEGV",), "signal 11"),
-        ((), ("CALL_HANG",), "did not finish"),
-        ((), ("CTOR_EXIT42",), "exited with status 42"),
+        (("CALL_SEGV",), (), "signal 11", IMPORTS_TORCH),
+        (("CALL_HANG",), (), "did not finish", IMPORTS_TORCH),
+        ((), ("CALL_SEGV",), "signal 11", USES_THE_API),
+        ((), ("CALL_HANG",), "did not finish", USES_THE_API),
+        ((), ("CTOR_EXIT42",), "exited with status 42", USES_THE_API),
     ],
 )
-def test_auto_start_up_runs_the_program_and_warns_once(tmp_path, store, nvml, nvrtc, what):
+def test_auto_start_up_runs_the_program_and_warns_once(
+    tmp_path, store, nvml, nvrtc, what, program
+):
     env, _, _ = broken_env(tmp_path, store, nvml=nvml, nvrtc=nvrtc)
     env["BLACKWELL_COMPAT_AUTO"] = "1"
-    cold = run(STARTUP, env, tmp_path)
+    cold = run(program, env, tmp_path)
     assert cold.returncode == 0, cold.stderr
     assert cold.stdout.strip() == "program ran"
     assert what in cold.stderr and "not loaded into this program" in cold.stderr
     stored = entries(store)
-    warm = run(STARTUP, env, tmp_path)  # the stored verdict: no second test, no second wait
+    warm = run(program, env, tmp_path)  # the stored verdict: no second test, no second wait
     assert warm.returncode == 0 and warm.stdout.strip() == "program ran"
     assert what in warm.stderr
     assert entries(store) == stored  # a second test process would have written its own verdict

@@ -643,8 +643,11 @@ def status() -> list[PatchStatus]:
     """Every known patch (including ones that failed to load) and where it stands.
 
     A device-gated patch applied in this process carries, in its ``notes``, one ``ladder:``
-    line per GPU: which rung serves it and why a cheaper one could not (:func:`ladder`).
+    line per GPU: which rung serves it and why a cheaper one could not (:func:`ladder`).  Where
+    the NVRTC remedy serves, a device-gated patch not applied is ``skipped`` with the remedy's
+    line as its reason, and the same notes.
     """
+    served = nvrtc_remedy.active()
     with _lock:
         result = []
         for reg in registrations():
@@ -660,6 +663,14 @@ def status() -> list[PatchStatus]:
                     gpus = tuple(f"ladder: {service}" for service in ladder())
                     entry = replace(entry, notes=entry.notes + gpus)
                 result.append(entry)
+            elif served is not None and evaluation.state == NOT_APPLIED and reg.patch is not None:
+                # A device-gated patch the NVRTC remedy made unnecessary: say so, as apply() did.
+                if reg.patch.requires_affected:
+                    why = f"{served.describe()}; nothing left for the patches"
+                    gpus = tuple(f"ladder: {service}" for service in ladder())
+                    result.append(_status_for(reg, SKIPPED, why, notes=gpus))
+                else:
+                    result.append(_status_for(reg, evaluation.state, evaluation.state_reason))
             else:
                 result.append(_status_for(reg, evaluation.state, evaluation.state_reason))
         return result
