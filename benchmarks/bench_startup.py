@@ -84,9 +84,7 @@ def sh(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = Non
 def run_once(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall time and CPU time (user + system, children included) of one command."""
     start = time.perf_counter()
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert process.stderr is not None
     stderr = process.stderr.read()
     if hasattr(os, "wait4"):
@@ -284,7 +282,7 @@ def with_auto(args: argparse.Namespace) -> None:
                 run_once(passing, env)
                 run_once(importing, env)
 
-        print(f"2. python -c pass, BLACKWELL_COMPAT_AUTO=1 vs plain, {args.rounds} alternating runs each")
+        print(f"2. python -c pass, AUTO=1 vs plain, {args.rounds} alternating runs each")
         a, b = alternate(args.rounds, passing, plain, auto)
         ratio = ratio_line("AUTO=1", a, b)
         print(f"   target <= {TARGET_PASS}: {verdict(ratio <= TARGET_PASS)}")

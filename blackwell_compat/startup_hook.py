@@ -1,4 +1,4 @@
-"""What the installed start-up hook runs: arm the start-up activation for the first ``import torch``.
+"""What the installed start-up hook runs: arm the start-up activation for ``import torch``.
 
 The hook (``zz_blackwell_compat_autostart.pth``, written by ``setup.py``) calls :func:`arm` in
 every interpreter whose environment sets ``BLACKWELL_COMPAT_AUTO`` or ``BLACKWELL_COMPAT_EMULATE``.

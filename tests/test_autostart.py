@@ -419,8 +419,8 @@ def test_the_same_warning_is_shown_once_per_process_tree(tmp_path):
 def test_a_bad_selection_is_reported_at_start_up_even_without_torch():
     # The unknown name needs the registry to be found: the activation runs at start-up rather
     # than at `import torch`, so the one warning comes before any child process.
-    result = python(IMPORTED_MODULES, clean_env(BLACKWELL_COMPAT_AUTO="1",
-                                                BLACKWELL_COMPAT_DISABLE="no_such_patch"))  # fmt: skip
+    env = clean_env(BLACKWELL_COMPAT_AUTO="1", BLACKWELL_COMPAT_DISABLE="no_such_patch")
+    result = python(IMPORTED_MODULES, env)
     assert result.returncode == 0
     assert "'blackwell_compat.engine'" in result.stdout
     assert len(warning_lines(result.stderr)) == 1, result.stderr
@@ -451,6 +451,9 @@ def test_a_selection_checked_by_a_parent_is_not_checked_again(tmp_path):
     assert warning_lines(result.stderr) == []
 
 
+CHECKED = "_BLACKWELL_COMPAT_SELECTION_CHECKED"
+
+
 @pytest.mark.parametrize(
     ("env", "now"),
     [
@@ -466,11 +469,17 @@ def test_a_selection_checked_by_a_parent_is_not_checked_again(tmp_path):
         ({"BLACKWELL_COMPAT_DISABLE": "torch"}, True),
         ({"BLACKWELL_COMPAT_STRATEGY": "torchaudio=cpu"}, True),
         (
-            {"BLACKWELL_COMPAT_DISABLE": "torch", "_BLACKWELL_COMPAT_SELECTION_CHECKED": "torch\x1f"},
+            {
+                "BLACKWELL_COMPAT_DISABLE": "torch",
+                "_BLACKWELL_COMPAT_SELECTION_CHECKED": "torch\x1f",
+            },
             False,
         ),
         (
-            {"BLACKWELL_COMPAT_DISABLE": "kokoro", "_BLACKWELL_COMPAT_SELECTION_CHECKED": "torch\x1f"},
+            {
+                "BLACKWELL_COMPAT_DISABLE": "kokoro",
+                "_BLACKWELL_COMPAT_SELECTION_CHECKED": "torch\x1f",
+            },
             True,
         ),
     ],

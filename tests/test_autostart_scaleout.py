@@ -108,7 +108,9 @@ def work(rank):
     }
 '''
 
-TORCHRUN_WORKER = WORK + '''
+TORCHRUN_WORKER = (
+    WORK
+    + """
 
 import torch
 import torch.distributed as dist
@@ -126,9 +128,12 @@ dist.all_gather_object(gathered, result)
 if rank == 0:
     print(sys.argv[1] + json.dumps(gathered), flush=True)
 dist.destroy_process_group()
-'''
+"""
+)
 
-RAY_DRIVER = WORK + '''
+RAY_DRIVER = (
+    WORK
+    + """
 
 import ray
 
@@ -168,7 +173,8 @@ def main():
 
 
 main()
-'''
+"""
+)
 
 
 def free_port() -> int:

@@ -70,7 +70,10 @@ def test_an_nvidia_smi_that_lists_no_gpu_is_no_gpu(tmp_path):
     env = {"PATH": f"{tools}{os.pathsep}{base_path()}"}
     done = run(SCRIPT, env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "gpu-check: nvidia-smi lists no GPU on this machine: nothing to check"
+    assert (
+        done.stdout.strip()
+        == "gpu-check: nvidia-smi lists no GPU on this machine: nothing to check"
+    )
 
 
 @pytest.fixture

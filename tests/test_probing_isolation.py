@@ -305,9 +305,7 @@ USES_THE_API = "import blackwell_compat as bc\nbc.status()\nprint('program ran')
         ((), ("CTOR_EXIT42",), "exited with status 42", USES_THE_API),
     ],
 )
-def test_auto_start_up_runs_the_program_and_warns_once(
-    tmp_path, store, nvml, nvrtc, what, program
-):
+def test_auto_start_up_runs_the_program_and_warns_once(tmp_path, store, nvml, nvrtc, what, program):
     env, _, _ = broken_env(tmp_path, store, nvml=nvml, nvrtc=nvrtc)
     env["BLACKWELL_COMPAT_AUTO"] = "1"
     cold = run(program, env, tmp_path)

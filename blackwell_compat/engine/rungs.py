@@ -15,7 +15,6 @@ from .reports import (
     GpuService,
 )
 
-
 EMULATED_TRITON = (
     "nothing to do: the ptxas remedy serves real GPUs; CPU tensors standing in for the emulated "
     "one are never compiled by Triton"
