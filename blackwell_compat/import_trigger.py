@@ -226,7 +226,8 @@ def _finished(spec: Any, base: type) -> None:
     with _lock:
         callbacks = spec.__dict__.pop(_WATCHERS, [])
         spec.__class__ = base
-    module = sys.modules.get(spec.name)
+    name = str(spec.name)
+    module = sys.modules.get(name)
     if module is None or getattr(module, "__spec__", None) is not spec:
         return  # the import failed (or someone replaced the module): nothing to call
     for callback in callbacks:
@@ -234,7 +235,7 @@ def _finished(spec: Any, base: type) -> None:
             callback(module)
         except Exception as exc:  # the import that just finished must not fail here
             warnings.warn(
-                f"blackwell-compat: the work waiting for {spec.name} to finish importing "
+                f"blackwell-compat: the work waiting for {name} to finish importing "
                 f"failed: {type(exc).__name__}: {exc}",
                 RuntimeWarning,
                 stacklevel=2,

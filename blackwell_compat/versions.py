@@ -43,17 +43,17 @@ def metadata_field(dist: Any, field: str) -> str | None:
     such a file.
     """
     read = getattr(dist, "read_text", None)
-    for name in ("METADATA", "PKG-INFO") if read is not None else ():
-        text = read(name)
-        if text is None:
-            continue
+    text = None
+    if callable(read):
+        text = read("METADATA")
+        text = read("PKG-INFO") if text is None else text
+    if isinstance(text, str):
         prefix = f"{field.lower()}:"
         for line in text.splitlines():
             if not line.strip():
                 break
             if line[: len(prefix)].lower() == prefix:
                 return line[len(prefix) :].strip()
-        break
     value = getattr(dist, field.lower(), None)
     return None if value is None else str(value)
 

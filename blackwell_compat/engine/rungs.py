@@ -63,6 +63,7 @@ def services(
             and gpu.arch in remedy.needed
             and gpu.arch in remedy.archs
         )
+        serving: tuple[str, ...]
         if served or would_serve:
             rung, why, serving = RUNG_NVRTC_REMEDY, remedy.describe(), ()
         elif not gpu.affected and not forced:
