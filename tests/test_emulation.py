@@ -82,6 +82,18 @@ def test_message_names_kernel_op_dtype_and_source() -> None:
     assert "sm_121" in text
 
 
+def test_the_fix_names_the_remedy_before_the_guard() -> None:
+    # Issue 22: the cheapest exact rung first (fetch nvrtc, then run / apply() before torch).
+    with bc.emulate("sm_120"):
+        text = _raises_nvrtc(lambda: torch.tensor([3 + 4j]).abs())
+    (fix,) = [line for line in text.splitlines() if line.startswith("Fix: ")]
+    remedy = fix.index("`python -m blackwell_compat fetch nvrtc`")
+    run = fix.index("`python -m blackwell_compat run -- ...`")
+    guard = fix.index("the op guard")
+    assert remedy < run < guard, fix
+    assert "knows sm_120" in fix and "bc.apply() before `import torch`" in fix
+
+
 def test_arch_is_reported_in_the_message() -> None:
     with bc.emulate("12.0") as arch:
         assert arch == "sm_120"

@@ -336,8 +336,10 @@ def test_apply_serves_each_real_gpu_and_revert_undoes_it(monkeypatch):
     assert remedy.reports() == []
 
 
+# The start-up activation (and so the ptxas remedy) runs when the command imports torch.
 _SHOW = (
-    "import os, subprocess, sys; names = ('TRITON_PTXAS_PATH', 'TRITON_PTXAS_BLACKWELL_PATH');"
+    "import os, subprocess, sys, torch;"
+    "names = ('TRITON_PTXAS_PATH', 'TRITON_PTXAS_BLACKWELL_PATH');"
     "print([os.environ.get(n) for n in names]);"
     "sys.stdout.flush();"
     "subprocess.run([sys.executable, '-c', "
@@ -348,7 +350,8 @@ _SHOW = (
 @pytest.mark.slow
 def test_run_on_a_gb10_gives_the_command_and_its_children_the_variable(fetched_cache, tmp_path):
     """`run` on a machine whose NVML reports a GB10 (a stand-in libnvidia-ml.so.1): the start-up
-    hook's apply() sets the variable; the command and a process it starts both see it."""
+    activation's apply(), at `import torch`, sets the variable; the command and a process it
+    starts afterwards both see it."""
     from support.environ import clean_env
     from support.native_fakes import nvml_folder
 
