@@ -199,9 +199,12 @@ def results_of(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
 
 def job_env(**extra: str) -> dict[str, str]:
     """The test session's environment (NVRTC remedy off, its verdict store) for a job on the
-    loopback interface, one thread per worker, no Ray telemetry."""
+    loopback interface, one thread per worker, no Ray telemetry; the library's test processes
+    get two minutes (a loaded CI machine can take longer than the default 20 s to load an
+    NVRTC, and the remedy would then, rightly, count it as unusable)."""
     return clean_env(
         BLACKWELL_COMPAT_CACHE_DIR=os.environ["BLACKWELL_COMPAT_CACHE_DIR"],
+        BLACKWELL_COMPAT_PROBE_TIMEOUT="120",
         OMP_NUM_THREADS="1",
         GLOO_SOCKET_IFNAME="lo",
         RAY_USAGE_STATS_ENABLED="0",
