@@ -153,3 +153,14 @@ def test_a_probe_timeout_that_is_no_positive_number_is_a_problem(raw):
         f"{config.PROBE_TIMEOUT}={raw!r}: expected a positive number of seconds such as '20'"
     ]
     assert config.environment_problems({}, {config.PROBE_TIMEOUT: " 7.5 "}) == []
+
+
+def test_verbose_is_a_strict_boolean():
+    # Issue 22: BLACKWELL_COMPAT_VERBOSE, read by the start-up activation and the command line.
+    assert config.VERBOSE in config.ALL_VARIABLES
+    assert config.environment_problems({}, {config.VERBOSE: " On "}) == []
+    assert config.environment_problems({}, {config.VERBOSE: "0"}) == []
+    (problem,) = config.environment_problems({}, {config.VERBOSE: "loud"})
+    assert problem == (
+        "BLACKWELL_COMPAT_VERBOSE='loud' is not a boolean; use 1/0, true/false, yes/no or on/off"
+    )
