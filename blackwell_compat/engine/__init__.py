@@ -663,14 +663,15 @@ def status() -> list[PatchStatus]:
                     gpus = tuple(f"ladder: {service}" for service in ladder())
                     entry = replace(entry, notes=entry.notes + gpus)
                 result.append(entry)
-            elif served is not None and evaluation.state == NOT_APPLIED and reg.patch is not None:
+            elif (
+                served is not None
+                and evaluation.state == NOT_APPLIED
+                and evaluation.requires_affected
+            ):
                 # A device-gated patch the NVRTC remedy made unnecessary: say so, as apply() did.
-                if reg.patch.requires_affected:
-                    why = f"{served.describe()}; nothing left for the patches"
-                    gpus = tuple(f"ladder: {service}" for service in ladder())
-                    result.append(_status_for(reg, SKIPPED, why, notes=gpus))
-                else:
-                    result.append(_status_for(reg, evaluation.state, evaluation.state_reason))
+                why = f"{served.describe()}; nothing left for the patches"
+                gpus = tuple(f"ladder: {service}" for service in ladder())
+                result.append(_status_for(reg, SKIPPED, why, notes=gpus))
             else:
                 result.append(_status_for(reg, evaluation.state, evaluation.state_reason))
         return result
