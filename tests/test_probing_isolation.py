@@ -92,7 +92,7 @@ def test_hanging_nvrtc_is_killed_after_the_timeout(tmp_path, store):
     info = read_nvrtc(library, timeout=SHORT)
     assert time.monotonic() - started < SHORT + 10
     assert info.crash is not None
-    assert f"did not finish within {SHORT:g} s" in info.crash
+    assert f"timed out after {SHORT:g} s" in info.crash
     assert "while calling nvrtcVersion" in info.crash
     assert str(library) in (info.error or "")
 
@@ -163,7 +163,7 @@ def test_unwritable_store_still_answers(tmp_path, monkeypatch, nvrtc_libraries):
     ("defines", "expected"),
     [
         (("CALL_SEGV",), "killed by signal 11 (SIGSEGV) while calling nvmlInit_v2"),
-        (("CALL_HANG",), f"did not finish within {SHORT:g} s"),
+        (("CALL_HANG",), f"timed out after {SHORT:g} s"),
     ],
 )
 def test_crashing_or_hanging_nvml_is_a_result(tmp_path, store, defines, expected):
@@ -255,8 +255,8 @@ def run(code: str, env: dict[str, str], cwd: Path, *args: str, timeout: float = 
 @pytest.mark.parametrize(
     ("nvml", "nvrtc", "nvml_what", "nvrtc_what"),
     [
-        (("CALL_SEGV",), ("CALL_HANG",), "signal 11", "did not finish"),
-        (("CALL_HANG",), ("CALL_SEGV",), "did not finish", "signal 11"),
+        (("CALL_SEGV",), ("CALL_HANG",), "signal 11", "timed out"),
+        (("CALL_HANG",), ("CALL_SEGV",), "timed out", "signal 11"),
         ((), ("CTOR_ABORT",), None, "signal 6"),
     ],
 )
@@ -295,9 +295,9 @@ STARTUP = "print('program ran')"
     ("nvml", "nvrtc", "what"),
     [
         (("CALL_SEGV",), (), "signal 11"),
-        (("CALL_HANG",), (), "did not finish"),
+        (("CALL_HANG",), (), "timed out"),
         ((), ("CALL_SEGV",), "signal 11"),
-        ((), ("CALL_HANG",), "did not finish"),
+        ((), ("CALL_HANG",), "timed out"),
         ((), ("CTOR_EXIT42",), "exited with status 42"),
     ],
 )
@@ -335,7 +335,7 @@ def test_doctor_survives_broken_libraries_and_reports_them(tmp_path, store):
     assert done.returncode in (0, 1), done.stderr
     report = json.loads(done.stdout)
     text = json.dumps(report)
-    assert os.path.realpath(nvml_lib) in text and "did not finish within 5 s" in text
+    assert os.path.realpath(nvml_lib) in text and "timed out after 5 s" in text
     assert str(nvrtc_lib) in text and "signal 11" in text
 
 

@@ -19,6 +19,7 @@ import pytest
 from support.compiler_wheels import PTXAS_CU12, download
 from support.ptxas_tools import make_tool, make_triton
 
+from blackwell_compat import children
 from blackwell_compat.probing.ptxas import (
     PTXAS_BLACKWELL_ENV,
     PTXAS_ENV,
@@ -398,13 +399,13 @@ def test_the_triton_check_child_never_starts_the_library_again(tmp_path, monkeyp
     monkeypatch.setenv("BLACKWELL_COMPAT_EMULATE", "sm_121")
     monkeypatch.setenv("_BLACKWELL_COMPAT_AUDIT", str(tmp_path))
     seen: list[dict[str, str]] = []
-    real_run = subprocess.run
+    real_run = children.run
 
     def recording_run(*args, **kwargs):
         seen.append(dict(kwargs.get("env") or os.environ))
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(remedy.subprocess, "run", recording_run)
+    monkeypatch.setattr(children, "run", recording_run)
     remedy.triton_accepts_release(str(tmp_path / "triton"), "12.9", timeout=60)
     assert seen, "the check ran no child"
     for env in seen:

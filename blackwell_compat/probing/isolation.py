@@ -3,10 +3,12 @@
 NVML and NVRTC are C libraries.  A broken copy (a truncated file, a constructor that aborts, an
 entry point that crashes or never returns) would take the caller down with it, and the caller
 may be any Python program started with ``BLACKWELL_COMPAT_AUTO=1``.  So the probe first loads
-and calls each library in a throwaway child interpreter: ``python -I -S``, an empty working
-directory, none of this package's activation variables, a timeout (``BLACKWELL_COMPAT_PROBE_
-TIMEOUT`` seconds, default 20).  What the child saw becomes a *verdict*, stored on disk per
-library file (path, size, mtime, inode) so that later processes skip the child:
+and calls each library in a throwaway child interpreter, started by the package's one runner
+(:func:`blackwell_compat.children.run`): ``python -I -S``, a private empty working directory,
+none of this package's activation variables, a timeout (``BLACKWELL_COMPAT_PROBE_TIMEOUT``
+seconds, default 20), killed with the program that started it.  What the child saw becomes a
+*verdict*, stored on disk per library file (path, size, mtime, inode) so that later processes
+skip the child:
 
 - NVRTC: the facts themselves (version, archs) are stored; the probe never loads NVRTC into
   this process at all.
@@ -23,8 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,11 +34,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import config
+from .. import children, config
 from ..errors import logger
 from . import nvml, nvrtc
 from .nvml import GPU, DriverInfo, default_library_names, read_nvml_here
 from .nvrtc import NvrtcInfo, info_from_dict
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ChildOutcome",
+    "cache_dir",
+    "child_main",
+    "compile_verdict",
+    "default_timeout",
+    "forget_verdicts",
+    "probe_child_env",
+    "read_nvml",
+    "read_nvrtc",
+    "run_test_child",
+]
 
 CACHE_DIR_VARIABLE = config.CACHE_DIR
 TIMEOUT_VARIABLE = config.PROBE_TIMEOUT
@@ -49,12 +63,6 @@ many-GPU machine without persistence mode can take several seconds)."""
 _MARKER = "@@blackwell-compat-native@@ "
 _STORE_NAME = "native-verdicts-v1.json"
 _MAX_ENTRIES = 256
-_TAIL = 2000
-# Variables the child must not see: the start-up hook (skipped anyway under -S) and emulation.
-#: Variables that make an interpreter activate the library at start-up (the start-up hook,
-#: the emulation, an audit): a test process must never inherit them, or a probe started from
-#: ``apply()`` would start ``apply()`` again in its child, and so on without end.
-_DROPPED = ("BLACKWELL_COMPAT_AUTO", "BLACKWELL_COMPAT_EMULATE", "_BLACKWELL_COMPAT_AUDIT")
 
 _store_lock = threading.Lock()
 
@@ -77,12 +85,9 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def probe_child_env() -> dict[str, str]:
-    """This process's environment without the variables that activate the library at start-up,
-    and marked as the library's own helper: the environment of every Python child a probe or a
-    remedy starts."""
-    env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
-    env[config.HELPER_MARK] = "1"
-    return env
+    """The environment of every helper process (:func:`blackwell_compat.children.helper_env`;
+    kept under this name for callers written before that module existed)."""
+    return children.helper_env()
 
 
 def _home() -> Path:
@@ -256,14 +261,12 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parent.parent.parent)
 
 
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "unknown signal"
-        return f"was killed by signal {-code} ({name})"
-    return f"exited with status {code}"
+def _phrase(outcome: children.Outcome) -> str | None:
+    """The runner's words for a failure, as the subject "a test process" takes them."""
+    failure = outcome.failure()
+    if failure is not None and failure.startswith("killed"):
+        return "was " + failure
+    return failure
 
 
 def _emit(record: Mapping[str, Any]) -> None:
@@ -274,65 +277,25 @@ def _emit(record: Mapping[str, Any]) -> None:
 def run_test_child(kind: str, target: str, timeout: float, *extra: str) -> ChildOutcome:
     """Load and read one library in a child interpreter; never raises, never hangs.
 
-    *kind* is ``nvrtc``, ``nvml`` or ``compile`` (*extra*: the arch to compile for)."""
+    *kind* is ``nvrtc``, ``nvml`` or ``compile`` (*extra*: the arch to compile for, then the
+    libraries to load first).  The child is started by :func:`blackwell_compat.children.run`
+    (``python -I -S``, a private empty working directory, a time limit, killed with this
+    process)."""
     code = (
         "import sys\n"
         f"sys.path.append({_package_root()!r})\n"
         "from blackwell_compat.probing.isolation import child_main\n"
         "sys.exit(child_main(sys.argv[1:]))\n"
     )
-    env = probe_child_env()
-    started = time.monotonic()
-    try:
-        workdir: str | None = tempfile.mkdtemp(prefix="bc-native-test-")
-    except (OSError, RuntimeError):
-        workdir = None  # no writable temporary folder: start in the file-system root
-    try:
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", code, kind, target, *extra],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=workdir or os.path.abspath(os.sep),
-                env=env,
-                start_new_session=os.name == "posix",
-            )
-        except OSError as exc:
-            return ChildOutcome(
-                None,
-                None,
-                None,
-                f"could not be started ({sys.executable or 'no Python executable'}: {exc})",
-                0.0,
-            )
-        try:
-            out, err = proc.communicate(timeout=timeout)
-            failure = None if proc.returncode == 0 else _describe_exit(proc.returncode)
-        except subprocess.TimeoutExpired:
-            try:
-                if os.name == "posix":
-                    os.killpg(proc.pid, signal.SIGKILL)
-                else:
-                    proc.kill()
-            except OSError:
-                pass
-            try:
-                out, err = proc.communicate(timeout=10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - survives SIGKILL
-                out, err = b"", b""
-            failure = f"did not finish within {timeout:g} s (killed; it hung or was too slow)"
-    finally:
-        try:
-            if workdir is not None:
-                os.rmdir(workdir)
-        except OSError:
-            pass
-    seconds = time.monotonic() - started
+    outcome = children.run(
+        children.python_argv("-S", "-c", code, kind, target, *extra),
+        timeout=timeout,
+        env=children.helper_env(),
+    )
     result: dict[str, Any] | None = None
     last_step: str | None = None
     loaded: str | None = None
-    for line in out.decode("utf-8", "replace").splitlines():
+    for line in outcome.stdout_text.splitlines():
         if not line.startswith(_MARKER):
             continue
         try:
@@ -347,12 +310,13 @@ def run_test_child(kind: str, target: str, timeout: float, *extra: str) -> Child
                 loaded = last_step[len("loaded ") :]
         if isinstance(record.get("result"), dict):
             result = record["result"]
+    failure = _phrase(outcome)
     if failure is not None and failure.startswith("exited"):
-        lines = [x.strip() for x in err.decode("utf-8", "replace")[-_TAIL:].splitlines()]
-        tail = [x for x in lines if x]
+        tail = outcome.stderr_tail.strip().splitlines()
+        tail = [x.strip() for x in tail if x.strip()]
         if tail:
             failure += f" ({tail[-1][:300]})"
-    return ChildOutcome(result, last_step, loaded, failure, seconds)
+    return ChildOutcome(result, last_step, loaded, failure, outcome.seconds)
 
 
 def child_main(args: Sequence[str]) -> int:
@@ -363,14 +327,13 @@ def child_main(args: Sequence[str]) -> int:
     def step(what: str) -> None:
         _emit({"step": what})
 
-    nvml._trace = nvrtc._trace = step
     if kind == "nvrtc":
-        _emit({"result": nvrtc.read_nvrtc_here(target).as_dict()})
+        _emit({"result": nvrtc.read_nvrtc_here(target, trace=step).as_dict()})
     elif kind == "nvml":
-        driver, gpus = nvml.read_nvml_here(target or None)
+        driver, gpus = nvml.read_nvml_here(target or None, trace=step)
         _emit({"result": {"driver": driver.as_dict(), "gpus": [g.as_dict() for g in gpus]}})
     elif kind == "compile" and len(args) > 2:
-        _emit({"result": nvrtc.compile_here(target, args[2], args[3:])})
+        _emit({"result": nvrtc.compile_here(target, args[2], args[3:], trace=step)})
     else:
         sys.stderr.write(f"unknown kind {kind!r}\n")
         return 2

@@ -19,12 +19,12 @@ import importlib.util
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .. import children
 from ..config import arch_to_capability
 from .locate import is_working_directory
 
@@ -108,20 +108,16 @@ def triton_gpu_name(arch: str) -> str:
 
 
 def _run(argv: Sequence[str], timeout: float) -> tuple[int | None, str]:
-    try:
-        done = subprocess.run(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+    """``(exit status, output)`` of a tool; ``(None, why)`` when it timed out, could not be
+    started or was killed by a signal."""
+    outcome = children.run(argv, timeout=timeout)
+    if outcome.timed_out:
         return None, f"timed out after {timeout:g} s"
-    except OSError as exc:
-        return None, f"{type(exc).__name__}: {exc}"
-    text = (done.stdout + done.stderr).decode("utf-8", "replace")
-    return done.returncode, text
+    if not outcome.started or outcome.returncode is None:
+        return None, str(outcome.start_error)
+    if outcome.returncode < 0:
+        return None, str(outcome.failure())
+    return outcome.returncode, outcome.stdout_text + outcome.stderr.decode("utf-8", "replace")
 
 
 def tool_version(path: str, timeout: float = 30.0) -> tuple[str | None, str | None]:

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .. import children
 from ..config import capability_to_arch
-from ..probing.isolation import probe_child_env, read_nvml, run_test_child
+from ..probing.isolation import read_nvml, run_test_child
 from ..probing.locate import locate_torch
 from ..probing.nvrtc import info_from_dict
 from ..probing.ptxas import probe_tool, triton_gpu_name
@@ -262,8 +262,7 @@ def wheel_identity(wheel: Path, kind: str) -> tuple[str, str]:
 def _pip_download(
     package: str, version: str, into: Path, python: str, timeout: float
 ) -> tuple[Path, str]:
-    argv = [
-        python,
+    argv = children.python_argv(
         "-m",
         "pip",
         "download",
@@ -274,24 +273,18 @@ def _pip_download(
         "--dest",
         str(into),
         f"{package}=={version}",
-    ]
+        python=python,
+    )
     shown = " ".join(["python", *argv[1:-3], f"{package}=={version}"])
-    try:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-            env=probe_child_env(),  # pip must not start the library (AUTO) in its interpreter
-        )
-    except subprocess.TimeoutExpired:
+    # pip must not start the library (AUTO) in its interpreter: a helper's environment
+    done = children.run(argv, timeout=timeout, env=children.helper_env())
+    if done.timed_out:
         raise FetchError(
             f"`{shown}` did not finish within {timeout:g} s; on a machine without network, "
             "download the wheel elsewhere and give --wheel FILE"
-        ) from None
-    except OSError as exc:
-        raise FetchError(f"cannot run {python} -m pip: {exc}") from None
+        )
+    if not done.started:
+        raise FetchError(f"cannot run {python} -m pip: {done.start_error}")
     text = (done.stdout + done.stderr).decode("utf-8", "replace")
     if done.returncode != 0:
         lines = [

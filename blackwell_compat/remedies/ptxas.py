@@ -28,16 +28,13 @@ asks Triton itself about.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .. import children
 from .. import state as process_state
 from ..config import parse_arch
-from ..probing.isolation import probe_child_env
 from ..probing.ptxas import (
     PTXAS_BLACKWELL_ENV,
     PTXAS_ENV,
@@ -171,21 +168,15 @@ def triton_accepts_release(
     benefit of the doubt: ``(True, "unknown: ...")``.
     """
     parent = os.path.dirname(os.path.abspath(triton_dir))
-    with tempfile.TemporaryDirectory(prefix="bc-triton-check-") as workdir:
-        try:
-            done = subprocess.run(
-                [sys.executable, "-I", "-c", _TRITON_CHECK, parent, version, triton_dir],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=timeout,
-                cwd=workdir,
-                env=probe_child_env(),
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return False, f"asking triton about ptxas {version} timed out after {timeout:g} s"
-        except OSError as exc:
-            return False, f"asking triton about ptxas {version} failed: {exc}"
+    done = children.run(
+        children.python_argv("-c", _TRITON_CHECK, parent, version, triton_dir),
+        timeout=timeout,
+        env=children.helper_env(),
+    )
+    if done.timed_out:
+        return False, f"asking triton about ptxas {version} timed out after {timeout:g} s"
+    if not done.started:
+        return False, f"asking triton about ptxas {version} failed: {done.start_error}"
     text = done.stdout.decode("utf-8", "replace").strip()
     last = text.splitlines()[-1] if text else ""
     if done.returncode != 0 or not last:
