@@ -32,10 +32,8 @@ Linux only.  All of this process's remedy state is the one :class:`RemedyState` 
 
 from __future__ import annotations
 
-import _ctypes
 import glob
 import os
-import struct
 import sys
 import threading
 from collections.abc import Sequence
@@ -45,9 +43,20 @@ from typing import Any
 from .. import config
 from .. import state as process_state
 from ..errors import logger
+from ..loader import (
+    DLOPEN_FLAGS,
+    bound_library,
+    dlclose,
+    dlopen,
+    is_mapped,
+    linked_by,
+    mapped_files,
+    read_soname,
+    same_file,
+)
 from ..probing import forget, probe
 from ..probing.isolation import compile_verdict, read_nvrtc
-from ..probing.locate import TorchBuild, bound_library, find_nvrtc, locate_torch, same_file
+from ..probing.locate import TorchBuild, find_nvrtc, locate_torch
 from ..probing.nvrtc import NvrtcInfo
 from ..probing.platform import Platform
 from . import cache
@@ -204,114 +213,6 @@ def _set(new: RemedyState) -> RemedyState:
 def soname_for(cuda_major: int) -> str:
     """The name torch's LazyNVRTC opens for a build of this CUDA major."""
     return "libnvrtc.so.11.2" if cuda_major == 11 else f"libnvrtc.so.{cuda_major}"
-
-
-def read_soname(path: str) -> str | None:
-    """``DT_SONAME`` of an ELF shared library, read from the file (nothing is loaded)."""
-    names = _dynamic_strings(path, _DT_SONAME)
-    return names[0] if names else None
-
-
-def read_needed(path: str) -> list[str]:
-    """``DT_NEEDED`` of an ELF file: the sonames it links (read from the file, nothing is
-    loaded; empty for what is not a readable ELF file)."""
-    return _dynamic_strings(path, _DT_NEEDED)
-
-
-_DT_NEEDED, _DT_SONAME = 1, 14
-
-
-def _dynamic_strings(path: str, wanted: int) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            return _strings_from(handle, wanted)
-    except (OSError, struct.error, IndexError, ValueError):
-        return []
-
-
-def _strings_from(handle: Any, wanted: int) -> list[str]:
-    """The strings of the dynamic section's entries tagged *wanted*, in order."""
-
-    def read(offset: int, size: int) -> bytes:
-        handle.seek(offset)
-        data: bytes = handle.read(size)
-        if len(data) != size:
-            raise ValueError("truncated ELF file")
-        return data
-
-    def read_string(offset: int) -> str:
-        handle.seek(offset)
-        data: bytes = handle.read(256)
-        return data.split(b"\0", 1)[0].decode("ascii", "replace")
-
-    ident = read(0, 16)
-    if ident[:4] != b"\x7fELF" or ident[4] not in (1, 2) or ident[5] not in (1, 2):
-        return []
-    wide, end = ident[4] == 2, "<" if ident[5] == 1 else ">"
-    if wide:
-        (shoff,) = struct.unpack(end + "Q", read(0x28, 8))
-        shentsize, shnum = struct.unpack(end + "HH", read(0x3A, 4))
-        layout, entry, dyn = end + "IIQQQQI", 16, end + "qQ"
-    else:
-        (shoff,) = struct.unpack(end + "I", read(0x20, 4))
-        shentsize, shnum = struct.unpack(end + "HH", read(0x2E, 4))
-        layout, entry, dyn = end + "IIIIIII", 8, end + "iI"
-    if not 0 < shnum < 4096:
-        return []
-    table = read(shoff, shentsize * shnum)
-    sections = []
-    for index in range(shnum):
-        fields = struct.unpack_from(layout, table, index * shentsize)
-        sections.append((fields[1], fields[4], fields[5], fields[6]))  # type, offset, size, link
-    found: list[str] = []
-    for kind, offset, size, link in sections:
-        if kind != 6:  # SHT_DYNAMIC
-            continue
-        dynamic = read(offset, min(size, 1 << 20))
-        strtab = sections[link][1]
-        for pos in range(0, len(dynamic) - entry + 1, entry):
-            tag, value = struct.unpack_from(dyn, dynamic, pos)
-            if tag == 0:
-                break
-            if tag == wanted:
-                found.append(read_string(strtab + value))
-    return found
-
-
-def linked_by(soname: str) -> list[str]:
-    """Libraries mapped into this process that link *soname* (``DT_NEEDED``): they hold the
-    library it names for as long as they are loaded (torch >= 2.15's ``libtorch_cuda.so``
-    links ``libnvrtc.so.13``)."""
-    found = []
-    for path in _mapped(""):
-        name = os.path.basename(path)
-        if ".so" not in name or name.startswith("libnvrtc"):
-            continue
-        if soname in read_needed(path):
-            found.append(path)
-    return found
-
-
-def _mapped(prefix: str) -> list[str]:
-    """Files mapped into this process whose name starts with *prefix* (Linux)."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return []
-    found: list[str] = []
-    for line in lines:
-        parts = line.split(None, 5)
-        if len(parts) == 6:
-            path = parts[5].strip()
-            if os.path.basename(path).startswith(prefix) and path not in found:
-                found.append(path)
-    return found
-
-
-def _is_mapped(path: str) -> bool:
-    real = os.path.realpath(path)
-    return any(os.path.realpath(p) == real for p in _mapped(os.path.basename(real)[:8]))
 
 
 def _cuda_initialised() -> bool:
@@ -478,10 +379,6 @@ def find_capable(
 # -- loading --------------------------------------------------------------------------------
 
 
-def _flags() -> int:
-    return int(os.RTLD_LOCAL | os.RTLD_NOW)
-
-
 def _release(path: str) -> tuple[bool, str]:
     """Unload *path* if, and only if, nothing but torch's never-closed preload holds it.
 
@@ -491,18 +388,18 @@ def _release(path: str) -> tuple[bool, str]:
     """
 
     try:
-        handle = _ctypes.dlopen(path, os.RTLD_NOLOAD | _flags())
+        handle = dlopen(path, os.RTLD_NOLOAD | DLOPEN_FLAGS)
     except OSError:
         return True, f"{path} is no longer loaded"
-    _ctypes.dlclose(handle)
+    dlclose(handle)
     try:
-        _ctypes.dlclose(handle)
+        dlclose(handle)
     except OSError as exc:
         return False, f"{path} was not loaded by dlopen and cannot be released ({exc})"
-    if not _is_mapped(path):
+    if not is_mapped(path):
         return True, f"released torch's preloaded {path}"
     try:
-        _ctypes.dlopen(path, os.RTLD_NOLOAD | _flags())  # take back what was dropped
+        dlopen(path, os.RTLD_NOLOAD | DLOPEN_FLAGS)  # take back what was dropped
     except OSError:  # pragma: no cover - it is mapped, so this succeeds
         pass
     return False, f"{path} is held by something besides torch's preload; it stays loaded"
@@ -514,7 +411,7 @@ def _restore(paths: Sequence[str]) -> None:
 
     for path in paths:
         try:
-            _ctypes.dlopen(path, _flags())
+            dlopen(path, DLOPEN_FLAGS)
         except OSError as exc:  # pragma: no cover - the file was loadable a moment ago
             logger.warning("blackwell-compat: could not load %s again: %s", path, exc)
 
@@ -526,17 +423,17 @@ def _load(state_in: RemedyState) -> RemedyState:
     handles: list[int] = []
     try:
         if state_in.builtins is not None:
-            handles.append(_ctypes.dlopen(state_in.builtins, _flags()))
-        handles.append(_ctypes.dlopen(state_in.library, _flags()))
+            handles.append(dlopen(state_in.builtins, DLOPEN_FLAGS))
+        handles.append(dlopen(state_in.library, DLOPEN_FLAGS))
     except OSError as exc:
         for handle in reversed(handles):
-            _ctypes.dlclose(handle)
+            dlclose(handle)
         return replace(state_in, status=FAILED, reason=f"loading {state_in.library} failed: {exc}")
 
     bound = bound_library(state_in.soname)
     if bound is None or not same_file(bound, state_in.library):
         for handle in reversed(handles):
-            _ctypes.dlclose(handle)  # never called by anyone: safe to drop
+            dlclose(handle)  # never called by anyone: safe to drop
         return replace(
             state_in,
             status=FAILED,
@@ -702,7 +599,7 @@ def _activate(platform: Platform | None) -> RemedyState:
                 ),
             )
         same = os.path.basename(builtins) if builtins else None
-        others = [p for p in _mapped("libnvrtc-builtins.so.") if os.path.basename(p) == same]
+        others = [p for p in mapped_files("libnvrtc-builtins.so.") if os.path.basename(p) == same]
         for path in [p for p in others if not (builtins and same_file(p, builtins))]:
             refused = not_torchs(path)
             if refused is not None:
