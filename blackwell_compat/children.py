@@ -7,9 +7,13 @@ same guarantees:
 - **a time limit**: past it the child's whole process group (it runs in a session of its
   own) is killed with ``SIGKILL``, grandchildren holding the pipes included;
 - **death with its parent**: on Linux the kernel kills the child when the thread that started
-  it ends, however it ends (``PR_SET_PDEATHSIG``, set in the child between ``fork`` and
-  ``exec``, followed by a ``getppid()`` check for a parent that died in between); an exception
-  while waiting (``KeyboardInterrupt`` from Ctrl-C included) kills the group before it goes on;
+  it ends, however it ends (``PR_SET_PDEATHSIG``, asked for by the child itself before it does
+  anything else, followed by a ``getppid()`` check for a parent that died in between: the
+  library's Python children begin with :data:`DIE_WITH_PARENT`, other programs are started
+  through a small launcher that asks, then becomes the program); an exception while waiting
+  (``KeyboardInterrupt`` from Ctrl-C included) kills the group before it goes on.  Nothing runs
+  between ``fork`` and ``exec`` (no ``preexec_fn``: it is unsafe with threads and would run
+  every ``os.register_at_fork`` hook of the process);
 - **an explicit, safe working directory**: a fresh private folder, removed afterwards (the file
   system root where no temporary folder can be made), never the caller's;
 - **nothing to read**: standard input is ``/dev/null``;
@@ -22,7 +26,6 @@ Interpreters are started with ``-I`` (:func:`python_argv`): neither the working 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -30,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -38,8 +41,12 @@ from . import config
 
 __all__ = [
     "ACTIVATING_VARIABLES",
+    "DIE_WITH_PARENT",
+    "EXIT_PARENT_GONE",
+    "PARENT_VARIABLE",
     "Outcome",
     "describe_exit",
+    "guarded_code",
     "helper_env",
     "python_argv",
     "run",
@@ -52,7 +59,6 @@ __all__ = [
 ACTIVATING_VARIABLES = (config.AUTO, config.EMULATE, "_BLACKWELL_COMPAT_AUDIT")
 
 _TAIL = 2000
-_PR_SET_PDEATHSIG = 1
 #: The status a child exits with when its parent was already gone before it could start.
 EXIT_PARENT_GONE = 125
 _KILL_WAIT = 10.0
@@ -164,33 +170,38 @@ def safe_workdir() -> Iterator[str]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _prctl() -> Callable[..., int] | None:
-    """libc's ``prctl`` (Linux), looked up in the parent: the child only calls it."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return function
+#: Python code that makes the interpreter running it die with its parent: it asks the kernel
+#: for ``SIGKILL`` when the thread that started it ends (``PR_SET_PDEATHSIG``, Linux), then
+#: checks that this parent, named in :data:`PARENT_VARIABLE`, is still the one (it may have
+#: died before the request was made).  Every child starts with it: the library's own Python
+#: children as the first lines of their code (:func:`guarded_code`), every other program
+#: through :data:`_LAUNCHER`, which then replaces itself with the program.
+DIE_WITH_PARENT = (
+    "import os as _bc_os, sys as _bc_sys\n"
+    "if _bc_sys.platform.startswith('linux'):\n"
+    "    try:\n"
+    "        import ctypes as _bc_ctypes\n"
+    "        _bc_ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)\n"  # PR_SET_PDEATHSIG, SIGKILL
+    "    except Exception:\n"
+    "        pass\n"
+    f"_bc_parent = _bc_os.environ.pop({'_BLACKWELL_COMPAT_PARENT'!r}, '')\n"
+    "if _bc_parent and _bc_parent != str(_bc_os.getppid()):\n"
+    f"    _bc_os._exit({EXIT_PARENT_GONE})\n"
+)
+PARENT_VARIABLE = "_BLACKWELL_COMPAT_PARENT"
+_LAUNCHER = DIE_WITH_PARENT + "_bc_os.execv(_bc_sys.argv[1], _bc_sys.argv[1:])\n"
 
 
-_PRCTL = _prctl()
+def guarded_code(code: str) -> str:
+    """*code* for ``python -c``, made to die with the program that starts it (see
+    :data:`DIE_WITH_PARENT`); pass the result to :func:`run` with ``guarded=True``."""
+    return DIE_WITH_PARENT + code
 
 
-def _die_with(parent: int) -> Callable[[], None] | None:
-    """What the child runs between ``fork`` and ``exec``: ask the kernel for ``SIGKILL`` when
-    the parent's thread ends, then make sure the parent did not end already."""
-    prctl = _PRCTL
-    if prctl is None:
-        return None
-
-    def in_child() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(EXIT_PARENT_GONE)
-
-    return in_child
+def _launched(argv: tuple[str, ...]) -> list[str]:
+    """*argv* started through the launcher: an isolated interpreter that arranges its death
+    with the parent, then becomes *argv[0]* (``execv``: same process, same pid)."""
+    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, os.path.abspath(argv[0]), *argv[1:]]
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -210,43 +221,63 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     input: bytes | None = None,
+    guarded: bool = False,
 ) -> Outcome:
     """Run *argv* and wait at most *timeout* seconds; never raises for what the child does.
 
-    *env*: the child's whole environment (default: this process's; :func:`helper_env` for the
+    *argv[0]* is a path (``PATH`` is never searched: a bare name is not started).  *env*:
+    the child's whole environment (default: this process's; :func:`helper_env` for the
     library's own helpers).  *cwd*: an absolute folder the caller made (default: a fresh
     private one, see :func:`safe_workdir`).  *input*: bytes for its standard input (default:
-    none, ``/dev/null``).  An exception while waiting (``KeyboardInterrupt``) kills the child's
-    group and propagates.
+    none, ``/dev/null``).  *guarded*: *argv* is a Python child whose code begins with
+    :data:`DIE_WITH_PARENT` (:func:`guarded_code`); any other program is started through the
+    launcher, which arranges the same.  An exception while waiting (``KeyboardInterrupt``)
+    kills the child's group and propagates.
     """
     command = tuple(str(a) for a in argv)
     if cwd is not None and not os.path.isabs(cwd):
         raise ValueError(f"children.run: cwd must be an absolute path, got {cwd!r}")
+    environment = dict(os.environ if env is None else env)
+    environment[PARENT_VARIABLE] = str(os.getpid())
+    launched = tuple(command if guarded or os.name != "posix" else _launched(command))
     if cwd is None:
         with safe_workdir() as folder:
-            return _run(command, timeout, env, folder, input)
-    return _run(command, timeout, env, cwd, input)
+            return _run(command, launched, timeout, environment, folder, input)
+    return _run(command, launched, timeout, environment, cwd, input)
 
 
 def _run(
     argv: tuple[str, ...],
+    launched: tuple[str, ...],
     timeout: float,
-    env: Mapping[str, str] | None,
+    env: Mapping[str, str],
     cwd: str,
     data: bytes | None,
 ) -> Outcome:
     started = time.monotonic()
     posix = os.name == "posix"
+    if not argv or os.sep not in argv[0]:
+        shown = argv[0] if argv else "(no program)"
+        return Outcome(
+            argv,
+            timeout,
+            start_error=(
+                f"{shown} is no path: a program is started by its path, never looked up in "
+                "PATH (whose empty or relative entries name the working directory)"
+            ),
+        )
+    if posix and not os.path.exists(argv[0]):  # the launcher would report it less plainly
+        error = FileNotFoundError(2, "No such file or directory", argv[0])
+        return Outcome(argv, timeout, start_error=f"{argv[0]}: FileNotFoundError: {error}")
     try:
         proc = subprocess.Popen(
-            argv,
+            launched,
             stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
-            env=None if env is None else dict(env),
+            env=dict(env),
             start_new_session=posix,
-            preexec_fn=_die_with(os.getpid()) if posix else None,
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         shown = argv[0] if argv else "(no program)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -140,3 +141,80 @@ def test_an_exception_while_waiting_kills_the_child() -> None:
     pid = int(pid_file.read_text())
     pid_file.unlink()
     assert _wait_gone(pid)
+
+
+# -- children die with the program that started them (issue 21) ----------------------------------
+
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def hanging_nvrtc(tmp_path) -> Path:
+    """A site folder whose NVRTC never returns from nvrtcVersion (a broken library)."""
+    from support import native_fakes
+
+    _, library = native_fakes.nvrtc_site(tmp_path / "site", "CALL_HANG")
+    return library
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
+def test_a_test_process_dies_with_the_program_that_started_it(hanging_nvrtc, tmp_path, how):
+    """Before: the test process, hanging in the broken library in a session of its own, lived
+    on under pid 1 for ever after the program ended, one more at every restart."""
+    code = (
+        "import sys\n"
+        "from blackwell_compat.probing.isolation import run_test_child\n"
+        "run_test_child('nvrtc', sys.argv[1], 600)\n"
+    )
+    program = subprocess.Popen(
+        [sys.executable, "-c", code, str(hanging_nvrtc)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    found: list[int] = []
+    while time.monotonic() < deadline and not found:
+        found = [p for p in _processes_naming(str(hanging_nvrtc)) if p != program.pid]
+        time.sleep(0.1)
+    assert found, "the test process never started"
+    time.sleep(0.5)  # let it reach the library's hanging call
+    program.send_signal(getattr(signal, how))
+    _, err = program.communicate(timeout=60)
+    assert all(_wait_gone(pid) for pid in found), f"left running after {how}: {found}"
+    if how == "SIGINT":  # a KeyboardInterrupt in the program: it ends as Python programs do
+        assert b"KeyboardInterrupt" in err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_every_kind_of_child_asks_to_die_with_its_parent(tmp_path) -> None:
+    """Tools run through the launcher, the library's Python children begin with the request:
+    either way the child's parent-death signal is SIGKILL (field 'PDeathSig' is not in
+    /proc/<pid>/status, so the child reports prctl(PR_GET_PDEATHSIG) itself)."""
+    ask = (
+        "import ctypes, sys\n"
+        "v = ctypes.c_int(0)\n"
+        "ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0)\n"  # PR_GET_PDEATHSIG
+        "print(v.value)\n"
+    )
+    script = tmp_path / "ask.py"
+    script.write_text(ask)
+    tool = children.run([sys.executable, "-I", str(script)], timeout=60)  # via the launcher
+    guarded = children.run(
+        children.python_argv("-c", children.guarded_code(ask)), timeout=60, guarded=True
+    )
+    assert tool.stdout_text.strip() == guarded.stdout_text.strip() == str(int(signal.SIGKILL))
+    bare = children.run(["python3", "-c", "pass"], timeout=60)  # never looked up in PATH
+    assert not bare.started and "is no path" in (bare.failure() or "")

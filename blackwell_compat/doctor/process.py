@@ -116,7 +116,7 @@ def module_argv(module: str, *args: str) -> list[str]:
         f"sys.argv[0] = {module!r}\n"
         f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
     )
-    return ["-I", "-c", code, *args]
+    return ["-I", "-c", children.guarded_code(code), *args]
 
 
 def _parse(stdout: str) -> tuple[tuple[dict[str, Any], ...], str]:
@@ -152,7 +152,9 @@ def run_child(
     with its whole process group.
     """
     argv = (python or sys.executable, *args)
-    outcome = children.run(argv, timeout=timeout, env=env, cwd=cwd)
+    code = args[list(args).index("-c") + 1] if "-c" in args[:-1] else ""
+    guarded = code.startswith(children.DIE_WITH_PARENT)  # module_argv's children are
+    outcome = children.run(argv, timeout=timeout, env=env, cwd=cwd, guarded=guarded)
     records, stdout_rest = _parse(outcome.stdout_text)
     error = outcome.failure()
     if error is not None and outcome.started and not outcome.timed_out:
