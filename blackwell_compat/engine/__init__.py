@@ -457,6 +457,8 @@ def _nvrtc_remedy() -> None:
     """Issue 12, the cheapest exact rung first: give torch an NVRTC that knows the GPU (before
     `import torch`, or after it while CUDA is not initialised); the device gates then see it."""
     config.nvrtc_from_env()  # a malformed BLACKWELL_COMPAT_NVRTC is a ConfigError, as others
+    for name in (config.CACHE_DIR, config.PTXAS):
+        config.absolute_path(name)  # a relative path would name a file of the working directory
     if nvrtc_remedy.activate().status == nvrtc_remedy.SERVED and "torch" in sys.modules:
         dispatcher.sync()  # emulation kernels of a now-served arch go
 

@@ -419,7 +419,17 @@ def _linux_search(
     )
     for variable in ("CUDA_HOME", "CUDA_PATH"):
         root = env.get(variable, "")
-        if root:
+        if root and not os.path.isabs(root):
+            # A relative toolkit folder names the working directory: report, never load.
+            for path in sorted(glob.glob(os.path.join(root, "lib64", wanted or pattern))):
+                search.offer(
+                    os.path.abspath(path),
+                    f"{variable}={root!r} (a relative path: the working directory)",
+                    accept=False,
+                    working_directory=True,
+                    note="a relative CUDA toolkit folder is never used",
+                )
+        elif root:
             offer_folder(os.path.join(root, "lib64"), f"{variable}={root}", caveat)
     offer_folder("/usr/local/cuda/lib64", "default CUDA toolkit folder", caveat)
 

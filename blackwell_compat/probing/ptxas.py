@@ -18,13 +18,12 @@ import importlib.machinery
 import importlib.util
 import os
 import re
-import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .. import children
+from .. import children, trusted
 from ..config import arch_to_capability
 from .locate import is_working_directory
 
@@ -197,6 +196,12 @@ def _resolve(
     """Triton's choice: the env path when it runs, else the bundled binary."""
     bundled = _bundled(triton_dir, binary)
     override = env.get(env_var)
+    if override and not os.path.isabs(override):
+        return bundled, (
+            f"bundled with triton ({env_var}={override!r} is a relative path, which names a "
+            "file of the working directory: blackwell-compat does not run it; give an "
+            "absolute path)"
+        )
     if override:
         version, error = tool_version(override, timeout)
         if error is None and version is not None:
@@ -273,21 +278,22 @@ def _tool_failed(tools: Sequence[PtxasProbe], role: str | None) -> bool:
 
 
 def find_ptxas_binaries(env: Mapping[str, str] | None = None) -> list[str]:
-    """Other ``ptxas`` binaries on this machine: CUDA toolkits, ``PATH`` and pip wheels."""
+    """Other ``ptxas`` binaries on this machine: CUDA toolkits, ``PATH`` and pip wheels, by
+    absolute paths only (a relative ``CUDA_HOME`` and empty or relative ``PATH`` entries,
+    which mean the working directory, are skipped)."""
     environ = os.environ if env is None else env
     candidates: list[str] = []
-    for var in ("CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"):
-        root = environ.get(var)
-        if root:
-            candidates.append(os.path.join(root, "bin", "ptxas" + _EXE))
-    on_path = shutil.which("ptxas", path=environ.get("PATH"))
+    roots, _ = trusted.toolkit_roots(environ)  # relative ones name the working directory
+    for _, root in roots:
+        candidates.append(os.path.join(root, "bin", "ptxas" + _EXE))
+    on_path = trusted.find_tool("ptxas" + _EXE, environ.get("PATH", ""))
     if on_path:
         candidates.append(on_path)
     if os.name == "posix":
         candidates += sorted(glob.glob("/usr/local/cuda*/bin/ptxas"), reverse=True)
         candidates.append("/opt/cuda/bin/ptxas")
     for entry in _search_path():
-        if not entry or not os.path.isdir(entry):
+        if not entry or not os.path.isabs(entry) or not os.path.isdir(entry):
             continue
         for sub in ("cuda_nvcc", "cu13", "cu12"):
             candidates.append(os.path.join(entry, "nvidia", sub, "bin", "ptxas" + _EXE))

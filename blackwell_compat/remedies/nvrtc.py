@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import config
+from .. import config, trusted
 from .. import state as process_state
 from ..errors import logger
 from ..loader import (
@@ -215,6 +215,14 @@ def soname_for(cuda_major: int) -> str:
     return "libnvrtc.so.11.2" if cuda_major == 11 else f"libnvrtc.so.{cuda_major}"
 
 
+def _torch_importing() -> bool:
+    """Whether ``import torch`` is under way (in another thread, or further up this one's
+    stack): the module exists but has not finished executing."""
+    torch = sys.modules.get("torch")
+    spec = getattr(torch, "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
 def _cuda_initialised() -> bool:
     """Whether torch has initialised CUDA here (then it may have called NVRTC already).
 
@@ -259,9 +267,9 @@ def candidate_paths(
     except ValueError:
         pass
     roots: list[tuple[str, str]] = []
-    for variable in ("CUDA_HOME", "CUDA_PATH"):
-        value = source.get(variable, "").strip()
-        if value:
+    given, _ = trusted.toolkit_roots(source)  # a relative one is never used (see refused_sources)
+    for variable, value in given:
+        if variable in ("CUDA_HOME", "CUDA_PATH"):
             roots.append((value, f"CUDA toolkit {variable}={value}"))
     roots.append(("/usr/local/cuda", "CUDA toolkit /usr/local/cuda"))
     versioned = sorted(glob.glob("/usr/local/cuda-*"), key=_toolkit_key, reverse=True)
@@ -302,12 +310,14 @@ def _builtins_for(library: str, version: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def _compiles(path: str, arch: str, builtins: str | None) -> tuple[bool, str]:
+def _compiles(
+    path: str, arch: str, builtins: str | None, *, fresh: bool = False
+) -> tuple[bool, str]:
     """Compile a tiny kernel for *arch* with *path* in a test process (the verdict is stored
     per file), its builtins library loaded first as it will be here (NVRTC 13 finds them by
     name only)."""
 
-    entry = compile_verdict(path, arch, (builtins,) if builtins else ())
+    entry = compile_verdict(path, arch, (builtins,) if builtins else (), retest=fresh)
     if entry is None:
         return False, "the process that tests native libraries could not be started"
     answer = entry.get("result") or {}
@@ -319,6 +329,37 @@ def _compiles(path: str, arch: str, builtins: str | None) -> tuple[bool, str]:
         log = " ".join(str(answer.get("log", "")).split())
         return False, f"compiling for {arch} failed ({answer.get('result')}: {log[:200]})"
     return True, f"compiles for {arch} in a test process"
+
+
+def judge(
+    path: str, soname: str, needed: Sequence[str], *, source: str = "", fresh: bool = False
+) -> tuple[bool, str, NvrtcInfo | None]:
+    """Whether the NVRTC at *path* can serve *needed*: ``(ok, why, facts)``.  Everything the
+    remedy relies on, each in a test process: the soname torch opens (read from the file),
+    that it loads and lists every needed arch, that its builtins library
+    (``libnvrtc-builtins.so.<version>``, next to it) exists, and that a small kernel compiles
+    for each arch with that builtins library loaded first, as it will be here.  ``fetch``
+    checks an unpacked wheel with this same function.  *fresh* ignores stored verdicts."""
+    name = read_soname(path)
+    if name != soname:
+        return False, f"its soname is {name!r}, torch opens {soname!r}", None
+    info = read_nvrtc(path, source=source or "given explicitly", retest=fresh)
+    if not info.known:
+        return False, info.error or "unreadable", None
+    missing = [arch for arch in needed if arch not in info.supported_archs]
+    if missing:
+        return False, f"NVRTC {info.version_string} lacks {', '.join(missing)}", info
+    version = info.version_string or ""
+    builtins = _builtins_for(path, version)
+    if builtins is None:
+        wanted = f"libnvrtc-builtins.so.{version}"
+        return False, f"NVRTC {version} needs {wanted} next to it, and there is none", info
+    why = ""
+    for arch in needed:
+        ok, why = _compiles(path, arch, builtins, fresh=fresh)
+        if not ok:
+            return False, why, info
+    return True, why, info
 
 
 def find_capable(
@@ -336,43 +377,30 @@ def find_capable(
         return None, (), None
     soname = soname_for(major)
     considered: list[Candidate] = []
+    source = os.environ if env is None else env
+    _, refused = trusted.toolkit_roots(source)
+    for why in refused:
+        variable = why.split("=", 1)[0]
+        if variable in ("CUDA_HOME", "CUDA_PATH"):
+            considered.append(Candidate(source.get(variable, ""), f"CUDA toolkit {variable}", why))
     for path, origin in candidate_paths(soname, major, env):
         if any(same_file(path, other) for other in exclude):
             considered.append(
                 Candidate(path, origin, "torch's own NVRTC: it is what lacks the arch")
             )
             continue
-        name = read_soname(path)
-        if name != soname:
-            verdict = f"its soname is {name!r}, torch opens {soname!r}"
-            considered.append(Candidate(path, origin, verdict))
-            continue
-        info = read_nvrtc(path, source=origin)
-        if not info.known:
-            considered.append(Candidate(path, origin, info.error or "unreadable"))
-            continue
-        missing = [arch for arch in needed if arch not in info.supported_archs]
-        if missing:
-            considered.append(
-                Candidate(
-                    path,
-                    origin,
-                    f"NVRTC {info.version_string} lacks {', '.join(missing)}",
-                    info.version_string,
-                    info.supported_archs,
-                )
+        ok, why, info = judge(path, soname, needed, source=origin)
+        if ok and info is not None:
+            candidate = Candidate(
+                path, origin, why, info.version_string, info.supported_archs, True
             )
-            continue
-        ok, why = True, ""
-        builtins = _builtins_for(path, info.version_string or "")
-        for arch in needed:
-            ok, why = _compiles(path, arch, builtins)
-            if not ok:
-                break
-        candidate = Candidate(path, origin, why, info.version_string, info.supported_archs, ok)
-        considered.append(candidate)
-        if ok:
+            considered.append(candidate)
             return candidate, tuple(considered), info
+        if origin.startswith("the project's cache"):
+            why += "; `python -m blackwell_compat fetch nvrtc` replaces this cached copy"
+        version = info.version_string if info is not None else None
+        archs = info.supported_archs if info is not None else ()
+        considered.append(Candidate(path, origin, why, version, archs))
     return None, tuple(considered), None
 
 
@@ -501,6 +529,20 @@ def _plan(platform: Platform | None) -> RemedyState:
         why = build.describe() if build.installed else "torch is not installed"
         return RemedyState(status=NOT_NEEDED, needed=needed, reason=f"{why}: no NVRTC to replace")
     soname = soname_for(build.cuda_major)
+    if _torch_importing():
+        return RemedyState(
+            status=TOO_LATE,
+            needed=needed,
+            soname=soname,
+            reason=(
+                "torch is still being imported (`import torch` has not finished, e.g. in "
+                "another thread), so whether torch already preloaded its own NVRTC cannot be "
+                "known; nothing was loaded or unloaded. Call apply() before `import torch` "
+                "starts, or after it finished (before the first CUDA use), or use "
+                f"`python -m blackwell_compat run` or {config.AUTO}=1; the patches serve "
+                "meanwhile"
+            ),
+        )
     if "torch" in sys.modules and _cuda_initialised():
         return RemedyState(
             status=TOO_LATE,
