@@ -106,11 +106,13 @@ def test_finds_a_type_only_cycle_and_private_writes(tmp_path: Path) -> None:
 #: The package's figures when issue 21 set this ratchet (before it: one cycle, two private
 #: writes, 32 module-level state names, 52 imports inside functions).  A change may lower
 #: them (then lower them here); one that raises them needs a reason and a new figure here.
+#: 31 state names: 30 after the engine's records moved onto state.patches, and
+#: trusted._warned (the refused cache folders already warned about, once per process).
 RATCHET = {
     "cycles": 0,
     "private_cross_module_imports": 0,
     "private_cross_module_writes": 0,
-    "module_globals": 30,
+    "module_globals": 31,
     "imports_inside_functions": 52,
 }
 
