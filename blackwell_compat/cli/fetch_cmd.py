@@ -40,7 +40,10 @@ def add_parser(subparsers: Any) -> None:
         "--version",
         dest="release",
         metavar="X.Y.Z",
-        help="fetch this release instead of the default (12.9.86 / 13.2.86)",
+        help=(
+            "fetch this release instead of the default (12.9.86 / 13.2.86); one whose sha256 "
+            "blackwell-compat does not pin also needs --trust-sha256"
+        ),
     )
     parser.add_argument(
         "--cuda",
