@@ -33,18 +33,28 @@ HOOK_NAME = "zz_blackwell_compat_autostart.pth"
 # (a malformed BLACKWELL_COMPAT_EMULATE): that becomes one line on stderr, never a traceback
 # from site.py, and the program starts anyway.  ``site`` may run a .pth file twice in one
 # process (Python 3.11 venvs process their site-packages twice), hence the marker on ``sys``.
+# Ctrl-C while it runs (a test process of the probe may be running) ends the program as Ctrl-C
+# ends any Python program, quietly and by SIGINT (status 130 in a shell), instead of Python's
+# "Fatal Python error: init_import_site" and a traceback from site.py.
 _HOOK_BODY = """\
 if not getattr(sys, "_blackwell_compat_hook_ran", False):
     sys._blackwell_compat_hook_ran = True
     try:
-        from blackwell_compat import startup_hook
-    except Exception as exc:
-        sys.stderr.write(
-            "blackwell-compat: warning: start-up hook: nothing was activated, importing "
-            "blackwell_compat failed: %s: %s\\n" % (type(exc).__name__, exc)
-        )
-    else:
-        startup_hook.arm()
+        try:
+            from blackwell_compat import startup_hook
+        except Exception as exc:
+            sys.stderr.write(
+                "blackwell-compat: warning: start-up hook: nothing was activated, importing "
+                "blackwell_compat failed: %s: %s\\n" % (type(exc).__name__, exc)
+            )
+        else:
+            startup_hook.arm()
+    except KeyboardInterrupt:
+        import signal
+        if hasattr(signal, "SIGINT") and hasattr(os, "kill") and os.name == "posix":
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        os._exit(130)
 """
 
 # The values that mean "off", exactly as blackwell_compat.config reads them (its _FALSE set):

@@ -27,11 +27,12 @@ if TYPE_CHECKING:  # pragma: no cover - typing is not loaded at interpreter star
     from typing import Any
 
 #: ``(module, attribute)`` of every lock the package keeps, outermost first: a thread holding
-#: one of these may go on to take the ones after it, never the ones before.
+#: one of these may go on to take the ones after it, never the ones before.  An attribute may
+#: be dotted (``patches.lock``: the engine's lock, on the book the process state holds).
 LOCKS: tuple[tuple[str, str], ...] = (
     ("blackwell_compat.import_trigger", "_lock"),
     ("blackwell_compat.autostart", "_lock"),
-    ("blackwell_compat.engine", "_lock"),
+    ("blackwell_compat.state", "patches.lock"),
     ("blackwell_compat.toolkit.safe_globals", "_allow_lock"),
     ("blackwell_compat.state", "lock"),
     ("blackwell_compat.remedies.nvrtc", "_lock"),
@@ -53,8 +54,9 @@ def current_locks() -> list[Any]:
     """The lock objects of :data:`LOCKS` whose modules are imported, in order."""
     found = []
     for module_name, attribute in LOCKS:
-        module = sys.modules.get(module_name)
-        lock = getattr(module, attribute, None) if module is not None else None
+        lock = sys.modules.get(module_name)
+        for part in attribute.split("."):  # "patches.lock": an attribute of a module's object
+            lock = getattr(lock, part, None) if lock is not None else None
         if lock is not None:
             found.append(lock)
     return found

@@ -26,6 +26,7 @@ VERBOSE = "BLACKWELL_COMPAT_VERBOSE"
 PROBE_TIMEOUT = "BLACKWELL_COMPAT_PROBE_TIMEOUT"
 CACHE_DIR = "BLACKWELL_COMPAT_CACHE_DIR"
 NVRTC = "BLACKWELL_COMPAT_NVRTC"
+PTXAS = "BLACKWELL_COMPAT_PTXAS"
 #: Set in the environment of the library's own test processes (probes, a remedy's checks): they
 #: run none of the user's code, so ``audit`` counts them as helpers, not as the program's.
 HELPER_MARK = "_BLACKWELL_COMPAT_HELPER"
@@ -39,7 +40,10 @@ ALL_VARIABLES = (
     PROBE_TIMEOUT,
     CACHE_DIR,
     NVRTC,
+    PTXAS,
 )
+#: The variables that name a file or a folder: each must hold an absolute path.
+PATH_VARIABLES = (CACHE_DIR, NVRTC, PTXAS)
 
 _ARCH_RE = re.compile(r"sm_([0-9]{2,3})[af]?", re.ASCII)
 _DOTTED_RE = re.compile(r"([0-9]{1,2})\.([0-9])", re.ASCII)
@@ -145,14 +149,37 @@ def emulated_arch_from_env(env: Mapping[str, str] | None = None) -> str | None:
     return parse_arch(raw, source=EMULATE)
 
 
+def absolute_path(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The value of the path variable *name* (``~`` expanded), ``None`` when unset or empty.
+
+    A relative path is a :class:`ConfigError`: it would name a different file in every working
+    directory (``python -m blackwell_compat run`` makes the library's path variables absolute
+    once, where the user typed the command).
+    """
+    raw = (os.environ if env is None else env).get(name, "").strip()
+    if not raw:
+        return None
+    value = os.path.expanduser(raw)
+    if not os.path.isabs(value):
+        raise ConfigError(
+            f"{name}={raw!r} is a relative path, which would name a different file in every "
+            f"working directory; give an absolute path (such as {os.path.abspath(value)!r}), "
+            "or start the program with `python -m blackwell_compat run`, which makes it "
+            "absolute once"
+        )
+    return value
+
+
 def nvrtc_from_env(env: Mapping[str, str] | None = None) -> str | None:
     """``BLACKWELL_COMPAT_NVRTC``: an NVRTC library file or a folder holding one (the NVRTC
-    remedy tries it first), as an absolute path; ``None`` when unset, empty or an "off" word
+    remedy tries it first), an absolute path; ``None`` when unset, empty or an "off" word
     (``0``, ``false``, ``no``, ``off``: the remedy is off, see :func:`nvrtc_remedy_off`)."""
-    raw = (os.environ if env is None else env).get(NVRTC, "").strip()
+    source = os.environ if env is None else env
+    raw = source.get(NVRTC, "").strip()
     if raw.lower() in FALSE_WORDS:
         return None
-    path = os.path.abspath(os.path.expanduser(raw))
+    path = absolute_path(NVRTC, source)
+    assert path is not None
     if not os.path.exists(path):
         raise ConfigError(
             f"{NVRTC}={raw!r}: no such file or folder; give an NVRTC library (libnvrtc.so.12) "
@@ -240,6 +267,11 @@ def environment_problems(
         nvrtc_from_env(source)
     except ConfigError as exc:
         problems.append(str(exc))
+    for name in (CACHE_DIR, PTXAS):
+        try:
+            absolute_path(name, source)
+        except ConfigError as exc:
+            problems.append(str(exc))
     for name in (AUTO, FORCE, VERBOSE):
         try:
             parse_bool(name, source)

@@ -5,7 +5,8 @@ sets ``BLACKWELL_COMPAT_AUTO``, and defers the activation to the first ``import 
 the activation at once instead when the environment holds something the activation would warn
 about, so that the warning comes before the program starts any child process (the warning is
 shown once per process tree): a malformed ``BLACKWELL_COMPAT_AUTO``, ``_FORCE`` or ``_VERBOSE``,
-a ``BLACKWELL_COMPAT_NVRTC`` that names nothing, or a ``BLACKWELL_COMPAT_DISABLE``/``_STRATEGY``
+a ``BLACKWELL_COMPAT_NVRTC`` that names nothing, a relative path in one of the path variables,
+or a ``BLACKWELL_COMPAT_DISABLE``/``_STRATEGY``
 selection no process has checked yet (checking the names needs the registry; ``run`` and the
 first activation of a process tree mark the selection they checked in :data:`CHECKED`).
 
@@ -27,6 +28,7 @@ __all__ = [
     "FLAGS",
     "NVRTC",
     "OFF_WORDS",
+    "PATHS",
     "SELECTION",
     "TRUE_WORDS",
     "must_check_now",
@@ -37,6 +39,8 @@ AUTO = "BLACKWELL_COMPAT_AUTO"
 FLAGS = (AUTO, "BLACKWELL_COMPAT_FORCE", "BLACKWELL_COMPAT_VERBOSE")
 """The on/off variables of the activation."""
 NVRTC = "BLACKWELL_COMPAT_NVRTC"
+PATHS = ("BLACKWELL_COMPAT_CACHE_DIR", NVRTC, "BLACKWELL_COMPAT_PTXAS")
+"""The variables that name a file or a folder: each must be an absolute path."""
 SELECTION = ("BLACKWELL_COMPAT_DISABLE", "BLACKWELL_COMPAT_STRATEGY")
 CHECKED = "_BLACKWELL_COMPAT_SELECTION_CHECKED"
 """Set by ``run`` and by :func:`blackwell_compat.autostart.start` to :func:`selection` once the
@@ -62,8 +66,14 @@ def must_check_now(env: Mapping[str, str] | None = None) -> bool:
         value = source.get(name, "").strip().lower()
         if value not in TRUE_WORDS and value not in OFF_WORDS:
             return True
-    nvrtc = source.get(NVRTC, "").strip()
-    if nvrtc.lower() not in OFF_WORDS and not os.path.exists(os.path.expanduser(nvrtc)):
-        return True
+    for name in PATHS:
+        raw = source.get(name, "").strip()
+        if name == NVRTC and raw.lower() in OFF_WORDS:
+            continue
+        path = os.path.expanduser(raw)
+        if raw and not os.path.isabs(path):
+            return True  # a relative path is refused (it would name a file per working folder)
+        if name == NVRTC and not os.path.exists(path):
+            return True
     chosen = selection(source)
     return bool(chosen) and source.get(CHECKED) != chosen

@@ -11,21 +11,30 @@ finds it in one place and the tests reset it with one call (:func:`reset_for_tes
   forced by tests or diagnostics;
 * per thread: the depth of calls into original kernels (bypass) and of :func:`suspended` blocks;
 * the compiler remedies: what the NVRTC remedy loaded (and the archs it serves, read by the
-  emulation per op) and the Triton variables the ptxas remedy set.
+  emulation per op) and the Triton variables the ptxas remedy set;
+* the patches: :data:`patches`, the engine's book (what it discovered, every patch applied or
+  waiting for an import, the generation of its import hooks, and the engine's own lock), kept
+  on one object as pluggy keeps what it loaded on its ``PluginManager``.
 
 The modules that own the behaviour (:mod:`.emulation`, :mod:`.devices`, :mod:`.ops`) keep their
-functions and read and write the state here.  This module is a leaf above ``errors``/``config``:
-it imports nothing of the package, so every layer may read it.  Reads on the hot path (the
-dispatcher kernel) take no lock; writes take :data:`lock`, which is re-entrant because turning
-the guard on re-registers kernels while holding it.
+functions and read and write the state here. This module sits just above the leaves: it imports
+nothing of the package but the library logger (``errors``), so every layer may read it. Reads on
+the hot path (the dispatcher kernel) take no lock; writes take :data:`lock`, which is re-entrant
+because turning the guard on re-registers kernels while holding it. The engine's book carries
+the engine's lock (:attr:`PatchBook.lock`): ``apply()`` holds it for as long as a probe's child
+process runs, which the short critical sections of :data:`lock` (read per op under emulation)
+must not wait for; it is always taken before :data:`lock`, never after.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from .errors import logger
 
 #: The one lock of the process state (re-entrant; registered with :mod:`._forksafe`).
 lock = threading.RLock()
@@ -65,6 +74,46 @@ ptxas_set: dict[str, str] = {}
 """Triton variable -> the ptxas path the ptxas remedy set it to (revert removes it)."""
 ptxas_reports: dict[str, Any] = {}
 """GPU arch -> the ptxas remedy's :class:`~blackwell_compat.remedies.ptxas.PtxasReport`."""
+
+
+# -- the patches (blackwell_compat.engine) -----------------------------------------------------
+
+
+class PatchBook:
+    """What the engine knows about the patches of this process, on one object.
+
+    The engine (:mod:`blackwell_compat.engine`) reads and writes it under :attr:`lock`; the
+    records are the engine's own ``_Record`` objects (each has ``contexts``: the
+    :class:`~blackwell_compat.toolkit.PatchContext` of every module it patched).  One object,
+    so the tests reset the engine with the rest of the process state (:func:`reset_for_tests`).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        """The engine's lock (re-entrant; registered with :mod:`._forksafe`, outermost)."""
+        self.registrations: list[Any] | None = None
+        """The entry points discovered (``None``: not read yet)."""
+        self.records: dict[str, Any] = {}
+        """Patch name -> its record: applied, or waiting for an import of a target."""
+        self.generation = 0
+        """Bumped by every revert: an import hook of an older generation does nothing."""
+
+    def reset(self) -> list[str]:
+        """Undo every applied patch (newest first), forget the records and the discovered
+        entry points, disarm the import hooks; the problems of an incomplete undo."""
+        problems: list[str] = []
+        with self.lock:
+            self.generation += 1
+            for name in reversed(list(self.records)):
+                record = self.records.pop(name)
+                for module_name, ctx in reversed(list(getattr(record, "contexts", {}).items())):
+                    problems += [f"{name} on {module_name}: {e}" for e in ctx.revert()]
+            self.registrations = None
+        return problems
+
+
+patches = PatchBook()
+"""The engine's book of patches (see :class:`PatchBook`)."""
 
 
 class _ThreadState(threading.local):
@@ -158,17 +207,27 @@ def on_reset(callback: Callable[[], None]) -> None:
 
 
 def reset_for_tests() -> None:
-    """Put the process state back to a fresh import's (tests only).
+    """Put the process state back to a fresh import's (tests only): the one reset of the
+    whole process.
 
-    The architecture ``BLACKWELL_COMPAT_EMULATE`` named is kept: it belongs to the environment
+    Every applied patch is undone and the engine forgets what it discovered; the Triton
+    variables the ptxas remedy set are removed (those changed since are left alone).  The
+    architecture ``BLACKWELL_COMPAT_EMULATE`` named is kept: it belongs to the environment
     the test process was started with, not to a test.
     """
     global forced, guard_enabled, recorder, registration_override
     global nvrtc_remedy, nvrtc_served_archs
+    for problem in patches.reset():
+        logger.warning("reset_for_tests: undoing a patch was incomplete: %s", problem)
     with lock:
         emulation_stack.clear()
         # A library the NVRTC remedy loaded stays loaded (the remedy's tests run it in child
-        # processes); the ptxas remedy's variables are undone by its own revert().
+        # processes).
+        for variable, value in list(ptxas_set.items()):
+            if os.environ.get(variable) == value:
+                del os.environ[variable]
+        ptxas_set.clear()
+        ptxas_reports.clear()
         nvrtc_remedy = None
         nvrtc_served_archs = frozenset()
         forced = False

@@ -9,10 +9,13 @@ imported), so it runs in any Python 3.11 without torch:
 Figures: internal import edges (module level and inside functions), strongly connected
 components of the import graph (every import counts, lazy ones included: a cycle through a
 function-level import is still a cycle), module-level mutable globals (names bound at module
-level to a list/dict/set literal or constructor call, or rebound through ``global``),
+level to a list/dict/set literal or constructor call, or to an instance of a class the module
+defines, or rebound through ``global``),
 ``global`` statements, module-level locks, private cross-module reads (``from x import _y`` or
-``x._y`` of a sibling module), and the line counts of the largest modules and of each built-in
-patch.
+``x._y`` of a sibling module), private cross-module writes (``x._y = ...`` where ``x`` is a
+module of the package), and the line counts of the largest modules and of each built-in patch.
+Imports under ``if TYPE_CHECKING:`` never run, but a cycle through them is still a cycle
+between two modules that need each other: they count for the cycles, and are reported apart.
 """
 
 from __future__ import annotations
@@ -66,7 +69,11 @@ class _Scanner(ast.NodeVisitor):
         self.module, self.is_package, self.known = module, is_package, known
         self.depth = 0
         self.edges: list[tuple[str, bool]] = []  # (target, inside a function)
+        self.type_only: list[str] = []  # targets imported under ``if TYPE_CHECKING:``
+        self.checking = False
         self.private_reads: list[str] = []
+        self.private_writes: list[str] = []
+        self.module_aliases: dict[str, str] = {}  # local name -> internal module it names
         self.global_statements = 0
         self.global_names: set[str] = set()
 
@@ -83,22 +90,34 @@ class _Scanner(ast.NodeVisitor):
     visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
 
     def visit_If(self, node: ast.If) -> None:
-        # ``if TYPE_CHECKING:`` imports never run.
+        # ``if TYPE_CHECKING:`` imports never run: they are kept apart (cycles only).
         test = node.test
         if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
             isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
         ):
+            self.checking = True
+            for child in node.body:
+                self.visit(child)
+            self.checking = False
             for child in node.orelse:
                 self.visit(child)
             return
         self.generic_visit(node)
 
+    def _edge(self, target: str | None) -> None:
+        if not target or target == self.module:
+            return
+        if self.checking:
+            self.type_only.append(target)
+        else:
+            self.edges.append((target, self.depth > 0))
+
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             if alias.name.startswith(PACKAGE):
-                target = self._target(alias.name)
-                if target and target != self.module:
-                    self.edges.append((target, self.depth > 0))
+                self._edge(self._target(alias.name))
+                if alias.asname and alias.name in self.known:
+                    self.module_aliases[alias.asname] = alias.name
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         base = _resolve(self.module, self.is_package, node)
@@ -107,14 +126,42 @@ class _Scanner(ast.NodeVisitor):
         for alias in node.names:
             full = f"{base}.{alias.name}"
             target = self._target(full) if full in self.known else self._target(base)
-            if target and target != self.module:
-                self.edges.append((target, self.depth > 0))
+            self._edge(target)
+            if full in self.known:
+                self.module_aliases[alias.asname or alias.name] = full
             if (
                 alias.name.startswith("_")
                 and not alias.name.startswith("__")
                 and full not in self.known
             ):
                 self.private_reads.append(f"{base}.{alias.name}")
+
+    def _writes(self, targets: list[ast.expr]) -> None:
+        for target in targets:
+            if isinstance(target, (ast.Tuple, ast.List)):
+                self._writes(list(target.elts))
+            elif (
+                isinstance(target, ast.Attribute)
+                and isinstance(target.value, ast.Name)
+                and target.value.id in self.module_aliases
+                and target.attr.startswith("_")
+                and not target.attr.startswith("__")
+            ):
+                owner = self.module_aliases[target.value.id]
+                if owner != self.module:
+                    self.private_writes.append(f"{owner}.{target.attr}")
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self._writes(node.targets)
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self._writes([node.target])
+        self.generic_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._writes([node.target])
+        self.generic_visit(node)
 
     def visit_Global(self, node: ast.Global) -> None:
         self.global_statements += 1
@@ -124,6 +171,8 @@ class _Scanner(ast.NodeVisitor):
 def _module_globals(tree: ast.Module) -> tuple[set[str], int]:
     mutable: set[str] = set()
     locks = 0
+    # An instance of a class the module defines holds state too (``local = _ThreadState()``).
+    own_classes = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
     for node in tree.body:
         targets: list[ast.expr] = []
         value: ast.expr | None = None
@@ -147,7 +196,7 @@ def _module_globals(tree: ast.Module) -> tuple[set[str], int]:
                 continue
             if fname in ("getLogger", "TypeVar"):
                 continue
-            if fname in _MUTABLE_CALLS:
+            if fname in _MUTABLE_CALLS or fname in own_classes:
                 mutable.update(names)
     return mutable, locks
 
@@ -194,8 +243,9 @@ def scan(root: Path = ROOT) -> dict[str, object]:
     modules = {_module_name(f, root): f for f in files}
     known = set(modules)
     graph: dict[str, set[str]] = defaultdict(set)
-    inside = total = 0
+    inside = total = type_only = 0
     private: list[str] = []
+    writes: list[str] = []
     global_statements = 0
     mutable_globals: dict[str, list[str]] = {}
     locks = 0
@@ -209,7 +259,11 @@ def scan(root: Path = ROOT) -> dict[str, object]:
             graph[name].add(target)
             total += 1
             inside += in_function
+        for target in scanner.type_only:
+            graph[name].add(target)
+            type_only += 1
         private.extend(f"{name}: {p}" for p in scanner.private_reads)
+        writes.extend(f"{name}: {p}" for p in scanner.private_writes)
         global_statements += scanner.global_statements
         mutable, module_locks = _module_globals(tree)
         mutable |= scanner.global_names
@@ -232,8 +286,10 @@ def scan(root: Path = ROOT) -> dict[str, object]:
         "modules": len(modules),
         "internal_imports": total,
         "imports_inside_functions": inside,
+        "type_only_imports": type_only,
         "cycles": cycles,
         "private_cross_module_imports": sorted(private),
+        "private_cross_module_writes": sorted(writes),
         "module_globals": sum(len(v) for v in mutable_globals.values()),
         "modules_with_state": len(mutable_globals),
         "state_by_module": mutable_globals,
@@ -255,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"modules: {result['modules']}")
     print(
         f"internal imports: {result['internal_imports']} "
-        f"({result['imports_inside_functions']} inside functions)"
+        f"({result['imports_inside_functions']} inside functions; "
+        f"{result['type_only_imports']} more under TYPE_CHECKING)"
     )
     cycles = result["cycles"]
     assert isinstance(cycles, list)
@@ -266,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(private, list)
     print(f"private cross-module imports: {len(private)}")
     for item in private:
+        print(f"  {item}")
+    writes = result["private_cross_module_writes"]
+    assert isinstance(writes, list)
+    print(f"private cross-module writes: {len(writes)}")
+    for item in writes:
         print(f"  {item}")
     print(
         f"module-level mutable globals: {result['module_globals']} in "

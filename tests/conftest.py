@@ -28,13 +28,12 @@ os.environ.setdefault("BLACKWELL_COMPAT_NVRTC", "off")
 @pytest.fixture(autouse=True)
 def _clean_blackwell_state():
     """Every test starts and ends with nothing patched and no emulation."""
-    from blackwell_compat import engine, state
+    from blackwell_compat import state
 
     before = {
         k: os.environ.get(k) for k in ("BLACKWELL_COMPAT_DISABLE", "BLACKWELL_COMPAT_STRATEGY")
     }
     yield
-    engine._reset_for_tests()
     state.reset_for_tests()
     for key, value in before.items():
         if value is None:

@@ -631,3 +631,58 @@ def test_format_problems():
     assert one.endswith("the program runs on: a")
     two = autostart.format_problems(["a", "b"])
     assert two.splitlines()[1:] == ["  - a", "  - b"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and PR_SET_PDEATHSIG")
+def test_ctrl_c_during_start_up_ends_the_program_quietly(tmp_path):
+    """Ctrl-C while the start-up hook's probe waits on a test process hanging in a broken
+    NVRTC: before, "Fatal Python error: init_import_site" and a 54-line traceback, and the
+    test process lived on.  Now the program ends as Python programs end on Ctrl-C (by SIGINT:
+    status 130 in a shell), silently, and the test process goes with it."""
+    import signal
+    import time
+
+    from support import native_fakes
+
+    site_dir, library = native_fakes.nvrtc_site(tmp_path / "site", "CALL_HANG")
+    env = clean_env(
+        BLACKWELL_COMPAT_AUTO="1",
+        BLACKWELL_COMPAT_CACHE_DIR=str(tmp_path / "cache"),
+        BLACKWELL_COMPAT_PROBE_TIMEOUT="300",
+        PYTHONPATH=str(site_dir),
+    )
+    program = subprocess.Popen(
+        [sys.executable, "-c", "print('the program ran')"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def test_processes() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != program.pid:
+                try:
+                    if str(library) in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                        found.append(int(entry.name))
+                except OSError:
+                    pass
+        return found
+
+    deadline = time.monotonic() + 120
+    hanging: list[int] = []
+    while time.monotonic() < deadline and not hanging:
+        hanging = test_processes()
+        time.sleep(0.1)
+    assert hanging, "the start-up probe never started its test process"
+    time.sleep(0.5)
+    program.send_signal(signal.SIGINT)
+    out, err = program.communicate(timeout=60)
+    assert program.returncode == -signal.SIGINT, (program.returncode, err)
+    assert "Fatal Python error" not in err and "Traceback" not in err, err
+    assert err == "" and out == ""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and test_processes():
+        time.sleep(0.1)
+    assert test_processes() == []

@@ -64,7 +64,8 @@ def test_a_failing_child_reports_its_last_error_line():
 
 def test_a_child_that_cannot_start():
     result = run_child(["-c", "pass"], timeout=5, python="/nonexistent/python3")
-    assert result.error is not None and "could not start /nonexistent/python3" in result.error
+    assert result.error is not None
+    assert result.error.startswith("could not be started (/nonexistent/python3: ")
 
 
 def test_describe_exit():
@@ -174,8 +175,7 @@ def test_children_never_have_the_working_directory_on_sys_path(tmp_path, monkeyp
     work.mkdir()
     monkeypatch.chdir(work)
     argv = module_argv("bc_show_path")
-    if sys.version_info >= (3, 11):
-        assert argv[0] == "-P"
+    assert argv[0] == "-I"  # isolated: no working directory, no PYTHON* variables of its own
     env = dict(os.environ, PYTHONPATH=str(mods))
     result = run_child(argv, timeout=60, env=env)
     record = result.record("p")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from blackwell_compat import engine, registry
+from blackwell_compat import state as process_state
 from blackwell_compat.errors import BlackwellCompatWarning, ConfigError
 
 
@@ -76,7 +77,7 @@ def make_patch(name: str, module: str, **attrs: Any) -> type[registry.Patch]:
 @pytest.fixture
 def use_patches(monkeypatch):
     def install(*eps: FakeEntryPoint) -> None:
-        monkeypatch.setattr(engine, "_registrations", registry.discover(eps))
+        monkeypatch.setattr(process_state.patches, "registrations", registry.discover(eps))
 
     return install
 

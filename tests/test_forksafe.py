@@ -16,6 +16,7 @@ import pytest
 
 import blackwell_compat
 from blackwell_compat import _forksafe, engine, registry
+from blackwell_compat import state as process_state
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only"),
@@ -75,8 +76,9 @@ def test_every_module_lock_of_the_package_is_handled():
 
 @pytest.mark.parametrize(("module_name", "attribute"), _forksafe.LOCKS)
 def test_a_lock_held_by_another_thread_is_free_in_the_child(module_name, attribute, monkeypatch):
-    module = importlib.import_module(module_name)
-    lock = getattr(module, attribute)
+    lock = importlib.import_module(module_name)
+    for part in attribute.split("."):  # "patches.lock": the engine's lock on the state's book
+        lock = getattr(lock, part)
     monkeypatch.setattr(_forksafe, "WAIT_S", 0.2)
     held, release = threading.Event(), threading.Event()
 
@@ -131,7 +133,7 @@ def test_forty_forks_while_another_thread_applies_and_reverts(tmp_path, monkeypa
         def load(self) -> Any:
             return SlowPatch
 
-    monkeypatch.setattr(engine, "_registrations", registry.discover([EntryPoint()]))
+    monkeypatch.setattr(process_state.patches, "registrations", registry.discover([EntryPoint()]))
     stop = threading.Event()
 
     def churn() -> None:
@@ -153,8 +155,8 @@ def test_forty_forks_while_another_thread_applies_and_reverts(tmp_path, monkeypa
     try:
         for _ in range(40):
             time.sleep(0.003)
-            if engine._lock.acquire(blocking=False):
-                engine._lock.release()
+            if process_state.patches.lock.acquire(blocking=False):
+                process_state.patches.lock.release()
             else:
                 held += 1
             codes.append(_wait_child(_fork(child), 10))

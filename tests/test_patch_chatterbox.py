@@ -30,7 +30,7 @@ from support.audio_parity import (
 )
 
 import blackwell_compat as bc
-from blackwell_compat import engine
+from blackwell_compat import state as process_state
 from blackwell_compat.errors import BlackwellCompatWarning
 from blackwell_compat.patches import chatterbox as chatterbox_patch
 from blackwell_compat.toolkit import drift
@@ -64,7 +64,7 @@ def _modules() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
 
 @pytest.fixture(scope="module")
 def references() -> dict[str, Any]:
-    engine._reset_for_tests()
+    process_state.reset_for_tests()
     return {name: reference(case.run) for name, case in _cases().items()}
 
 

@@ -31,6 +31,7 @@ from support.audio_parity import (
 
 import blackwell_compat as bc
 from blackwell_compat import engine
+from blackwell_compat import state as process_state
 from blackwell_compat.errors import BlackwellCompatWarning, ConfigError, DriftError
 from blackwell_compat.patches import kokoro as kokoro_patch
 
@@ -75,7 +76,7 @@ def _rel_l2(a: Any, b: Any) -> float:
 
 @pytest.fixture(scope="module")
 def references() -> dict[str, Any]:
-    engine._reset_for_tests()
+    process_state.reset_for_tests()
     return {name: reference(case.run) for name, case in _cases().items()}
 
 

@@ -33,6 +33,7 @@ from support.patch_suite import module_copy, run_gpu_script, run_json_script
 
 import blackwell_compat as bc
 from blackwell_compat import engine, inplace, spectral
+from blackwell_compat import state as process_state
 from blackwell_compat.errors import BlackwellCompatWarning
 
 pytestmark = pytest.mark.targets
@@ -79,7 +80,7 @@ def test_case_list_matches_the_golden_registry() -> None:
 
 @pytest.fixture(scope="module")
 def references() -> dict[str, Any]:
-    engine._reset_for_tests()
+    process_state.reset_for_tests()
     return {name: reference(case.run) for name, case in _cases().items()}
 
 

@@ -21,7 +21,7 @@ from support.audio_parity import (
 )
 
 import blackwell_compat as bc
-from blackwell_compat import engine
+from blackwell_compat import state as process_state
 
 pytestmark = [pytest.mark.targets, pytest.mark.slow]
 
@@ -41,7 +41,7 @@ def references(waveforms: Any) -> dict[str, Any]:
     from golden.cases_pyannote import embedding_of, fbank_of
     from support.models_audio import wespeaker_resnet34
 
-    engine._reset_for_tests()
+    process_state.reset_for_tests()
     model = wespeaker_resnet34()
     return {
         "wespeaker_resnet34_embedding": reference(lambda: embedding_of(model, waveforms)),

@@ -19,6 +19,8 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _entry(folder: Path, kind: str, **extra: object) -> None:
     folder.mkdir(parents=True)
     (folder / cache.MANIFEST).write_text(json.dumps({"kind": kind, **extra}))
+    for name in extra.get("files", []):  # type: ignore[attr-defined]
+        (folder / name).write_bytes(b"")
 
 
 def test_layout_under_the_cache_folder(root: Path) -> None:

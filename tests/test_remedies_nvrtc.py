@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from support.environ import clean_env
 
-from blackwell_compat import config
+from blackwell_compat import config, loader
 from blackwell_compat.errors import ConfigError
-from blackwell_compat.probing.locate import find_nvrtc, locate_torch
+from blackwell_compat.probing.locate import TorchBuild, find_nvrtc, locate_torch
 from blackwell_compat.remedies import nvrtc as remedy
 
 MARK = "@@remedy-test@@ "
@@ -262,16 +262,7 @@ def test_apply_after_import_torch_releases_torchs_copy(nvrtc_libraries: dict[str
 def _torch_links_nvrtc() -> bool:
     """Whether the installed torch's libtorch_cuda.so links NVRTC itself (torch >= 2.15)."""
     lib = os.path.join(TORCH.location or "", "lib", "libtorch_cuda.so")
-    return remedy.soname_for(MAJOR) in remedy.read_needed(lib)  # type: ignore[arg-type]
-
-
-def test_read_needed_lists_what_a_library_links(nvrtc_libraries: dict[str, str]) -> None:
-    library = nvrtc_libraries["12.9.86"]
-    assert remedy.read_soname(library) == "libnvrtc.so.12"
-    needed = remedy.read_needed(library)
-    assert "libc.so.6" in needed
-    assert "libnvrtc.so.12" not in needed
-    assert remedy.read_needed(__file__) == [] and remedy.read_soname(__file__) is None
+    return remedy.soname_for(MAJOR) in loader.read_needed(lib)  # type: ignore[arg-type]
 
 
 @needs_cuda_torch
@@ -328,13 +319,7 @@ def test_without_a_capable_nvrtc_the_guard_registers(nvrtc_libraries: dict[str, 
 # -- pieces that load nothing -----------------------------------------------------------------
 
 
-def test_soname_is_read_from_the_file(nvrtc_libraries: dict[str, str], tmp_path: Path) -> None:
-    assert remedy.read_soname(nvrtc_libraries["12.9.86"]) == "libnvrtc.so.12"
-    assert remedy.read_soname(nvrtc_libraries["13.0.88"]) == "libnvrtc.so.13"
-    junk = tmp_path / "libnvrtc.so.12"
-    junk.write_bytes(b"\x7fELF\x02\x01" + b"\0" * 40)
-    assert remedy.read_soname(str(junk)) is None
-    assert remedy.read_soname(str(tmp_path / "missing")) is None
+def test_soname_torch_opens_per_cuda_major() -> None:
     assert remedy.soname_for(12) == "libnvrtc.so.12" and remedy.soname_for(11) == "libnvrtc.so.11.2"
 
 
@@ -483,3 +468,137 @@ def test_a_library_the_program_loaded_before_torch_is_never_unloaded(
     assert any(os.path.samefile(p, copy) for p in out["maps"])  # still mapped
     assert not any(os.path.samefile(p, library) for p in out["maps"])  # nothing loaded
     assert out["version"] == extra["mine"]
+
+
+# -- issue 21: what held, and what failed -----------------------------------------------------
+
+
+@needs_cuda_torch
+@pytest.mark.slow
+def test_a_folder_whose_name_holds_a_newline_serves(
+    nvrtc_libraries: dict[str, str], tmp_path: Path
+) -> None:
+    """The kernel writes a newline of a mapped file's name as \\012 in /proc/self/maps: before,
+    the remedy loaded the library, did not find it mapped, and dropped it as "dlopen still
+    returns None"."""
+    version = CAPABLE[MAJOR]  # type: ignore[index]
+    original = Path(_library(nvrtc_libraries, version))
+    folder = tmp_path / "odd\nname"
+    folder.mkdir()
+    for item in original.parent.iterdir():
+        if item.name.startswith("libnvrtc"):
+            shutil.copy2(item, folder / item.name)
+    library = str(folder / original.name)
+    code = "import blackwell_compat as bc\nwith bc.emulate('sm_121'):\n    bc.apply()\n" + TAIL
+    out = _run(code, nvrtc=str(folder))
+    _assert_served(out, library, version)
+
+
+@needs_cuda_torch
+@pytest.mark.slow
+def test_release_holds_with_busy_threads_and_after_torchs_own_calls(
+    nvrtc_libraries: dict[str, str], tmp_path: Path
+) -> None:
+    """Held in the red-team round, kept: torch's copy is released (or, where torch links NVRTC
+    itself, left alone with the reason) while other threads run ops, after
+    ``torch.cuda.is_available()``, ``torch.jit.script`` and ``import torch.utils.cpp_extension``."""
+    version = CAPABLE[MAJOR]  # type: ignore[index]
+    library = _library(nvrtc_libraries, version)
+    code = (
+        "import threading, torch\n"
+        "import torch.utils.cpp_extension\n"
+        "stop = threading.Event()\n"
+        "def busy():\n"
+        "    while not stop.is_set():\n"
+        "        torch.ones(256).mul_(2).sum()\n"
+        "threads = [threading.Thread(target=busy, daemon=True) for _ in range(3)]\n"
+        "[t.start() for t in threads]\n"
+        "try:\n"
+        "    available = torch.cuda.is_available()\n"
+        "    @torch.jit.script\n"
+        "    def twice(x: torch.Tensor) -> torch.Tensor:\n"
+        "        return x * 2\n"
+        "    twice(torch.ones(2))\n"
+        "    import blackwell_compat as bc\n"
+        "    with bc.emulate('sm_121'):\n"
+        "        bc.apply()\n"
+        "finally:\n"
+        "    stop.set()\n"
+        "    [t.join() for t in threads]\n"
+        "extra = {'available': available, 'initialised': torch.cuda.is_initialized()}\n" + TAIL
+    )
+    script = tmp_path / "busy.py"  # TorchScript reads the function's source from a file
+    script.write_text(code)
+    out = _run(code, nvrtc=library, argv=[sys.executable, str(script)])
+    assert out["extra"] == {"available": False, "initialised": False}
+    if _torch_links_nvrtc():
+        assert out["state"]["status"] == remedy.FAILED
+        assert "links libnvrtc.so" in out["state"]["reason"]
+        return
+    _assert_served(out, library, version)
+    assert out["state"]["released"]
+
+
+def test_apply_while_torch_is_being_imported_says_so(tmp_path: Path) -> None:
+    """Before: "CUDA is already initialised", which was false (another thread was inside
+    `import torch`).  A stand-in torch whose import waits for the test keeps it half-imported."""
+    fake = tmp_path / "site" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "version.py").write_text("__version__ = '2.6.0'\ncuda = '12.4'\n")
+    (fake / "__init__.py").write_text(
+        "import os, time\n"
+        "open(os.environ['BC_TEST_STARTED'], 'w').close()\n"
+        "while not os.path.exists(os.environ['BC_TEST_GO']):\n"
+        "    time.sleep(0.01)\n"
+    )
+    started, go = tmp_path / "started", tmp_path / "go"
+    code = textwrap.dedent(
+        f"""
+        import json, os, threading, time
+        from blackwell_compat.remedies import nvrtc as r
+        importer = threading.Thread(target=lambda: __import__("torch"))
+        importer.start()
+        while not os.path.exists({str(started)!r}):
+            time.sleep(0.01)
+        state = r.activate()  # emulated sm_121 (the variable): bc.emulate would import torch
+        open({str(go)!r}, "w").close()
+        importer.join()
+        print({MARK!r} + json.dumps(state.as_dict()))
+        """
+    )
+    out = _run(
+        code,
+        nvrtc="",
+        PYTHONPATH=str(tmp_path / "site"),
+        BC_TEST_STARTED=str(started),
+        BC_TEST_GO=str(go),
+        BLACKWELL_COMPAT_EMULATE="sm_121",
+    )
+    assert out["status"] == remedy.TOO_LATE, out
+    assert "torch is still being imported" in out["reason"]
+    assert "CUDA is already initialised" not in out["reason"]
+    assert out["library"] is None and out["released"] == []
+
+
+def test_a_relative_cuda_toolkit_folder_is_never_a_candidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CUDA_HOME=.`` meant a different folder in every working directory (and a library
+    loaded from it)."""
+    planted = tmp_path / "lib64" / "libnvrtc.so.12"
+    planted.parent.mkdir()
+    planted.write_bytes(b"\x7fELF planted")
+    monkeypatch.chdir(tmp_path)
+    env = {"CUDA_HOME": ".", "CUDA_PATH": "lib64/.."}
+    paths = [p for p, _ in remedy.candidate_paths("libnvrtc.so.12", 12, env, search_path=[])]
+    assert not any(os.path.samefile(p, planted) for p in paths)
+    _, considered, _ = remedy.find_capable(
+        ["sm_121"], TorchBuild(location="/x", version="2.6.0", cuda="12.4"), env=env
+    )
+    refusals = [c.verdict for c in considered if c.origin.startswith("CUDA toolkit CUDA_")]
+    assert refusals == [
+        "CUDA_HOME='.' is a relative path: not used (it would name a different folder in every "
+        "working directory)",
+        "CUDA_PATH='lib64/..' is a relative path: not used (it would name a different folder in "
+        "every working directory)",
+    ]

@@ -19,10 +19,12 @@ import pytest
 from support.compiler_wheels import PTXAS_CU12, download
 from support.ptxas_tools import make_tool, make_triton
 
+from blackwell_compat import children
 from blackwell_compat.probing.ptxas import (
     PTXAS_BLACKWELL_ENV,
     PTXAS_ENV,
     _triton_dir,
+    find_ptxas_binaries,
     probe_tool,
 )
 from blackwell_compat.remedies import ptxas as remedy
@@ -401,15 +403,70 @@ def test_the_triton_check_child_never_starts_the_library_again(tmp_path, monkeyp
     monkeypatch.setenv("BLACKWELL_COMPAT_EMULATE", "sm_121")
     monkeypatch.setenv("_BLACKWELL_COMPAT_AUDIT", str(tmp_path))
     seen: list[dict[str, str]] = []
-    real_run = subprocess.run
+    real_run = children.run
 
     def recording_run(*args, **kwargs):
         seen.append(dict(kwargs.get("env") or os.environ))
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(remedy.subprocess, "run", recording_run)
+    monkeypatch.setattr(children, "run", recording_run)
     remedy.triton_accepts_release(str(tmp_path / "triton"), "12.9", timeout=60)
     assert seen, "the check ran no child"
     for env in seen:
         assert not {"BLACKWELL_COMPAT_AUTO", "BLACKWELL_COMPAT_EMULATE"} & set(env)
         assert "_BLACKWELL_COMPAT_AUDIT" not in env
+
+
+# -- issue 21: nothing from the working directory; honest reasons ----------------------------
+
+
+def test_an_empty_path_entry_never_runs_a_ptxas_of_the_working_directory(tmp_path, monkeypatch):
+    """``PATH="$EXTRA:$PATH"`` with EXTRA unset: before, the remedy ran ``./ptxas`` and set
+    ``TRITON_PTXAS_BLACKWELL_PATH=ptxas`` (and the doctor advised exporting it)."""
+    triton = fake_triton(tmp_path, blackwell_tool=True)
+    work = tmp_path / "work"
+    planted = make_tool(work / "ptxas", "12.9", rejects=())
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("PATH", ":" + os.environ.get("PATH", ""))
+    monkeypatch.setenv("BLACKWELL_COMPAT_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv(remedy.USER_VARIABLE, raising=False)
+    assert not any(os.path.samefile(p, planted) for p in find_ptxas_binaries())
+    assert all(os.path.isabs(p) for p in find_ptxas_binaries())
+    report = remedy.activate("sm_121", triton_dir=triton)
+    value = os.environ.get(PTXAS_BLACKWELL_ENV)
+    assert value != "ptxas" and report.path != "ptxas"
+    if value is not None:  # a real capable ptxas elsewhere on this machine: absolute, not ours
+        assert os.path.isabs(value) and not os.path.samefile(value, planted)
+
+
+def test_a_relative_ptxas_variable_is_refused(tmp_path, monkeypatch):
+    import blackwell_compat as bc
+    from blackwell_compat.errors import ConfigError
+
+    triton = fake_triton(tmp_path, blackwell_tool=True)
+    make_tool(tmp_path / "ptxas", "12.9", rejects=())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(remedy.USER_VARIABLE, "./ptxas")
+    with pytest.raises(ConfigError, match=r"BLACKWELL_COMPAT_PTXAS='\./ptxas' is a relative path"):
+        remedy.activate("sm_121", triton_dir=triton)
+    with pytest.raises(ConfigError, match="is a relative path"):
+        bc.apply()
+    assert PTXAS_BLACKWELL_ENV not in os.environ
+
+
+def test_a_variable_the_user_removed_is_not_blamed_on_another_gpu(tmp_path, monkeypatch):
+    """Before: "was set for another GPU" after the user deleted the variable."""
+    triton = fake_triton(tmp_path, blackwell_tool=True)
+    good = make_tool(tmp_path / "good" / "ptxas", "12.9", rejects=())
+    monkeypatch.setenv(remedy.USER_VARIABLE, good)
+    assert remedy.activate("sm_121", triton_dir=triton).active
+    del os.environ[PTXAS_BLACKWELL_ENV]
+    report = remedy.activate("sm_121", triton_dir=triton)
+    assert not report.active and PTXAS_BLACKWELL_ENV not in os.environ
+    assert "another GPU" not in report.reason
+    assert report.reason.startswith(
+        f"{PTXAS_BLACKWELL_ENV}, which the remedy had set to {good!r}, was removed from the "
+        "environment since; it is not set again"
+    )
+    remedy.revert()  # forgets what it set: apply() sets it again from here
+    assert remedy.activate("sm_121", triton_dir=triton).active

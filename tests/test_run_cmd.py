@@ -430,3 +430,61 @@ def test_usage_errors_name_the_command_the_user_typed():
     assert done.returncode == 2, done.stderr
     assert "usage: blackwell-compat run [options] -- COMMAND" in done.stderr
     assert "python -m blackwell_compat" not in done.stderr
+
+
+# -- issue 21: relative paths are made absolute once, here, and refused elsewhere ----------------
+
+
+def test_run_makes_the_library_path_variables_absolute_once(tmp_path):
+    (tmp_path / "ptxas-dir").mkdir()
+    code = (
+        "import json, os; print(json.dumps({k: os.environ.get(k) for k in "
+        "('BLACKWELL_COMPAT_CACHE_DIR', 'BLACKWELL_COMPAT_PTXAS', 'BLACKWELL_COMPAT_NVRTC')}))"
+    )
+    env = clean_env(
+        BLACKWELL_COMPAT_CACHE_DIR="rel-cache",
+        BLACKWELL_COMPAT_PTXAS="ptxas-dir",
+        BLACKWELL_COMPAT_NVRTC="off",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "blackwell_compat", "run", "--", sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = __import__("json").loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {
+        "BLACKWELL_COMPAT_CACHE_DIR": str(tmp_path / "rel-cache"),
+        "BLACKWELL_COMPAT_PTXAS": str(tmp_path / "ptxas-dir"),
+        "BLACKWELL_COMPAT_NVRTC": "off",
+    }
+
+
+def test_other_commands_refuse_a_relative_path_variable(tmp_path):
+    env = clean_env(BLACKWELL_COMPAT_CACHE_DIR="rel-cache")
+    done = subprocess.run(
+        [sys.executable, "-m", "blackwell_compat", "list"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert "BLACKWELL_COMPAT_CACHE_DIR='rel-cache' is a relative path" in done.stderr
+    assert not (tmp_path / "rel-cache").exists()
+
+
+def test_prepare_environment_changes_only_relative_values(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "BLACKWELL_COMPAT_CACHE_DIR": "/abs/cache",
+        "BLACKWELL_COMPAT_NVRTC": "lib",
+        "BLACKWELL_COMPAT_PTXAS": "",
+    }
+    assert run_cmd.prepare_environment(env) == ["BLACKWELL_COMPAT_NVRTC"]
+    assert env["BLACKWELL_COMPAT_NVRTC"] == str(tmp_path / "lib")
+    assert env["BLACKWELL_COMPAT_CACHE_DIR"] == "/abs/cache" and env["BLACKWELL_COMPAT_PTXAS"] == ""

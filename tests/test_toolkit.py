@@ -270,17 +270,13 @@ class AcmePatch(DeclaredPatch):
     strategies = ("real", "cpu")
     declarations = (
         Rewrite(
-            "acme_dsp",
-            "energy",
+            Expect("acme_dsp", "energy", signature=AS_REWRITE, names=("rfft", "abs")),
             rewrite=_real_energy,
             round_trip=("cpu",),
-            signature=AS_REWRITE,
-            names=("rfft", "abs"),
             note="energy: real-valued on served devices",
         ),
         Rewrite(
-            "acme_dsp",
-            "Box.energy",
+            Expect("acme_dsp", "Box.energy"),
             build=lambda module, original: lambda self, signal, n_fft=16: "box rewrite",
             on="signal",
             strategies=("real",),
@@ -352,21 +348,48 @@ def test_declared_patch_refuses_an_unknown_strategy(acme_dsp: types.ModuleType) 
         ({"rewrite": _real_energy, "round_trip": "cpu"}, "round_trip is a sequence"),
         ({"round_trip": ("cpu",), "strategies": ("real", "cpu")}, r"no rewrite for .*'real'"),
         ({"rewrite": _real_energy, "always": True, "on": "x"}, "always=True routes nothing"),
-        ({"rewrite": _real_energy, "params": "signal"}, "params and names are sequences"),
     ],
 )
 def test_rewrite_declaration_errors(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(TypeError, match=message):
-        Rewrite("acme_dsp", "energy", **kwargs)
+        Rewrite(Expect("acme_dsp", "energy"), **kwargs)
 
 
-def test_rewrite_attribute_errors() -> None:
+def test_rewrite_target_errors() -> None:
     with pytest.raises(TypeError, match="nothing deeper"):
-        Rewrite("acme_dsp", "A.B.c", rewrite=_real_energy)
+        Rewrite(Expect("acme_dsp", "A.B.c"), rewrite=_real_energy)
     with pytest.raises(TypeError, match="module must be a non-empty module name"):
-        Rewrite("", "energy", rewrite=_real_energy)
+        Rewrite(Expect("", "energy"), rewrite=_real_energy)
     with pytest.raises(TypeError, match="distribution and supported go together"):
         Expect("acme_dsp", distribution="acme")
+    with pytest.raises(TypeError, match="params and names are sequences"):
+        Expect("acme_dsp", "energy", params="signal")
+    # The old form, module and attribute as strings, says what to write instead.
+    with pytest.raises(TypeError, match=r"Rewrite takes its target as an Expect"):
+        Rewrite("acme_dsp", "energy", rewrite=_real_energy)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="names no attribute"):
+        Rewrite(Expect("acme_dsp"), rewrite=_real_energy)
+    with pytest.raises(TypeError, match="is a function or a method"):
+        Rewrite(Expect("acme_dsp", "N_FFT", value=16), rewrite=_real_energy)
+
+
+def test_as_rewrite_belongs_to_a_rewrites_target_only(acme_dsp: types.ModuleType) -> None:
+    loose = Expect("acme_dsp", "energy", signature=AS_REWRITE)
+    with pytest.raises(TypeError, match="only the target of a Rewrite"):
+        loose.problems(acme_dsp)
+    with pytest.raises(TypeError, match="compares with AS_REWRITE, which only the target"):
+
+        class Loose(DeclaredPatch):
+            name = "x"
+            declarations = (loose,)
+
+    # Resolved by the rewrite: its parameters and defaults are what the target must have.
+    def other(signal: Any, n_fft: int = 32) -> Any:
+        return signal
+
+    drifted = Rewrite(Expect("acme_dsp", "energy", signature=AS_REWRITE), rewrite=other)
+    assert drifted.problems(acme_dsp) != []
+    assert Rewrite(loose, rewrite=_real_energy).problems(acme_dsp) == []
 
 
 def test_declared_patch_class_errors() -> None:
@@ -381,7 +404,7 @@ def test_declared_patch_class_errors() -> None:
         class UnknownStrategy(DeclaredPatch):
             name = "x"
             strategies = ("real",)
-            declarations = (Rewrite("acme_dsp", "energy", round_trip=("cpu",)),)
+            declarations = (Rewrite(Expect("acme_dsp", "energy"), round_trip=("cpu",)),)
 
     with pytest.raises(TypeError, match="nothing is declared for module 'acme_other'"):
 

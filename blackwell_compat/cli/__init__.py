@@ -87,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser, modules = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    prepare = getattr(modules.get(args.subcommand), "prepare_environment", None)
+    if prepare is not None:
+        prepare(os.environ)  # `run`: paths the user gave relative to where the command was typed
     problems = environment_problems()
     if problems:
         for problem in problems:

@@ -22,10 +22,12 @@ def add_parser(subparsers: Any) -> None:
         help="download a compiler that knows the GPU (NVRTC or ptxas) into the cache",
         description=(
             "Download NVIDIA's NVRTC or ptxas wheel for this torch build with `pip download "
-            "--no-deps` (or take a local wheel), unpack only the compiler into the "
-            "blackwell-compat cache (BLACKWELL_COMPAT_CACHE_DIR), and verify it knows the "
-            "GPU's arch (sm_120 and sm_121 when no GPU is visible). Nothing is installed into "
-            "this environment; the remedies pick the cached compiler up."
+            "--no-deps --require-hashes` (or take a local wheel), accept it only if its sha256 "
+            "is the one NVIDIA published (pinned by blackwell-compat per version and "
+            "platform), unpack only the compiler into the blackwell-compat cache "
+            "(BLACKWELL_COMPAT_CACHE_DIR), and verify it as the remedy will (sm_120 and sm_121 "
+            "when no GPU is visible). Nothing is installed into this environment; the remedies "
+            "pick the cached compiler up."
         ),
         epilog="Exit status: 0 done (or already cached), 1 fetch failed (cache unchanged), "
         "2 usage error.",
@@ -38,7 +40,10 @@ def add_parser(subparsers: Any) -> None:
         "--version",
         dest="release",
         metavar="X.Y.Z",
-        help="fetch this release instead of the default (12.9.86 / 13.2.86)",
+        help=(
+            "fetch this release instead of the default (12.9.86 / 13.2.86); one whose sha256 "
+            "blackwell-compat does not pin also needs --trust-sha256"
+        ),
     )
     parser.add_argument(
         "--cuda",
@@ -50,6 +55,15 @@ def add_parser(subparsers: Any) -> None:
         "--python",
         metavar="PATH",
         help="the interpreter whose pip downloads (default: this one)",
+    )
+    parser.add_argument(
+        "--trust-sha256",
+        metavar="SHA256",
+        help=(
+            "accept a wheel blackwell-compat pins no sha256 for (another --version, a rebuilt "
+            "wheel) if its sha256 is SHA256; check that value where the wheel is published. "
+            "The report and the cache's manifest record that you named it"
+        ),
     )
     parser.add_argument("--force", action="store_true", help="fetch again even when cached")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -66,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             wheel=args.wheel,
             force=args.force,
             python=args.python,
+            trust_sha256=args.trust_sha256,
         )
     except FetchError as exc:
         if args.json:
@@ -78,12 +93,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if result.reused:
         print(f"{result.kind} {result.version} is already in the cache: {result.folder}")
-        print("  (give --force to fetch and verify it again)")
+        print(f"  trust:   {result.trust}" if result.trust else "  trust:   (not recorded)")
+        print("  (checked again just now; give --force to fetch it again)")
+        for note in result.notes:
+            print(f"  {note}")
         return EXIT_OK
     print(f"fetched {result.kind} {result.version} for CUDA {result.cuda_major}")
     print(f"  package: {result.package}=={result.version}")
     print(f"  wheel:   {result.wheel} ({result.origin})")
     print(f"  sha256:  {result.sha256}")
+    print(f"  trust:   {result.trust}")
     print(f"  folder:  {result.folder}")
     print("  files:   " + ", ".join(result.files))
     for note in result.notes:

@@ -20,7 +20,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from .. import config, startup_checks
@@ -90,6 +90,23 @@ def add_parser(subparsers: Any) -> None:
         metavar="-- COMMAND [ARGS...]",
         help="the command to run, after '--'",
     )
+
+
+def prepare_environment(env: MutableMapping[str, str]) -> list[str]:
+    """Make the library's path variables absolute, once, here: the user typed ``run`` in this
+    working directory, so a relative ``BLACKWELL_COMPAT_CACHE_DIR``, ``BLACKWELL_COMPAT_NVRTC``
+    or ``BLACKWELL_COMPAT_PTXAS`` means a path relative to it; the command and every process it
+    starts get the absolute path (they would refuse a relative one).  The names changed."""
+    changed = []
+    for name in config.PATH_VARIABLES:
+        raw = env.get(name, "").strip()
+        if not raw or (name == config.NVRTC and raw.lower() in config.FALSE_WORDS):
+            continue
+        value = os.path.expanduser(raw)
+        if not os.path.isabs(value):
+            env[name] = os.path.abspath(value)
+            changed.append(name)
+    return changed
 
 
 def _names(raw: str | None, *, source: str) -> list[str]:

@@ -1,25 +1,39 @@
-"""Run a probe in a child Python process with a timeout, and read back what it reports.
+"""The doctor's probes in child Python processes: how they report, and what they reported.
 
 Risky probes (importing torch, touching CUDA, the ``--smoke`` workloads) never run in the
 doctor's own process: a crash, a hang or a driver that never answers must become a result,
-not a hung or dead doctor.  The child prints one JSON record per line after :data:`MARKER`;
-anything else it prints (warnings, a library's chatter) is kept only as a tail for errors.
+not a hung or dead doctor.  They are started by the package's one child-process runner
+(:func:`blackwell_compat.children.run`: time limit, process-group kill, death with the doctor,
+private working directory); this module adds the doctor's protocol on top: the child prints
+one JSON record per line after :data:`MARKER`, anything else it prints (warnings, a library's
+chatter) is kept only as a tail for errors.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import subprocess
+import site
 import sys
-import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .. import children
+from ..children import describe_exit
+
+__all__ = [
+    "MARKER",
+    "ChildResult",
+    "Timeouts",
+    "child_env",
+    "describe_exit",
+    "emit",
+    "module_argv",
+    "package_root",
+    "run_child",
+]
 
 MARKER = "@@blackwell-compat-doctor@@ "
 _TAIL = 2000
@@ -72,33 +86,37 @@ def package_root() -> str:
 
 
 def module_argv(module: str, *args: str) -> list[str]:
-    """Arguments that run *module* as ``__main__`` with this package importable.
+    """Arguments that run *module* as ``__main__`` in an isolated interpreter (``-I``) that
+    imports what the user's programs import.
 
-    The package root is appended to ``sys.path`` only when missing, so an installed copy is
-    used exactly as the user's interpreter would use it.  The working directory never joins
-    ``sys.path``: ``-P`` where Python has it (3.11+), and the code drops the ``''`` entry
-    ``-c`` puts first otherwise (:func:`run_child` also starts children in an empty folder).
+    ``-I`` keeps the working directory off ``sys.path`` and ignores ``PYTHON*`` variables, so
+    the code puts back what a plain ``python`` started with the child's environment would
+    have: the absolute ``PYTHONPATH`` entries first (relative ones name the working directory
+    and are left out), the user site before the other site folders where this interpreter
+    uses one.  The package root is appended only when missing, so an installed copy is used
+    exactly as the user's interpreter would use it.
     """
     root = package_root()
     code = (
-        "import runpy, sys\n"
-        "if sys.path and sys.path[0] == '':\n"
-        "    del sys.path[0]\n"
+        "import os, runpy, site, sys\n"
+        "extra = [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep)"
+        " if os.path.isabs(p)]\n"
+        "sys.path[0:0] = [p for p in extra if p not in sys.path]\n"
+        f"if {bool(site.ENABLE_USER_SITE)!r} and not os.environ.get('PYTHONNOUSERSITE'):\n"
+        "    before = list(sys.path)\n"
+        "    site.addsitedir(site.getusersitepackages())\n"
+        "    added = [p for p in sys.path if p not in before]\n"
+        "    rest = [p for p in sys.path if p not in added]\n"
+        "    at = next((i for i, p in enumerate(rest) if p.endswith(('site-packages',"
+        " 'dist-packages'))), len(rest))\n"
+        "    sys.path[:] = rest[:at] + added + rest[at:]\n"
         f"root = {root!r}\n"
         "if root not in sys.path:\n"
         "    sys.path.append(root)\n"
         f"sys.argv[0] = {module!r}\n"
         f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
     )
-    safe = ["-P"] if sys.version_info >= (3, 11) else []
-    return [*safe, "-c", code, *args]
-
-
-def _tail(data: bytes | str | None) -> str:
-    if not data:
-        return ""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    return text[-_TAIL:]
+    return ["-I", "-c", children.guarded_code(code), *args]
 
 
 def _parse(stdout: str) -> tuple[tuple[dict[str, Any], ...], str]:
@@ -118,32 +136,6 @@ def _parse(stdout: str) -> tuple[tuple[dict[str, Any], ...], str]:
     return tuple(records), "\n".join(other)[-_TAIL:]
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        if os.name == "posix":
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            proc.kill()
-    except (ProcessLookupError, PermissionError, OSError):
-        pass
-
-
-def describe_exit(returncode: int) -> str:
-    """``-11`` -> ``killed by signal 11 (SIGSEGV)``; ``3`` -> ``exited with status 3``."""
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"killed by signal {-returncode} ({name})"
-    return f"exited with status {returncode}"
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
 def run_child(
     args: Sequence[str],
     *,
@@ -152,85 +144,38 @@ def run_child(
     python: str | None = None,
     cwd: str | None = None,
 ) -> ChildResult:
-    """Run ``python *args`` and wait at most *timeout* seconds.
+    """Run ``python *args`` (:func:`blackwell_compat.children.run`) and read its records.
 
     Never raises for what the child does: a failure to start, a non-zero exit, a signal or a
-    timeout is described in :attr:`ChildResult.error`.  On timeout the child's whole process
-    group is killed (POSIX), so grandchildren holding the pipes cannot hang the doctor.
-    Without *cwd* the child starts in a fresh empty folder, so nothing in the caller's working
-    directory (a planted ``nvidia/cu13/lib/libnvrtc.so.13``) can be picked up relative to it.
+    timeout is described in :attr:`ChildResult.error`.  The child runs in a fresh private
+    folder unless *cwd* (absolute) is given, dies with the doctor and, on timeout, is killed
+    with its whole process group.
     """
     argv = (python or sys.executable, *args)
-    started = time.monotonic()
-    scratch = None
-    if cwd is None:
-        try:
-            scratch = tempfile.mkdtemp(prefix="bc-doctor-child-")
-        except (OSError, RuntimeError):  # no writable temporary folder: the file-system root
-            cwd = os.path.abspath(os.sep)
-    try:
-        return _run(argv, started, timeout, env, cwd or scratch)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _run(
-    argv: tuple[str, ...],
-    started: float,
-    timeout: float,
-    env: Mapping[str, str] | None,
-    cwd: str | None,
-) -> ChildResult:
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=None if env is None else dict(env),
-            cwd=cwd,
-            start_new_session=os.name == "posix",
-        )
-    except OSError as exc:
-        return ChildResult(
-            argv=argv,
-            returncode=None,
-            timed_out=False,
-            seconds=0.0,
-            error=f"could not start {argv[0]}: {type(exc).__name__}: {exc}",
-        )
-    timed_out = False
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill(proc)
-        try:
-            out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a process that survives SIGKILL
-            out, err = b"", b""
-    seconds = time.monotonic() - started
-    records, stdout_rest = _parse(out.decode("utf-8", "replace") if out else "")
-    stderr_tail = _tail(err)
-    error: str | None = None
-    if timed_out:
-        error = f"timed out after {timeout:g} s (killed; it hung or was too slow)"
-    elif proc.returncode != 0:
-        error = describe_exit(proc.returncode)
-        last = _last_line(stderr_tail) or _last_line(stdout_rest)
+    code = args[list(args).index("-c") + 1] if "-c" in args[:-1] else ""
+    guarded = code.startswith(children.DIE_WITH_PARENT)  # module_argv's children are
+    outcome = children.run(argv, timeout=timeout, env=env, cwd=cwd, guarded=guarded)
+    records, stdout_rest = _parse(outcome.stdout_text)
+    error = outcome.failure()
+    if error is not None and outcome.started and not outcome.timed_out:
+        last = _last_line(outcome.stderr_tail) or _last_line(stdout_rest)
         if last:
             error += f": {last}"
     return ChildResult(
         argv=argv,
-        returncode=None if timed_out else proc.returncode,
-        timed_out=timed_out,
-        seconds=seconds,
+        returncode=outcome.returncode,
+        timed_out=outcome.timed_out,
+        seconds=outcome.seconds,
         records=records,
         stdout_tail=stdout_rest,
-        stderr_tail=stderr_tail,
+        stderr_tail=outcome.stderr_tail,
         error=error,
     )
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def child_env(

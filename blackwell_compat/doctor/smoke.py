@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NVRTC_ARCH_ERROR_MARK
 from .process import emit
+from .stack import TorchFacts
 
 if TYPE_CHECKING:
     from ..probing import Platform
-    from .facts import TorchFacts
 
 PASS = "pass"
 FAIL = "fail"

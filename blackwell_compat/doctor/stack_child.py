@@ -9,11 +9,11 @@ inside :func:`main`, never in the doctor's own process.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import warnings
 from typing import Any
 
+from ..loader import mapped_files
 from .process import emit
 
 
@@ -25,24 +25,7 @@ def _short(exc: BaseException) -> str:
 
 def _mapped_nvrtc() -> list[str]:
     """The libnvrtc files this process has mapped (Linux), in first-seen order."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return []
-    seen: list[str] = []
-    for line in lines:
-        parts = line.split(None, 5)
-        if len(parts) < 6:
-            continue
-        path = parts[5].strip()
-        name = os.path.basename(path).lower()
-        is_nvrtc = name.startswith("libnvrtc.so") or (
-            name.startswith("nvrtc64") and name.endswith(".dll")
-        )
-        if is_nvrtc and path not in seen:
-            seen.append(path)
-    return seen
+    return mapped_files("libnvrtc.so")
 
 
 def torch_facts(touch_cuda: bool) -> dict[str, Any]:

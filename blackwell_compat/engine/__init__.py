@@ -1,7 +1,10 @@
 """apply / revert / status / evaluate / ladder: the state of every patch in this process.
 
 The data the engine answers with lives in :mod:`.reports`, the gates in :mod:`.gates`, the
-per-GPU ladder in :mod:`.rungs`; this module holds the records and the lock.
+per-GPU ladder in :mod:`.rungs`; what it remembers (the discovered entry points, the record of
+every patch, the generation of its import hooks) and its lock are one object held by the
+process state, :data:`blackwell_compat.state.patches`, which ``state.reset_for_tests()``
+resets with the rest.
 
 One lock guards everything.  A patch whose target module is not imported yet waits on a
 post-import hook (wrapt); hooks cannot be unregistered, so each carries the generation it was
@@ -11,7 +14,6 @@ registered in and does nothing once :func:`revert` has moved the generation on.
 from __future__ import annotations
 
 import sys
-import threading
 import types
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import config, devices, import_trigger
+from .. import state as process_state
 from ..errors import BlackwellCompatWarning, ConfigError, logger
 from ..ops import dispatcher
 from ..probing import Platform, probe
@@ -109,10 +112,9 @@ __all__ = [
     "status",
 ]
 
-_lock = threading.RLock()
-_registrations: list[Registration] | None = None
-_records: dict[str, _Record] = {}
-_generation = 0
+_book = process_state.patches
+_lock = _book.lock
+_records: dict[str, _Record] = _book.records
 
 
 # -- registry access -----------------------------------------------------------------------
@@ -120,11 +122,10 @@ _generation = 0
 
 def registrations(refresh: bool = False) -> list[Registration]:
     """Every entry point of the group (cached; ``refresh`` re-reads the metadata)."""
-    global _registrations
     with _lock:
-        if _registrations is None or refresh:
-            _registrations = discover()
-        return list(_registrations)
+        if _book.registrations is None or refresh:
+            _book.registrations = discover()
+        return list(_book.registrations)
 
 
 def known_names() -> list[str]:
@@ -378,7 +379,7 @@ def _register_hook(name: str, generation: int, module_name: str) -> None:
 
 
 def _start(patch: Patch, strategy: str | None) -> _Record:
-    record = _Record(patch=patch, strategy=strategy, generation=_generation)
+    record = _Record(patch=patch, strategy=strategy, generation=_book.generation)
     _records[patch.name] = record
     for module_name in patch.modules:
         module = sys.modules.get(module_name)
@@ -460,6 +461,8 @@ def _nvrtc_remedy() -> None:
     """Issue 12, the cheapest exact rung first: give torch an NVRTC that knows the GPU (before
     `import torch`, or after it while CUDA is not initialised); the device gates then see it."""
     config.nvrtc_from_env()  # a malformed BLACKWELL_COMPAT_NVRTC is a ConfigError, as others
+    for name in (config.CACHE_DIR, config.PTXAS):
+        config.absolute_path(name)  # a relative path would name a file of the working directory
     if nvrtc_remedy.activate().status == nvrtc_remedy.SERVED and "torch" in sys.modules:
         dispatcher.sync()  # emulation kernels of a now-served arch go
 
@@ -519,12 +522,11 @@ def revert(names: str | Iterable[str] | None = None) -> None:
         TypeError: *names* is not a name or an iterable of names.
         ConfigError (a ``ValueError``): a name no registered patch has.
     """
-    global _generation
     selected = as_names(names, source="revert(names=...)")
     if selected is not None:
         config.check_known(selected, known_names(), source="revert(names=...)")
     with _lock:
-        _generation += 1
+        _book.generation += 1
         for name in reversed(list(_records)):
             if selected is None or name in selected:
                 _revert_record(name)
@@ -675,11 +677,3 @@ def status() -> list[PatchStatus]:
             else:
                 result.append(_status_for(reg, evaluation.state, evaluation.state_reason))
         return result
-
-
-def _reset_for_tests() -> None:
-    """Revert everything and forget discovered entry points (tests only)."""
-    global _registrations
-    revert()
-    with _lock:
-        _registrations = None

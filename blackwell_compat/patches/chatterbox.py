@@ -296,22 +296,35 @@ class ChatterboxPatch(DeclaredPatch):
     declarations = (
         Expect(S3TOKENIZER_MODULE, "S3_HOP", instance_of=int),
         Rewrite(
-            S3TOKENIZER_MODULE,
-            "S3Tokenizer.log_mel_spectrogram",
+            Expect(
+                S3TOKENIZER_MODULE,
+                "S3Tokenizer.log_mel_spectrogram",
+                params=("self", "audio", "padding"),
+                # (the buffer names "window" and "_mel_filters" are string constants there)
+                names=(
+                    "stft",
+                    "abs",
+                    "n_fft",
+                    "S3_HOP",
+                    "window",
+                    "_mel_filters",
+                    "log10",
+                    "maximum",
+                ),
+            ),
             build=_s3_log_mel,
             on=_tokenizer_device,
-            params=("self", "audio", "padding"),
-            # (the buffer names "window" and "_mel_filters" are string constants there)
-            names=("stft", "abs", "n_fft", "S3_HOP", "window", "_mel_filters", "log10", "maximum"),
             note="S3Tokenizer.log_mel_spectrogram: real-valued power spectrum on affected devices",
         ),
         Expect(S3TOKENIZER_MODULE, "S3Tokenizer.__init__", names=("n_fft", "register_buffer")),
         Rewrite(
-            XVECTOR_MODULE,
-            "extract_feature",
+            Expect(
+                XVECTOR_MODULE,
+                "extract_feature",
+                params=("audio",),
+                names=("fbank", "unsqueeze", "mean", "pad_list"),
+            ),
             build=_extract_feature,
-            params=("audio",),
-            names=("fbank", "unsqueeze", "mean", "pad_list"),
             note=(
                 "xvector.extract_feature: kaldi fbank with a real-valued spectrum on affected "
                 "devices"
@@ -321,20 +334,24 @@ class ChatterboxPatch(DeclaredPatch):
         Expect(XVECTOR_MODULE, check=_xvector_kaldi_problems),
         Expect(PERTH_MODULE, distribution=PERTH_DISTRIBUTION, supported=PERTH_SUPPORTED),
         Rewrite(
-            PERTH_MODULE,
-            "cx_to_magphase",
+            Expect(
+                PERTH_MODULE,
+                "cx_to_magphase",
+                params=("hp", "spec"),
+                names=("angle", "abs", "log10", "clip", "stft_magnitude_min", "normalize"),
+            ),
             build=_cx_to_magphase,
             on="spec",
-            params=("hp", "spec"),
-            names=("angle", "abs", "log10", "clip", "stft_magnitude_min", "normalize"),
         ),
         Rewrite(
-            PERTH_MODULE,
-            "magphase_to_cx",
+            Expect(
+                PERTH_MODULE,
+                "magphase_to_cx",
+                params=("hp", "magspec", "phases"),
+                names=("denormalize_spectrogram", "exp", "clip"),
+            ),
             build=_magphase_to_cx,
             on="phases",
-            params=("hp", "magspec", "phases"),
-            names=("denormalize_spectrogram", "exp", "clip"),
             note="perth cx_to_magphase/magphase_to_cx: real-valued on affected devices",
         ),
         Expect(PERTH_MODULE, "normalize"),

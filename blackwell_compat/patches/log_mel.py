@@ -92,13 +92,15 @@ def log_mel_rewrite(
 
     return (
         Rewrite(
-            module,
-            "log_mel_spectrogram",
+            Expect(
+                module,
+                "log_mel_spectrogram",
+                names=("stft", "abs", filters, "hann_window", "log10", "load_audio"),
+                signature=signature,
+                constants=constants,
+            ),
             build=build,
             on=deciding,
-            names=("stft", "abs", filters, "hann_window", "log10", "load_audio"),
-            signature=signature,
-            constants=constants,
         ),
         Expect(module, filters, params=("device", "n_mels")),
         Expect(module, "load_audio"),

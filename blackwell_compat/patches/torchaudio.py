@@ -370,14 +370,13 @@ def _real_phase_vocoder(functional: types.ModuleType, original: Any) -> Callable
 
 
 def _kaldi(attr: str, build: Callable[..., Any]) -> Rewrite:
-    return Rewrite(
-        KALDI, attr, build=build, round_trip=(CPU,), signature=AS_REWRITE, names=_KALDI_USES[attr]
-    )
+    target = Expect(KALDI, attr, signature=AS_REWRITE, names=_KALDI_USES[attr])
+    return Rewrite(target, build=build, round_trip=(CPU,))
 
 
 def _functional(attr: str, build: Callable[..., Any]) -> Rewrite:
-    names = _FUNCTIONAL_USES[attr]
-    return Rewrite(FUNCTIONAL, attr, build=build, round_trip=(CPU,), params=AS_REWRITE, names=names)
+    target = Expect(FUNCTIONAL, attr, params=AS_REWRITE, names=_FUNCTIONAL_USES[attr])
+    return Rewrite(target, build=build, round_trip=(CPU,))
 
 
 class TorchaudioPatch(DeclaredPatch):
@@ -395,11 +394,9 @@ class TorchaudioPatch(DeclaredPatch):
         _kaldi("spectrogram", _make_kaldi_spectrogram),
         _kaldi("fbank", _make_kaldi_fbank),
         Rewrite(
-            KALDI,
-            "mfcc",
+            Expect(KALDI, "mfcc", names=_KALDI_USES["mfcc"]),
             round_trip=(CPU,),
             strategies=(CPU,),
-            names=_KALDI_USES["mfcc"],
             skipped_note="kaldi.mfcc is covered through its call to the rewritten kaldi.fbank",
         ),
         *(Expect(KALDI, attr, params=params) for attr, params in _KALDI_HELPERS.items()),

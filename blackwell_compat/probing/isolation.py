@@ -3,10 +3,12 @@
 NVML and NVRTC are C libraries.  A broken copy (a truncated file, a constructor that aborts, an
 entry point that crashes or never returns) would take the caller down with it, and the caller
 may be any Python program started with ``BLACKWELL_COMPAT_AUTO=1``.  So the probe first loads
-and calls each library in a throwaway child interpreter: ``python -I -S``, an empty working
-directory, none of this package's activation variables, a timeout (``BLACKWELL_COMPAT_PROBE_
-TIMEOUT`` seconds, default 20).  What the child saw becomes a *verdict*, stored on disk per
-library file (path, size, mtime, inode) so that later processes skip the child:
+and calls each library in a throwaway child interpreter, started by the package's one runner
+(:func:`blackwell_compat.children.run`): ``python -I -S``, a private empty working directory,
+none of this package's activation variables, a timeout (``BLACKWELL_COMPAT_PROBE_TIMEOUT``
+seconds, default 20), killed with the program that started it.  What the child saw becomes a
+*verdict*, stored on disk per library file (path, device, inode, size, mtime and ctime) so
+that later processes skip the child:
 
 - NVRTC: the facts themselves (version, archs) are stored; the probe never loads NVRTC into
   this process at all.
@@ -15,16 +17,16 @@ library file (path, size, mtime, inode) so that later processes skip the child:
 
 The store is one JSON file in ``BLACKWELL_COMPAT_CACHE_DIR``, else ``$XDG_CACHE_HOME/
 blackwell-compat`` (``~/.cache/blackwell-compat``; ``%LOCALAPPDATA%\\blackwell-compat`` on
-Windows).  It is only an accelerator: when it cannot be read or written every process runs the
-child again.  ``python -m blackwell_compat doctor`` always tests afresh.
+Windows), used only when this user owns that folder and nobody else can write to it (else a
+private ``<tmp>/blackwell-compat-<uid>``, :mod:`blackwell_compat.trusted`).  It is only an
+accelerator: when it cannot be read or written every process runs the child again.
+``python -m blackwell_compat doctor`` always tests afresh.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,11 +36,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import config
+from .. import children, config, trusted
 from ..errors import logger
 from . import nvml, nvrtc
 from .nvml import GPU, DriverInfo, default_library_names, read_nvml_here
 from .nvrtc import NvrtcInfo, info_from_dict
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ChildOutcome",
+    "cache_dir",
+    "child_main",
+    "compile_verdict",
+    "default_timeout",
+    "forget_verdicts",
+    "probe_child_env",
+    "read_nvml",
+    "read_nvrtc",
+    "run_test_child",
+]
 
 CACHE_DIR_VARIABLE = config.CACHE_DIR
 TIMEOUT_VARIABLE = config.PROBE_TIMEOUT
@@ -49,12 +65,7 @@ many-GPU machine without persistence mode can take several seconds)."""
 _MARKER = "@@blackwell-compat-native@@ "
 _STORE_NAME = "native-verdicts-v1.json"
 _MAX_ENTRIES = 256
-_TAIL = 2000
-# Variables the child must not see: the start-up hook (skipped anyway under -S) and emulation.
-#: Variables that make an interpreter activate the library at start-up (the start-up hook,
-#: the emulation, an audit): a test process must never inherit them, or a probe started from
-#: ``apply()`` would start ``apply()`` again in its child, and so on without end.
-_DROPPED = ("BLACKWELL_COMPAT_AUTO", "BLACKWELL_COMPAT_EMULATE", "_BLACKWELL_COMPAT_AUDIT")
+_STORE_LIMIT = 4 << 20  # 256 entries of a few hundred bytes each; anything bigger is no store
 
 _store_lock = threading.Lock()
 
@@ -63,43 +74,22 @@ _store_lock = threading.Lock()
 
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    """Where verdicts are stored (see the module docstring)."""
-    source = os.environ if env is None else env
-    explicit = source.get(CACHE_DIR_VARIABLE, "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    if sys.platform == "win32":
-        base = source.get("LOCALAPPDATA") or str(_home() / "AppData" / "Local")
-        return Path(base) / "blackwell-compat" / "cache"
-    xdg = source.get("XDG_CACHE_HOME", "").strip()
-    base_dir = Path(xdg) if xdg and os.path.isabs(xdg) else _home() / ".cache"
-    return base_dir / "blackwell-compat"
+    """The cache folder the environment asks for (``BLACKWELL_COMPAT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/blackwell-compat``, else ``~/.cache/blackwell-compat``), or the private
+    fallback ``<tmp>/blackwell-compat-<uid>`` where it asks for none that may be used (a
+    relative variable, no home).  Nothing is checked here: what is read and written goes
+    through :func:`blackwell_compat.trusted.cache_folders`."""
+    configured, _ = trusted.configured_cache(env)
+    if configured is not None:
+        return configured
+    fallback = trusted.fallback_cache()
+    return fallback if fallback is not None else Path(os.path.abspath(os.sep))
 
 
 def probe_child_env() -> dict[str, str]:
-    """This process's environment without the variables that activate the library at start-up,
-    and marked as the library's own helper: the environment of every Python child a probe or a
-    remedy starts."""
-    env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
-    env[config.HELPER_MARK] = "1"
-    return env
-
-
-def _home() -> Path:
-    """The home folder, or the temporary folder where there is none (a container run with an
-    arbitrary uid and no ``HOME``: ``Path.home()`` raises there)."""
-    try:
-        return Path.home()
-    except (RuntimeError, KeyError, OSError):
-        return Path(_temp_root())
-
-
-def _temp_root() -> str:
-    """The temporary folder, or the file-system root where none can be found."""
-    try:
-        return tempfile.gettempdir()
-    except (OSError, RuntimeError):
-        return os.path.abspath(os.sep)
+    """The environment of every helper process (:func:`blackwell_compat.children.helper_env`;
+    kept under this name for callers written before that module existed)."""
+    return children.helper_env()
 
 
 def default_timeout(env: Mapping[str, str] | None = None) -> float:
@@ -125,33 +115,19 @@ def default_timeout(env: Mapping[str, str] | None = None) -> float:
 
 
 def _store_paths() -> list[Path]:
-    """The store, then (unless ``BLACKWELL_COMPAT_CACHE_DIR`` names one) a fallback for a
-    read-only cache folder (a container with a read-only home): ``<tmp>/blackwell-compat-<uid>``.
-    A folder is used only if this user owns it and nobody else can write to it.  Without any
-    writable store every process tests afresh (correct, slower)."""
-    paths = [cache_dir() / _STORE_NAME]
-    if hasattr(os, "getuid") and not os.environ.get(CACHE_DIR_VARIABLE, "").strip():
-        paths.append(Path(_temp_root()) / f"blackwell-compat-{os.getuid()}" / _STORE_NAME)
-    return paths
-
-
-def _trusted_folder(folder: Path) -> bool:
-    if not hasattr(os, "getuid"):
-        return True
-    try:
-        st = os.stat(folder)
-    except OSError:
-        return True  # created by us below, with mode 0700
-    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+    """The store in each cache folder the library may use, the configured one first, then the
+    private fallback (a read-only or refused cache folder): only folders this user (or root)
+    owns and nobody else can write to (:func:`blackwell_compat.trusted.cache_folders`).
+    Without any usable store every process tests afresh (correct, slower)."""
+    return [folder / _STORE_NAME for folder in trusted.cache_folders().usable]
 
 
 def _read(path: Path) -> dict[str, Any]:
-    if not _trusted_folder(path.parent):
-        return {}
+    """The entries of one store; empty when it is missing, unreadable, a link, a FIFO, not
+    a regular file or bigger than :data:`_STORE_LIMIT` (never a hang)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
+        data = json.loads(trusted.read_file(path, _STORE_LIMIT).decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
         return {}
     entries = data.get("entries") if isinstance(data, dict) else None
     return entries if isinstance(entries, dict) else {}
@@ -166,14 +142,12 @@ def _load_store() -> dict[str, Any]:
 
 def _write(path: Path, entries: dict[str, Any]) -> None:
     """Write *entries* atomically to *path*; raises ``OSError`` when it cannot."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not _trusted_folder(path.parent):
-        raise PermissionError(f"{path.parent} is not this user's own folder")
-    fd, temporary = tempfile.mkstemp(prefix=".verdicts-", dir=str(path.parent))
+    folder = trusted.make_private_folder(path.parent)
+    fd, temporary = tempfile.mkstemp(prefix=".verdicts-", dir=str(folder))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump({"version": 1, "entries": entries}, handle, indent=1, sort_keys=True)
-        os.replace(temporary, path)
+        os.replace(temporary, folder / path.name)
     except BaseException:
         try:
             os.unlink(temporary)
@@ -209,11 +183,20 @@ def forget_verdicts() -> None:
 
 
 def _file_id(path: str) -> dict[str, int] | None:
+    """What identifies the contents of the file at *path*: its device and inode, size, and
+    modification and change times.  ``ctime`` cannot be set back by a user: a rewrite in place
+    that keeps the size and restores the mtime still changes it."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    return {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+        "device": st.st_dev,
+    }
 
 
 # -- the child ----------------------------------------------------------------------------------
@@ -256,14 +239,12 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parent.parent.parent)
 
 
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "unknown signal"
-        return f"was killed by signal {-code} ({name})"
-    return f"exited with status {code}"
+def _phrase(outcome: children.Outcome) -> str | None:
+    """The runner's words for a failure, as the subject "a test process" takes them."""
+    failure = outcome.failure()
+    if failure is not None and failure.startswith("killed"):
+        return "was " + failure
+    return failure
 
 
 def _emit(record: Mapping[str, Any]) -> None:
@@ -274,65 +255,26 @@ def _emit(record: Mapping[str, Any]) -> None:
 def run_test_child(kind: str, target: str, timeout: float, *extra: str) -> ChildOutcome:
     """Load and read one library in a child interpreter; never raises, never hangs.
 
-    *kind* is ``nvrtc``, ``nvml`` or ``compile`` (*extra*: the arch to compile for)."""
+    *kind* is ``nvrtc``, ``nvml`` or ``compile`` (*extra*: the arch to compile for, then the
+    libraries to load first).  The child is started by :func:`blackwell_compat.children.run`
+    (``python -I -S``, a private empty working directory, a time limit, killed with this
+    process)."""
     code = (
         "import sys\n"
         f"sys.path.append({_package_root()!r})\n"
         "from blackwell_compat.probing.isolation import child_main\n"
         "sys.exit(child_main(sys.argv[1:]))\n"
     )
-    env = probe_child_env()
-    started = time.monotonic()
-    try:
-        workdir: str | None = tempfile.mkdtemp(prefix="bc-native-test-")
-    except (OSError, RuntimeError):
-        workdir = None  # no writable temporary folder: start in the file-system root
-    try:
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", code, kind, target, *extra],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=workdir or os.path.abspath(os.sep),
-                env=env,
-                start_new_session=os.name == "posix",
-            )
-        except OSError as exc:
-            return ChildOutcome(
-                None,
-                None,
-                None,
-                f"could not be started ({sys.executable or 'no Python executable'}: {exc})",
-                0.0,
-            )
-        try:
-            out, err = proc.communicate(timeout=timeout)
-            failure = None if proc.returncode == 0 else _describe_exit(proc.returncode)
-        except subprocess.TimeoutExpired:
-            try:
-                if os.name == "posix":
-                    os.killpg(proc.pid, signal.SIGKILL)
-                else:
-                    proc.kill()
-            except OSError:
-                pass
-            try:
-                out, err = proc.communicate(timeout=10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - survives SIGKILL
-                out, err = b"", b""
-            failure = f"did not finish within {timeout:g} s (killed; it hung or was too slow)"
-    finally:
-        try:
-            if workdir is not None:
-                os.rmdir(workdir)
-        except OSError:
-            pass
-    seconds = time.monotonic() - started
+    outcome = children.run(
+        children.python_argv("-S", "-c", children.guarded_code(code), kind, target, *extra),
+        timeout=timeout,
+        env=children.helper_env(),
+        guarded=True,
+    )
     result: dict[str, Any] | None = None
     last_step: str | None = None
     loaded: str | None = None
-    for line in out.decode("utf-8", "replace").splitlines():
+    for line in outcome.stdout_text.splitlines():
         if not line.startswith(_MARKER):
             continue
         try:
@@ -347,12 +289,13 @@ def run_test_child(kind: str, target: str, timeout: float, *extra: str) -> Child
                 loaded = last_step[len("loaded ") :]
         if isinstance(record.get("result"), dict):
             result = record["result"]
+    failure = _phrase(outcome)
     if failure is not None and failure.startswith("exited"):
-        lines = [x.strip() for x in err.decode("utf-8", "replace")[-_TAIL:].splitlines()]
-        tail = [x for x in lines if x]
+        tail = outcome.stderr_tail.strip().splitlines()
+        tail = [x.strip() for x in tail if x.strip()]
         if tail:
             failure += f" ({tail[-1][:300]})"
-    return ChildOutcome(result, last_step, loaded, failure, seconds)
+    return ChildOutcome(result, last_step, loaded, failure, outcome.seconds)
 
 
 def child_main(args: Sequence[str]) -> int:
@@ -363,14 +306,13 @@ def child_main(args: Sequence[str]) -> int:
     def step(what: str) -> None:
         _emit({"step": what})
 
-    nvml._trace = nvrtc._trace = step
     if kind == "nvrtc":
-        _emit({"result": nvrtc.read_nvrtc_here(target).as_dict()})
+        _emit({"result": nvrtc.read_nvrtc_here(target, trace=step).as_dict()})
     elif kind == "nvml":
-        driver, gpus = nvml.read_nvml_here(target or None)
+        driver, gpus = nvml.read_nvml_here(target or None, trace=step)
         _emit({"result": {"driver": driver.as_dict(), "gpus": [g.as_dict() for g in gpus]}})
     elif kind == "compile" and len(args) > 2:
-        _emit({"result": nvrtc.compile_here(target, args[2], args[3:])})
+        _emit({"result": nvrtc.compile_here(target, args[2], args[3:], trace=step)})
     else:
         sys.stderr.write(f"unknown kind {kind!r}\n")
         return 2
@@ -415,7 +357,7 @@ def read_nvrtc(
 
     Never raises: every problem is described in the returned ``error``.  The library is never
     loaded into this process: a test process reads it under a timeout and the facts are stored
-    per file (path, size, mtime), so a crash or a hang becomes ``error`` and ``crash``.
+    per file (path, size, mtime, ctime), so a crash or a hang becomes ``error`` and ``crash``.
     *retest* ignores a stored answer.
     """
     text = os.fspath(path)
@@ -469,11 +411,17 @@ def _nvrtc_from_entry(entry: Mapping[str, Any], path: str, source: str) -> Nvrtc
 
 
 def compile_verdict(
-    path: str, arch: str, preload: Sequence[str] = (), *, timeout: float | None = None
+    path: str,
+    arch: str,
+    preload: Sequence[str] = (),
+    *,
+    timeout: float | None = None,
+    retest: bool = False,
 ) -> dict[str, Any] | None:
     """Whether the NVRTC at *path* compiles a tiny kernel for *arch* (*preload* loaded first),
     tested in a child and stored like the other verdicts (per file of each library), so that
-    the NVRTC remedy does not pay a compile at every interpreter start (issue 12).
+    the NVRTC remedy does not pay a compile at every interpreter start (issue 12).  *retest*
+    ignores a stored answer.
 
     The stored entry: ``ok`` (the child exited normally), ``result`` (``{"result", "log"}`` or
     ``{"error"}``), ``what``; ``None`` when the child never reached the library."""
@@ -481,7 +429,7 @@ def compile_verdict(
     extra = [os.path.abspath(p) for p in preload]
     key = "|".join(["compile", absolute, *extra, arch])
     ids = [_file_id(p) for p in extra]
-    entry = _cached(key, absolute)
+    entry = None if retest else _cached(key, absolute)
     if entry is not None and entry.get("preload_files") != ids:
         entry = None
     if entry is None:

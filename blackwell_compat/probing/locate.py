@@ -32,8 +32,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import children
+from ..loader import bound_library, mapped_files, same_file
 from .isolation import read_nvrtc
 from .nvrtc import NvrtcCandidate, NvrtcInfo
+
+__all__ = [
+    "TorchBuild",
+    "find_nvrtc",
+    "find_nvrtc_candidates",
+    "is_working_directory",
+    "locate_torch",
+    "parse_version_py",
+]
 
 _CUDA_RE = re.compile(r"""^cuda\s*(?::[^=]*)?=\s*(?:'([^']*)'|"([^"]*)"|None)""", re.M)
 _VERSION_RE = re.compile(r"""^__version__\s*(?::[^=]*)?=\s*(?:'([^']*)'|"([^"]*)")""", re.M)
@@ -144,57 +155,9 @@ def _soname_major(path: str) -> int | None:
     return None
 
 
-def same_file(first: str, second: str) -> bool:
-    """Whether two paths name one file (equal strings where either cannot be read)."""
-    try:
-        return os.path.samefile(first, second)
-    except OSError:
-        return first == second
-
-
 def _loaded_nvrtc() -> list[str]:
     """NVRTC libraries mapped into this process (Linux only)."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as handle:
-            maps = handle.read()
-    except OSError:
-        return []
-    seen: list[str] = []
-    for line in maps.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) == 6:
-            path = parts[5].strip()
-            if os.path.basename(path).startswith("libnvrtc.so.") and path not in seen:
-                seen.append(path)
-    return seen
-
-
-def bound_library(soname: str) -> str | None:
-    """The file ``dlopen(soname)`` returns in this process, found without loading anything
-    (``RTLD_NOLOAD``): the library torch's LazyNVRTC will call, when one with that soname is
-    already loaded (glibc answers a soname with the first loaded object that has it).  Linux.
-    (Issue 12: how the probe sees an NVRTC the remedy loaded.)"""
-    if not sys.platform.startswith("linux") or not hasattr(os, "RTLD_NOLOAD"):
-        return None
-    import _ctypes
-
-    flags = os.RTLD_NOLOAD | os.RTLD_NOW
-    try:
-        handle = _ctypes.dlopen(soname, flags)
-    except OSError:
-        return None
-    try:
-        for path in _loaded_nvrtc():
-            try:
-                other = _ctypes.dlopen(path, flags)
-            except OSError:
-                continue
-            _ctypes.dlclose(other)
-            if other == handle:
-                return path
-        return None
-    finally:
-        _ctypes.dlclose(handle)
+    return mapped_files("libnvrtc.so.")
 
 
 def is_working_directory(entry: str) -> bool:
@@ -218,19 +181,14 @@ def _running_as_cli() -> bool:
 
 def _ldconfig_paths(pattern: str) -> list[str]:
     """Paths the ld.so cache holds for library names matching *pattern* (a regex)."""
-    import subprocess
-
-    for tool in ("/sbin/ldconfig", "/usr/sbin/ldconfig", "ldconfig"):
-        if os.sep in tool and not os.path.exists(tool):
+    for tool in ("/sbin/ldconfig", "/usr/sbin/ldconfig"):
+        if not os.path.exists(tool):
             continue
-        try:
-            result = subprocess.run(
-                [tool, "-p"], capture_output=True, text=True, timeout=5, check=False
-            )
-        except (OSError, subprocess.SubprocessError):
+        outcome = children.run([tool, "-p"], timeout=5)
+        if not outcome.started:
             continue
         found = []
-        for line in result.stdout.splitlines():
+        for line in outcome.stdout_text.splitlines():
             name, sep, path = line.strip().partition(" => ")
             if sep and re.fullmatch(pattern, name.split(" ", 1)[0]):
                 found.append(path.strip())
@@ -461,7 +419,17 @@ def _linux_search(
     )
     for variable in ("CUDA_HOME", "CUDA_PATH"):
         root = env.get(variable, "")
-        if root:
+        if root and not os.path.isabs(root):
+            # A relative toolkit folder names the working directory: report, never load.
+            for path in sorted(glob.glob(os.path.join(root, "lib64", wanted or pattern))):
+                search.offer(
+                    os.path.abspath(path),
+                    f"{variable}={root!r} (a relative path: the working directory)",
+                    accept=False,
+                    working_directory=True,
+                    note="a relative CUDA toolkit folder is never used",
+                )
+        elif root:
             offer_folder(os.path.join(root, "lib64"), f"{variable}={root}", caveat)
     offer_folder("/usr/local/cuda/lib64", "default CUDA toolkit folder", caveat)
 

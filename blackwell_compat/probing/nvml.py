@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import MAX_MAJOR, MIN_MAJOR, arch_to_capability, capability_to_arch, parse_arch
+from ..loader import loaded_path
 
-_trace: Callable[[str], None] | None = None
-# Set in the test child (probing.isolation): told each native step before it is taken, so a
-# crash or a hang can be reported with the call that caused it.
+#: Told each native step before it is taken (``"calling nvmlInit_v2"``): the test child of
+#: :mod:`.isolation` passes one, so a crash or a hang is reported with the call that caused it.
+Trace = Callable[[str], None]
 
 
-def _step(what: str) -> None:
-    if _trace is not None:
-        _trace(what)
+def _no_trace(what: str) -> None:
+    """The default :data:`Trace`: nobody listens."""
 
 
 def valid_capability(major: int, minor: int) -> bool:
@@ -203,7 +203,8 @@ def default_library_names(system: str | None = None) -> tuple[str, ...]:
 class _Nvml:
     """Thin typed wrapper over the loaded NVML library."""
 
-    def __init__(self, lib: Any) -> None:
+    def __init__(self, lib: Any, trace: Trace = _no_trace) -> None:
+        self.trace = trace
         self.lib = lib
 
     def error(self, code: int) -> str:
@@ -229,7 +230,7 @@ class _Nvml:
 
     def call(self, names: tuple[str, ...], *args: Any) -> None:
         func, name = self.function(*names)
-        _step(f"calling {name}")
+        self.trace(f"calling {name}")
         code = func(*args)
         if code != NVML_SUCCESS:
             raise _NvmlCallError(names[0], self.error(code))
@@ -245,31 +246,9 @@ class _NvmlCallError(Exception):
         super().__init__(f"{name}: {message}")
 
 
-def loaded_path(handle: int) -> str | None:
-    """The file the dynamic loader mapped for *handle* (glibc's ``dlinfo``), resolved."""
-    if not sys.platform.startswith("linux"):
-        return None
-
-    class _LinkMap(ctypes.Structure):
-        _fields_ = (("l_addr", ctypes.c_void_p), ("l_name", ctypes.c_char_p))
-
-    try:
-        libc = ctypes.CDLL(None)
-        dlinfo = libc.dlinfo
-        dlinfo.restype = ctypes.c_int
-        dlinfo.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        pointer = ctypes.POINTER(_LinkMap)()
-        if dlinfo(ctypes.c_void_p(handle), 2, ctypes.byref(pointer)) != 0 or not pointer:
-            return None  # 2 is RTLD_DI_LINKMAP
-        name = pointer.contents.l_name
-    except (AttributeError, OSError, ValueError):
-        return None
-    if not name:
-        return None
-    return str(os.path.realpath(name.decode(errors="replace")))
-
-
-def _load(path: str | os.PathLike[str] | None) -> tuple[Any, str, str | None]:
+def _load(
+    path: str | os.PathLike[str] | None, trace: Trace = _no_trace
+) -> tuple[Any, str, str | None]:
     """Load NVML; return ``(lib or None, file loaded or name tried last, error)``."""
     names = (os.fspath(path),) if path is not None else default_library_names()
     errors: list[str] = []
@@ -278,10 +257,10 @@ def _load(path: str | os.PathLike[str] | None) -> tuple[Any, str, str | None]:
             errors.append(f"{name} does not exist")
             continue
         try:
-            _step(f"loading {name}")
+            trace(f"loading {name}")
             lib = ctypes.CDLL(name)
             resolved = loaded_path(lib._handle) or name
-            _step(f"loaded {resolved}")
+            trace(f"loaded {resolved}")
             return lib, resolved, None
         except OSError as exc:
             text = str(exc)
@@ -402,11 +381,12 @@ def _read(nvml: _Nvml, library: str) -> tuple[DriverInfo, tuple[GPU, ...]]:
 
 
 def read_nvml_here(
-    path: str | os.PathLike[str] | None = None,
+    path: str | os.PathLike[str] | None = None, *, trace: Trace = _no_trace
 ) -> tuple[DriverInfo, tuple[GPU, ...]]:
     """:func:`~blackwell_compat.probing.isolation.read_nvml` in this very process, with no test
-    process first (the test child and libraries that already survived one use it)."""
-    lib, library, load_error = _load(path)
+    process first (the test child and libraries that already survived one use it).  *trace*
+    is told each native step before it is taken."""
+    lib, library, load_error = _load(path, trace)
     if lib is None:
         return (
             DriverInfo(
@@ -416,7 +396,7 @@ def read_nvml_here(
             ),
             (),
         )
-    nvml = _Nvml(lib)
+    nvml = _Nvml(lib, trace)
     try:
         nvml.call(("nvmlInit_v2", "nvmlInit"))
     except (AttributeError, _NvmlCallError) as exc:

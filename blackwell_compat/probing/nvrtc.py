@@ -23,13 +23,13 @@ from ..config import parse_arch
 #: fallback (see docs/concepts.md).
 JITERATOR_SASS_SINCE: tuple[int, int] = (11, 8)
 
-_trace: Callable[[str], None] | None = None
-# Set in the test child (probing.isolation): told each native step before it is taken.
+#: Told each native step before it is taken (``"calling nvrtcVersion"``): the test child of
+#: :mod:`.isolation` passes one, so a crash or a hang is reported with the call that caused it.
+Trace = Callable[[str], None]
 
 
-def _step(what: str) -> None:
-    if _trace is not None:
-        _trace(what)
+def _no_trace(what: str) -> None:
+    """The default :data:`Trace`: nobody listens."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def _error_text(lib: Any, code: int) -> str:
     return f"error code {code}"
 
 
-def read_loaded(lib: Any, path: str, *, source: str = "") -> NvrtcInfo:
+def read_loaded(lib: Any, path: str, *, source: str = "", trace: Trace = _no_trace) -> NvrtcInfo:
     """Read version and archs from an already loaded library object (``ctypes.CDLL``-like)."""
     try:
         version_fn = lib.nvrtcVersion
@@ -165,7 +165,7 @@ def read_loaded(lib: Any, path: str, *, source: str = "") -> NvrtcInfo:
         )
     major, minor = ctypes.c_int(0), ctypes.c_int(0)
     version_fn.restype = ctypes.c_int
-    _step("calling nvrtcVersion")
+    trace("calling nvrtcVersion")
     code = version_fn(ctypes.byref(major), ctypes.byref(minor))
     if code != 0:
         return NvrtcInfo(
@@ -199,7 +199,7 @@ def read_loaded(lib: Any, path: str, *, source: str = "") -> NvrtcInfo:
         )
     count = ctypes.c_int(0)
     count_fn.restype = ctypes.c_int
-    _step("calling nvrtcGetNumSupportedArchs")
+    trace("calling nvrtcGetNumSupportedArchs")
     code = count_fn(ctypes.byref(count))
     if code != 0 or not 0 < count.value < 4096:
         reason = _error_text(lib, code) if code != 0 else f"it reported {count.value} archs"
@@ -211,7 +211,7 @@ def read_loaded(lib: Any, path: str, *, source: str = "") -> NvrtcInfo:
         )
     values = (ctypes.c_int * count.value)()
     list_fn.restype = ctypes.c_int
-    _step("calling nvrtcGetSupportedArchs")
+    trace("calling nvrtcGetSupportedArchs")
     code = list_fn(values)
     if code != 0:
         return NvrtcInfo(
@@ -258,16 +258,18 @@ def info_from_dict(data: Mapping[str, Any], *, path: str, source: str) -> NvrtcI
 _PROGRAM = b'extern "C" __global__ void blackwell_compat_probe(float* x) { x[0] = 1.0f; }'
 
 
-def compile_here(path: str, arch: str, preload: Sequence[str] = ()) -> dict[str, Any]:
+def compile_here(
+    path: str, arch: str, preload: Sequence[str] = (), *, trace: Trace = _no_trace
+) -> dict[str, Any]:
     """Compile a tiny program for *arch* with the NVRTC at *path*, in this very process (the
     test child runs it; see :func:`blackwell_compat.emulation.compile_log`):
     ``{"result": code, "log": text}``, or ``{"error": text}`` when it is not a usable NVRTC.
     *preload*: libraries loaded first, as the NVRTC remedy loads the builtins (issue 12)."""
     try:
         for extra in preload:
-            _step(f"loading {extra}")
+            trace(f"loading {extra}")
             ctypes.CDLL(extra)
-        _step(f"loading {path}")
+        trace(f"loading {path}")
         lib = ctypes.CDLL(path)
         create, compile_, destroy = (
             lib.nvrtcCreateProgram,
@@ -280,13 +282,13 @@ def compile_here(path: str, arch: str, preload: Sequence[str] = ()) -> dict[str,
     for fn in (create, compile_, destroy, log_size_fn, log_fn):
         fn.restype = ctypes.c_int
     program = ctypes.c_void_p()
-    _step("calling nvrtcCreateProgram")
+    trace("calling nvrtcCreateProgram")
     code = create(ctypes.byref(program), _PROGRAM, b"blackwell_compat.cu", 0, None, None)
     if code != 0:
         return {"error": f"nvrtcCreateProgram failed with {code} at {path}"}
     try:
         options = (ctypes.c_char_p * 1)(f"--gpu-architecture={arch}".encode())
-        _step("calling nvrtcCompileProgram")
+        trace("calling nvrtcCompileProgram")
         result = int(compile_(program, 1, options))
         size = ctypes.c_size_t(0)
         text = ""
@@ -299,7 +301,9 @@ def compile_here(path: str, arch: str, preload: Sequence[str] = ()) -> dict[str,
         destroy(ctypes.byref(program))
 
 
-def read_nvrtc_here(path: str | os.PathLike[str], *, source: str = "") -> NvrtcInfo:
+def read_nvrtc_here(
+    path: str | os.PathLike[str], *, source: str = "", trace: Trace = _no_trace
+) -> NvrtcInfo:
     """:func:`~blackwell_compat.probing.isolation.read_nvrtc` in this very process (the test
     child uses it)."""
     text = os.fspath(path)
@@ -309,7 +313,7 @@ def read_nvrtc_here(path: str | os.PathLike[str], *, source: str = "") -> NvrtcI
     if os.path.isdir(text):
         return NvrtcInfo(path=text, source=source, error=f"{text} is a folder, not a library")
     try:
-        _step(f"loading {text}")
+        trace(f"loading {text}")
         lib = ctypes.CDLL(text)
     except OSError as exc:
         return NvrtcInfo(
@@ -318,7 +322,7 @@ def read_nvrtc_here(path: str | os.PathLike[str], *, source: str = "") -> NvrtcI
             error=f"{text} could not be loaded as a shared library: {exc}",
         )
     try:
-        return read_loaded(lib, text, source=source)
+        return read_loaded(lib, text, source=source, trace=trace)
     except Exception as exc:  # a library with the names but not the behaviour
         return NvrtcInfo(path=text, source=source, error=f"reading {text} failed: {exc!r}")
     finally:

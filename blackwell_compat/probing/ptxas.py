@@ -18,13 +18,12 @@ import importlib.machinery
 import importlib.util
 import os
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .. import children, trusted
 from ..config import arch_to_capability
 from .locate import is_working_directory
 
@@ -108,20 +107,16 @@ def triton_gpu_name(arch: str) -> str:
 
 
 def _run(argv: Sequence[str], timeout: float) -> tuple[int | None, str]:
-    try:
-        done = subprocess.run(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+    """``(exit status, output)`` of a tool; ``(None, why)`` when it timed out, could not be
+    started or was killed by a signal."""
+    outcome = children.run(argv, timeout=timeout)
+    if outcome.timed_out:
         return None, f"timed out after {timeout:g} s"
-    except OSError as exc:
-        return None, f"{type(exc).__name__}: {exc}"
-    text = (done.stdout + done.stderr).decode("utf-8", "replace")
-    return done.returncode, text
+    if not outcome.started or outcome.returncode is None:
+        return None, str(outcome.start_error)
+    if outcome.returncode < 0:
+        return None, str(outcome.failure())
+    return outcome.returncode, outcome.stdout_text + outcome.stderr.decode("utf-8", "replace")
 
 
 def tool_version(path: str, timeout: float = 30.0) -> tuple[str | None, str | None]:
@@ -201,6 +196,12 @@ def _resolve(
     """Triton's choice: the env path when it runs, else the bundled binary."""
     bundled = _bundled(triton_dir, binary)
     override = env.get(env_var)
+    if override and not os.path.isabs(override):
+        return bundled, (
+            f"bundled with triton ({env_var}={override!r} is a relative path, which names a "
+            "file of the working directory: blackwell-compat does not run it; give an "
+            "absolute path)"
+        )
     if override:
         version, error = tool_version(override, timeout)
         if error is None and version is not None:
@@ -277,21 +278,22 @@ def _tool_failed(tools: Sequence[PtxasProbe], role: str | None) -> bool:
 
 
 def find_ptxas_binaries(env: Mapping[str, str] | None = None) -> list[str]:
-    """Other ``ptxas`` binaries on this machine: CUDA toolkits, ``PATH`` and pip wheels."""
+    """Other ``ptxas`` binaries on this machine: CUDA toolkits, ``PATH`` and pip wheels, by
+    absolute paths only (a relative ``CUDA_HOME`` and empty or relative ``PATH`` entries,
+    which mean the working directory, are skipped)."""
     environ = os.environ if env is None else env
     candidates: list[str] = []
-    for var in ("CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"):
-        root = environ.get(var)
-        if root:
-            candidates.append(os.path.join(root, "bin", "ptxas" + _EXE))
-    on_path = shutil.which("ptxas", path=environ.get("PATH"))
+    roots, _ = trusted.toolkit_roots(environ)  # relative ones name the working directory
+    for _, root in roots:
+        candidates.append(os.path.join(root, "bin", "ptxas" + _EXE))
+    on_path = trusted.find_tool("ptxas" + _EXE, environ.get("PATH", ""))
     if on_path:
         candidates.append(on_path)
     if os.name == "posix":
         candidates += sorted(glob.glob("/usr/local/cuda*/bin/ptxas"), reverse=True)
         candidates.append("/opt/cuda/bin/ptxas")
     for entry in _search_path():
-        if not entry or not os.path.isdir(entry):
+        if not entry or not os.path.isabs(entry) or not os.path.isdir(entry):
             continue
         for sub in ("cuda_nvcc", "cu13", "cu12"):
             candidates.append(os.path.join(entry, "nvidia", sub, "bin", "ptxas" + _EXE))

@@ -1,49 +1,76 @@
 """``fetch``: put a compiler that knows the GPU into the project's cache, for this torch build.
 
-The compiler comes from NVIDIA's own wheel, downloaded with ``pip download --no-deps`` (or
-given as a local file), and only the files the remedy needs are unpacked: the wheel is never
-installed, so the user's environment and torch's pins stay as they are.  Every step happens in
-a temporary folder; the cache (:mod:`blackwell_compat.remedies.cache`) gets the result only
-after the files were checked against the wheel's RECORD and the compiler was verified
-(NVRTC: loaded in a child process, its ``nvrtcGetSupportedArchs`` lists the archs and a small
-kernel compiles for each; ptxas: ``--version`` runs and a trivial PTX assembles for each
-``sm_XYa``), with the manifest written last and the folder renamed into place.
+The compiler comes from NVIDIA's own wheel, and only from it: the wheel's SHA-256 must be the
+one NVIDIA published for it, which the project pins per package, version and platform
+(:mod:`.pinned`, checked by :mod:`.wheel`; a wheel's own RECORD proves nothing about who built
+it). It is downloaded with ``pip download --no-deps --require-hashes`` (pip refuses other
+bytes), or given as a local file (``--wheel``, checked the same way); a wheel the project pins
+nothing for is taken only when the user names its SHA-256 (``--trust-sha256``), which the report
+and the manifest record. Only the files the remedy needs are unpacked, each with a size limit:
+the wheel is never installed, so the user's environment and torch's pins stay as they are.
+
+Every step happens in a private folder inside the cache (``.fetch-*``, under a lock, so two
+fetches at once both end well, and leftovers of a killed fetch are removed by the next one);
+the cache (:mod:`blackwell_compat.remedies.cache`) gets the result only after the compiler
+passed everything the remedy will check (NVRTC: :func:`blackwell_compat.remedies.nvrtc.judge`,
+its soname, its builtins library, its arch list and a compile for each arch, in child
+processes; ptxas: ``--version`` runs and a trivial PTX assembles for each ``sm_XYa``), with
+the manifest written last and the folder renamed into place.  An entry already in the cache is
+checked the same way before it is called "already in the cache"; a broken one is fetched again.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import hashlib
-import io
+import errno
 import json
 import os
 import re
 import shutil
-import stat
-import subprocess
 import sys
 import tempfile
 import time
-import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from .. import children, config, trusted
 from ..config import capability_to_arch
-from ..probing.isolation import probe_child_env, read_nvml, run_test_child
+from ..probing.isolation import read_nvml
 from ..probing.locate import locate_torch
-from ..probing.nvrtc import info_from_dict
 from ..probing.ptxas import probe_tool, triton_gpu_name
 from . import cache
+from . import nvrtc as nvrtc_remedy
+from .wheel import FetchError, allowed_hashes, check_bytes, unpack, wheel_identity
+
+if sys.platform != "win32":  # fetch is Linux-only; the module still imports everywhere
+    import fcntl
+
+__all__ = [
+    "DEFAULT_ARCHS",
+    "KINDS",
+    "PACKAGES",
+    "FetchError",
+    "FetchResult",
+    "fetch",
+    "gpu_archs",
+    "package_for",
+    "torch_cuda_major",
+    "unpack",
+    "verify",
+    "wheel_identity",
+]
 
 KINDS = ("nvrtc", "ptxas")
 DEFAULT_ARCHS = ("sm_120", "sm_121")
 """Checked when no GPU is visible: RTX 50xx / RTX PRO 6000 and GB10, the archs older
 compilers lack."""
 
-_MAX_MEMBER = 1 << 30  # no compiler file is near 1 GiB; a bigger one is not what we want
+_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_LOCK_NAME = ".fetch.lock"
+_LEFTOVER = re.compile(r"\.(fetch-.*|.*-(new|old)-.*)")
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 # (kind, CUDA major) -> (package, version).  Versions measured to know sm_120/sm_121/sm_121a
 # (docs/remedies.md).  CUDA 12: the release users fixed GB10 with; CUDA 13: a release newer
@@ -54,17 +81,7 @@ PACKAGES: dict[tuple[str, int], tuple[str, str]] = {
     ("ptxas", 12): ("nvidia-cuda-nvcc-cu12", "12.9.86"),
     ("ptxas", 13): ("nvidia-cuda-nvcc", "13.2.86"),
 }
-_WHEEL_NAMES = {
-    "nvrtc": re.compile(r"nvidia_cuda_nvrtc(_cu\d+)?", re.ASCII),
-    "ptxas": re.compile(r"nvidia_cuda_nvcc(_cu\d+)?", re.ASCII),
-}
-_WHEEL_FILE = re.compile(r"([A-Za-z0-9_.]+?)-([0-9]+(?:\.[0-9]+)*)-[^/\\]*\.whl", re.ASCII)
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+){1,3}", re.ASCII)
-_PACKAGE_DIRS = r"nvidia/(?:cuda_nvrtc|cuda_nvcc|cu\d+)"
-
-
-class FetchError(RuntimeError):
-    """fetch could not complete; the cache is as it was."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,10 @@ class FetchResult:
     reused: bool = False  # already in the cache: nothing downloaded
     seconds: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    pinned: bool = True
+    """Whether the wheel's SHA-256 is one the project pins (else the user named it)."""
+    trust: str = ""
+    """Why its bytes were accepted, in words."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +123,8 @@ class FetchResult:
             "reused": self.reused,
             "seconds": round(self.seconds, 2),
             "notes": list(self.notes),
+            "pinned": self.pinned,
+            "trust": self.trust,
         }
 
 
@@ -144,155 +167,56 @@ def package_for(kind: str, cuda_major: int, version: str | None = None) -> tuple
     return package, version
 
 
-def _members(kind: str, cuda_major: int) -> dict[str, re.Pattern[str]]:
-    """Destination name (relative to the entry folder) -> the wheel member it comes from."""
-    if kind == "nvrtc":
-        return {
-            f"libnvrtc.so.{cuda_major}": re.compile(
-                rf"{_PACKAGE_DIRS}/lib/libnvrtc\.so\.{cuda_major}", re.ASCII
-            ),
-            "libnvrtc-builtins": re.compile(
-                rf"{_PACKAGE_DIRS}/lib/(libnvrtc-builtins\.so\.{cuda_major}\.[0-9]+)", re.ASCII
-            ),
-        }
-    return {"bin/ptxas": re.compile(rf"{_PACKAGE_DIRS}/bin/ptxas", re.ASCII)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _safe_name(name: str) -> bool:
-    parts = PurePosixPath(name).parts
-    return (
-        bool(parts)
-        and not name.startswith("/")
-        and "\\" not in name
-        and ".." not in parts
-        and ":" not in parts[0]
-    )
-
-
-def _record_hashes(archive: zipfile.ZipFile) -> dict[str, str]:
-    """``member -> urlsafe-base64 sha256`` from the wheel's ``*.dist-info/RECORD``."""
-    records = [n for n in archive.namelist() if re.fullmatch(r"[^/]+\.dist-info/RECORD", n)]
-    if len(records) != 1:
-        return {}
-    text = archive.read(records[0]).decode("utf-8", "replace")
-    hashes = {}
-    for row in csv.reader(io.StringIO(text)):
-        if len(row) >= 2 and row[1].startswith("sha256="):
-            hashes[row[0]] = row[1][len("sha256=") :]
-    return hashes
-
-
-def unpack(wheel: Path, kind: str, cuda_major: int, into: Path) -> list[str]:
-    """Copy only the files *kind* needs from *wheel* into *into*; the relative names written.
-
-    Raises FetchError for a file that is not a zip, a member that is a link, an unsafe or
-    missing member, or content that does not match the wheel's RECORD.
-    """
-    try:
-        archive = zipfile.ZipFile(wheel)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise FetchError(f"{wheel} is not a readable wheel (zip archive): {exc}") from None
-    written: list[str] = []
-    with archive:
-        names = archive.namelist()
-        hashes = _record_hashes(archive)
-        for dest, pattern in _members(kind, cuda_major).items():
-            matches = [n for n in names if pattern.fullmatch(n)]
-            if not matches:
-                raise FetchError(
-                    f"{wheel.name} has no {pattern.pattern!r}: not a {kind} wheel for CUDA "
-                    f"{cuda_major}"
-                )
-            if len(matches) > 1:
-                raise FetchError(f"{wheel.name} has several files for {dest}: {matches}")
-            member = matches[0]
-            info = archive.getinfo(member)
-            mode = info.external_attr >> 16
-            if not _safe_name(member):
-                raise FetchError(f"{wheel.name}: refusing the unsafe member name {member!r}")
-            if stat.S_ISLNK(mode) or info.is_dir():
-                raise FetchError(f"{wheel.name}: {member} is a link or a folder, not a file")
-            if info.file_size > _MAX_MEMBER:
-                raise FetchError(f"{wheel.name}: {member} is {info.file_size} bytes, too big")
-            if dest == "libnvrtc-builtins":
-                dest = PurePosixPath(member).name
-            target = into.joinpath(*PurePosixPath(dest).parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            digest = hashlib.sha256()
-            try:
-                with archive.open(info) as source, open(target, "xb") as out:
-                    for block in iter(lambda: source.read(1 << 20), b""):
-                        digest.update(block)
-                        out.write(block)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise FetchError(f"{wheel.name}: {member} cannot be read: {exc}") from None
-            expected = hashes.get(member)
-            if expected is not None:
-                got = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
-                if got != expected.rstrip("="):
-                    raise FetchError(f"{wheel.name}: {member} does not match the wheel's RECORD")
-            os.chmod(target, 0o755)
-            written.append(PurePosixPath(dest).as_posix())
-    return written
-
-
-def wheel_identity(wheel: Path, kind: str) -> tuple[str, str]:
-    """``(distribution, version)`` from a wheel's file name, checked to be *kind*'s package."""
-    match = _WHEEL_FILE.fullmatch(wheel.name)
-    if match is None:
-        raise FetchError(f"{wheel.name} is not a wheel file name (name-version-tags.whl)")
-    dist, version = match.group(1), match.group(2)
-    if not _WHEEL_NAMES[kind].fullmatch(dist.lower()):
-        raise FetchError(
-            f"{wheel.name} is not an NVIDIA {kind} wheel (expected "
-            + " or ".join(sorted({p for k, (p, _) in PACKAGES.items() if k[0] == kind}))
-            + ")"
-        )
-    return dist.lower().replace("_", "-"), version
-
-
 def _pip_download(
-    package: str, version: str, into: Path, python: str, timeout: float
+    package: str,
+    version: str,
+    hashes: Sequence[str],
+    into: Path,
+    python: str,
+    timeout: float,
 ) -> tuple[Path, str]:
-    argv = [
-        python,
+    """``pip download`` one wheel in hash-checking mode: pip refuses any file whose SHA-256 is
+    not one of *hashes*.  Its temporary files go to *into* as well (``TMPDIR``), so a killed
+    fetch leaves nothing outside the cache's work folder."""
+    requirements = into / "requirements.txt"
+    requirements.write_text(
+        f"{package}=={version} " + " ".join(f"--hash=sha256:{h}" for h in hashes) + "\n",
+        encoding="ascii",
+    )
+    download = into / "download"
+    download.mkdir()
+    scratch = into / "tmp"
+    scratch.mkdir()
+    argv = children.python_argv(
         "-m",
         "pip",
         "download",
         "--no-deps",
         "--only-binary=:all:",
+        "--require-hashes",
         "--disable-pip-version-check",
         "--no-input",
         "--dest",
-        str(into),
-        f"{package}=={version}",
-    ]
-    shown = " ".join(["python", *argv[1:-3], f"{package}=={version}"])
-    try:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-            env=probe_child_env(),  # pip must not start the library (AUTO) in its interpreter
-        )
-    except subprocess.TimeoutExpired:
+        str(download),
+        "-r",
+        str(requirements),
+        python=python,
+    )
+    shown = (
+        f"python -I -m pip download --no-deps --only-binary=:all: --require-hashes "
+        f"{package}=={version}"
+    )
+    # pip must not start the library (AUTO) in its interpreter: a helper's environment
+    env = children.helper_env(set_={"TMPDIR": str(scratch)})
+    done = children.run(argv, timeout=timeout, env=env, cwd=str(into))
+    if done.timed_out:
         raise FetchError(
             f"`{shown}` did not finish within {timeout:g} s; on a machine without network, "
             "download the wheel elsewhere and give --wheel FILE"
-        ) from None
-    except OSError as exc:
-        raise FetchError(f"cannot run {python} -m pip: {exc}") from None
-    text = (done.stdout + done.stderr).decode("utf-8", "replace")
+        )
+    if not done.started:
+        raise FetchError(f"cannot run {python} -m pip: {done.start_error}")
+    text = done.stdout_text + done.stderr.decode("utf-8", "replace")
     if done.returncode != 0:
         lines = [
             line.strip()
@@ -301,15 +225,34 @@ def _pip_download(
         ]
         if any("No module named pip" in line for line in lines):
             raise FetchError(f"pip is not installed for {python}; give --wheel FILE or --python")
+        mismatch = _hash_mismatch(lines, hashes)
+        if mismatch is not None:
+            raise FetchError(mismatch)
         tail = " | ".join(lines[-3:]) or f"exit status {done.returncode}"
         raise FetchError(
             f"`{shown}` failed (no network, or the index lacks it?): {tail}; on a machine "
             "without network, download the wheel elsewhere and give --wheel FILE"
         )
-    wheels = sorted(into.glob("*.whl"))
+    wheels = sorted(download.glob("*.whl"))
     if len(wheels) != 1:
         raise FetchError(f"`{shown}` left {len(wheels)} wheel files instead of one")
     return wheels[0], f"downloaded with `{shown}`"
+
+
+def _hash_mismatch(lines: Sequence[str], hashes: Sequence[str]) -> str | None:
+    """pip's refusal of a file whose hash is not allowed, as one line naming what it got and
+    what was expected; ``None`` when pip failed for another reason."""
+    text = " ".join(lines)
+    if "DO NOT MATCH THE HASHES" not in text:
+        return None
+    got = re.search(r"Got\s+([0-9a-f]{64})", text)
+    name = re.search(r"([A-Za-z0-9_.\-]+\.whl)", text)
+    return (
+        f"pip downloaded {name.group(1) if name else 'a wheel'} whose sha256 is "
+        f"{got.group(1) if got else '(not shown)'}, expected {' or '.join(hashes)}: not "
+        "NVIDIA's published wheel (a wheel with the same name on an index or find-links folder "
+        "pip uses?); refused, nothing was unpacked"
+    )
 
 
 def gpu_archs(timeout: float | None = None) -> list[str]:
@@ -344,57 +287,97 @@ def verify(
         return names, lines
 
     library = str(folder / f"libnvrtc.so.{cuda_major}")
-    # run_test_child directly, not read_nvrtc: nothing is stored about a staging path
-    outcome = run_test_child("nvrtc", library, timeout)
-    if outcome.failure is not None or outcome.result is None:
-        raise FetchError(
-            f"the unpacked NVRTC: a child process that loaded it {outcome.what_happened()}"
-        )
-    info = info_from_dict(outcome.result, path=library, source="fetched")
-    if info.error is not None or not info.supported_archs:
-        raise FetchError(f"the unpacked NVRTC does not work: {info.error or 'no arch list'}")
-    missing = [a for a in archs if a not in info.supported_archs]
-    if missing:
-        raise FetchError(
-            f"the unpacked NVRTC {info.version_string} lacks {', '.join(missing)} (it lists "
-            f"{', '.join(info.supported_archs)})"
-        )
+    ok, why, info = nvrtc_remedy.judge(
+        library, nvrtc_remedy.soname_for(cuda_major), archs, source="fetched", fresh=True
+    )
+    if not ok or info is None:
+        raise FetchError(f"the unpacked NVRTC fails what the NVRTC remedy checks: {why}")
+    version = info.version_string or ""
     lines = [
-        f"loaded in a child process: NVRTC {info.version_string}, nvrtcGetSupportedArchs lists "
-        + ", ".join(info.supported_archs)
+        f"soname {nvrtc_remedy.soname_for(cuda_major)}, as torch opens it",
+        f"loaded in a child process: NVRTC {version}, nvrtcGetSupportedArchs lists "
+        + ", ".join(info.supported_archs),
     ]
-    for arch in archs:
-        outcome = run_test_child("compile", library, timeout, arch)
-        result = outcome.result or {}
-        if outcome.failure is not None or result.get("result") != 0:
-            what = result.get("error") or result.get("log") or outcome.what_happened()
-            raise FetchError(f"the unpacked NVRTC cannot compile for {arch}: {what}")
-        lines.append(f"compiled a small kernel with --gpu-architecture={arch} (child process)")
+    lines += [
+        f"compiled a small kernel with --gpu-architecture={arch} with "
+        f"libnvrtc-builtins.so.{version} loaded first (child process)"
+        for arch in archs
+    ]
     return list(info.supported_archs), lines
 
 
-def _install(staging: Path, final: Path, force: bool) -> None:
-    """Move the verified *staging* folder to *final* (renames within the kind folder)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+def _install(staging: Path, final: Path) -> None:
+    """Move the verified *staging* folder to *final*, replacing what is there (the caller
+    holds the cache lock and checked that it is broken, or was asked to ``--force``)."""
     landing = Path(tempfile.mkdtemp(prefix=f".{final.name}-new-", dir=final.parent))
     old: Path | None = None
     try:
         for child in staging.iterdir():
-            shutil.move(str(child), str(landing / child.name))
-        if final.exists():
-            if not force:
-                raise FetchError(f"{final} appeared meanwhile; run again with --force")
+            os.replace(child, landing / child.name)
+        if os.path.lexists(final):
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
             os.replace(final, old / "entry")
         os.replace(landing, final)
     except BaseException:
         shutil.rmtree(landing, ignore_errors=True)
-        if old is not None and not final.exists():
+        if old is not None and not os.path.lexists(final):
             os.replace(old / "entry", final)
         raise
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def _locked(folder: Path, timeout: float) -> Iterator[None]:
+    """Hold the cache's fetch lock for *folder* (one fetch at a time writes there; a second
+    one waits, then finds the first one's entry)."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(folder / _LOCK_NAME, flags, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise FetchError(
+                        f"another fetch has been writing to {folder} for {timeout:g} s; try "
+                        "again when it has finished"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _clean_leftovers(folder: Path) -> list[str]:
+    """Remove what killed fetches left in *folder* (their ``.fetch-*`` work folders and
+    half-renamed ``.<version>-new-*``/``-old-*`` folders); called with the lock held, so
+    nothing removed is in use.  The names removed."""
+    removed: list[str] = []
+    try:
+        children_ = list(folder.iterdir())
+    except OSError:
+        return removed
+    for child in children_:
+        if _LEFTOVER.fullmatch(child.name) and child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child.name)
+    return removed
+
+
+def _disk_error(exc: OSError, where: Path) -> FetchError:
+    """One line for a failed write: a full disk says so."""
+    what = exc.strerror or str(exc)
+    if exc.errno in _DISK_FULL:
+        return FetchError(
+            f"writing to {where} failed: {what}; free some space (or point "
+            f"{config.CACHE_DIR} elsewhere) and run fetch again"
+        )
+    name = f" {exc.filename}" if exc.filename else ""
+    return FetchError(f"writing{name} in {where} failed: {what}")
 
 
 def fetch(
@@ -407,27 +390,34 @@ def fetch(
     python: str | None = None,
     archs: Sequence[str] | None = None,
     timeout: float = 600.0,
+    trust_sha256: str | None = None,
 ) -> FetchResult:
     """Put *kind* (``nvrtc`` or ``ptxas``) into the cache; FetchError when it cannot, with the
-    cache unchanged.  *archs* to verify default to the visible GPUs' (else sm_120, sm_121)."""
+    cache unchanged.  *archs* to verify default to the visible GPUs' (else sm_120, sm_121).
+    *trust_sha256*: the SHA-256 of a wheel the project pins nothing for, which the user checked
+    (recorded as such)."""
     started = time.monotonic()
     if kind not in KINDS:
         raise FetchError(f"unknown compiler {kind!r}: give one of {', '.join(KINDS)}")
     if sys.platform != "linux":
         raise FetchError(f"fetch supports Linux only (this is {sys.platform})")
+    trusted_sha = _sha256_argument(trust_sha256)
     major = cuda_major if cuda_major is not None else torch_cuda_major()
     notes: list[str] = []
     local: Path | None = None
+    identity: tuple[str, bool, str] | None = None
     if wheel is not None:
-        local = Path(wheel).expanduser()
+        local = Path(os.path.abspath(os.path.expanduser(os.fspath(wheel))))
         if not local.is_file():
             raise FetchError(f"--wheel {local}: no such file")
         dist, wheel_version = wheel_identity(local, kind)
         package, version = package_for(kind, major, wheel_version)
         if dist != package:
             raise FetchError(f"{local.name} is {dist}, but CUDA {major} needs {package}")
+        identity = check_bytes(local, package, version, trusted_sha)  # before anything else
     else:
         package, version = package_for(kind, major, version)
+        allowed_hashes(package, version, trusted_sha)  # refuse before anything is written
     if archs is None:
         found = gpu_archs(timeout=min(timeout, 60.0))
         targets = found or list(DEFAULT_ARCHS)
@@ -438,37 +428,120 @@ def fetch(
         )
     else:
         targets = list(archs)
-    final = cache.entry_folder(kind, version, major if kind == "nvrtc" else None)
+    refused = trusted.cache_folders().refused
+    notes += [
+        f"{line}; this fetch uses the private fallback" for line in refused if "cache" in line
+    ]
+    try:
+        final = cache.entry_folder(kind, version, major if kind == "nvrtc" else None)
+        folder = trusted.make_private_folder(final.parent)
+    except OSError as exc:
+        raise FetchError(f"no cache folder may be written: {exc.strerror or exc}") from None
+    final = folder / final.name
+    try:
+        with _locked(folder, timeout):
+            removed = _clean_leftovers(folder)
+            if removed:
+                notes.append(f"removed what an interrupted fetch left: {', '.join(removed)}")
+            return _fetch_locked(
+                kind,
+                major,
+                package,
+                version,
+                final,
+                local=local,
+                identity=identity,
+                force=force,
+                python=_interpreter(python),
+                targets=targets,
+                timeout=timeout,
+                trusted_sha=trusted_sha,
+                notes=notes,
+                started=started,
+            )
+    except OSError as exc:
+        raise _disk_error(exc, folder) from None
+
+
+def _interpreter(python: str | None) -> str:
+    """The interpreter whose pip downloads, as an absolute path: this one by default; a bare
+    name is looked up in the absolute ``PATH`` entries only (never the working directory)."""
+    if python is None:
+        return sys.executable
+    if os.sep not in python:
+        found = trusted.find_tool(python)
+        if found is None:
+            raise FetchError(
+                f"--python {python!r}: not found in the absolute folders of PATH; give its path"
+            )
+        return found
+    return os.path.abspath(os.path.expanduser(python))
+
+
+def _sha256_argument(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text.startswith("sha256:"):
+        text = text[len("sha256:") :]
+    if not _SHA256.fullmatch(text):
+        raise FetchError(
+            f"--trust-sha256 {value!r} is not a SHA-256: give the 64 hexadecimal digits of the "
+            "wheel's sha256 (`sha256sum FILE.whl`)"
+        )
+    return text
+
+
+def _fetch_locked(
+    kind: str,
+    major: int,
+    package: str,
+    version: str,
+    final: Path,
+    *,
+    local: Path | None,
+    identity: tuple[str, bool, str] | None,
+    force: bool,
+    python: str,
+    targets: list[str],
+    timeout: float,
+    trusted_sha: str | None,
+    notes: list[str],
+    started: float,
+) -> FetchResult:
     existing = cache.read_manifest(final)
     if existing is not None and existing.get("kind") == kind and not force:
-        files = existing.get("files", [])
-        return FetchResult(
-            kind=kind,
-            package=str(existing.get("package", package)),
-            version=version,
-            cuda_major=major,
-            wheel=str(existing.get("wheel", "")),
-            sha256=str(existing.get("sha256", "")),
-            origin="already in the cache (give --force to fetch again)",
-            folder=str(final),
-            files=tuple(str(f) for f in files) if isinstance(files, list) else (),
-            archs=tuple(str(a) for a in existing.get("archs", []) or []),
-            checked=(),
-            reused=True,
-            seconds=time.monotonic() - started,
-            notes=tuple(notes),
-        )
-    with tempfile.TemporaryDirectory(prefix="bc-fetch-") as tmp:
-        work = Path(tmp)
-        if local is None:
-            download = work / "download"
-            download.mkdir()
-            path, origin = _pip_download(
-                package, version, download, python or sys.executable, timeout
+        problem = _recheck(kind, final, major, targets, min(timeout, 120.0))
+        if problem is None:
+            files = existing.get("files", [])
+            return FetchResult(
+                kind=kind,
+                package=str(existing.get("package", package)),
+                version=version,
+                cuda_major=major,
+                wheel=str(existing.get("wheel", "")),
+                sha256=str(existing.get("sha256", "")),
+                origin="already in the cache, checked again (give --force to fetch again)",
+                folder=str(final),
+                files=tuple(str(f) for f in files) if isinstance(files, list) else (),
+                archs=tuple(str(a) for a in existing.get("archs", []) or []),
+                checked=(),
+                reused=True,
+                seconds=time.monotonic() - started,
+                notes=tuple(notes),
+                pinned=bool(existing.get("pinned", False)),
+                trust=str(existing.get("trust", "")),
             )
+        notes.append(f"the cached entry at {final} was broken ({problem}); fetched it again")
+    work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=final.parent))
+    try:
+        if local is None or identity is None:
+            hashes = allowed_hashes(package, version, trusted_sha)
+            path, origin = _pip_download(package, version, hashes, work, python, timeout)
+            identity = check_bytes(path, package, version, trusted_sha)
         else:
             path, origin = local, f"local wheel {local}"
-        sha = _sha256(path)
+        sha, is_pinned, trust = identity
         staging = work / "entry"
         staging.mkdir()
         files = unpack(path, kind, major, staging)
@@ -479,6 +552,8 @@ def fetch(
             "package": package,
             "wheel": path.name,
             "sha256": sha,
+            "pinned": is_pinned,
+            "trust": trust,
             "archs": listed,
             "files": files,
             "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -486,7 +561,7 @@ def fetch(
             "origin": origin,
         }
         (staging / cache.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
-        _install(staging, final, force)
+        _install(staging, final)
         return FetchResult(
             kind=kind,
             package=package,
@@ -501,4 +576,28 @@ def fetch(
             checked=tuple(checked),
             seconds=time.monotonic() - started,
             notes=tuple(notes),
+            pinned=is_pinned,
+            trust=trust,
         )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _recheck(
+    kind: str, folder: Path, major: int, targets: Sequence[str], timeout: float
+) -> str | None:
+    """Why the entry in *folder* no longer passes what fetch checked (its files, then the
+    same verification), or ``None`` when it does: "already in the cache" only for an entry
+    that works."""
+    manifest = cache.read_manifest(folder) or {}
+    files = manifest.get("files")
+    if not isinstance(files, list) or not files:
+        return "its manifest lists no files"
+    problem = trusted.regular_files(folder, [str(f) for f in files])
+    if problem is not None:
+        return problem
+    try:
+        verify(kind, folder, major, targets, timeout)
+    except FetchError as exc:
+        return str(exc)
+    return None

@@ -32,22 +32,31 @@ Linux only.  All of this process's remedy state is the one :class:`RemedyState` 
 
 from __future__ import annotations
 
-import _ctypes
 import glob
 import os
-import struct
 import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import config
+from .. import config, trusted
 from .. import state as process_state
 from ..errors import logger
+from ..loader import (
+    DLOPEN_FLAGS,
+    bound_library,
+    dlclose,
+    dlopen,
+    is_mapped,
+    linked_by,
+    mapped_files,
+    read_soname,
+    same_file,
+)
 from ..probing import forget, probe
 from ..probing.isolation import compile_verdict, read_nvrtc
-from ..probing.locate import TorchBuild, bound_library, find_nvrtc, locate_torch, same_file
+from ..probing.locate import TorchBuild, find_nvrtc, locate_torch
 from ..probing.nvrtc import NvrtcInfo
 from ..probing.platform import Platform
 from . import cache
@@ -214,112 +223,12 @@ def soname_for(cuda_major: int) -> str:
     return "libnvrtc.so.11.2" if cuda_major == 11 else f"libnvrtc.so.{cuda_major}"
 
 
-def read_soname(path: str) -> str | None:
-    """``DT_SONAME`` of an ELF shared library, read from the file (nothing is loaded)."""
-    names = _dynamic_strings(path, _DT_SONAME)
-    return names[0] if names else None
-
-
-def read_needed(path: str) -> list[str]:
-    """``DT_NEEDED`` of an ELF file: the sonames it links (read from the file, nothing is
-    loaded; empty for what is not a readable ELF file)."""
-    return _dynamic_strings(path, _DT_NEEDED)
-
-
-_DT_NEEDED, _DT_SONAME = 1, 14
-
-
-def _dynamic_strings(path: str, wanted: int) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            return _strings_from(handle, wanted)
-    except (OSError, struct.error, IndexError, ValueError):
-        return []
-
-
-def _strings_from(handle: Any, wanted: int) -> list[str]:
-    """The strings of the dynamic section's entries tagged *wanted*, in order."""
-
-    def read(offset: int, size: int) -> bytes:
-        handle.seek(offset)
-        data: bytes = handle.read(size)
-        if len(data) != size:
-            raise ValueError("truncated ELF file")
-        return data
-
-    def read_string(offset: int) -> str:
-        handle.seek(offset)
-        data: bytes = handle.read(256)
-        return data.split(b"\0", 1)[0].decode("ascii", "replace")
-
-    ident = read(0, 16)
-    if ident[:4] != b"\x7fELF" or ident[4] not in (1, 2) or ident[5] not in (1, 2):
-        return []
-    wide, end = ident[4] == 2, "<" if ident[5] == 1 else ">"
-    if wide:
-        (shoff,) = struct.unpack(end + "Q", read(0x28, 8))
-        shentsize, shnum = struct.unpack(end + "HH", read(0x3A, 4))
-        layout, entry, dyn = end + "IIQQQQI", 16, end + "qQ"
-    else:
-        (shoff,) = struct.unpack(end + "I", read(0x20, 4))
-        shentsize, shnum = struct.unpack(end + "HH", read(0x2E, 4))
-        layout, entry, dyn = end + "IIIIIII", 8, end + "iI"
-    if not 0 < shnum < 4096:
-        return []
-    table = read(shoff, shentsize * shnum)
-    sections = []
-    for index in range(shnum):
-        fields = struct.unpack_from(layout, table, index * shentsize)
-        sections.append((fields[1], fields[4], fields[5], fields[6]))  # type, offset, size, link
-    found: list[str] = []
-    for kind, offset, size, link in sections:
-        if kind != 6:  # SHT_DYNAMIC
-            continue
-        dynamic = read(offset, min(size, 1 << 20))
-        strtab = sections[link][1]
-        for pos in range(0, len(dynamic) - entry + 1, entry):
-            tag, value = struct.unpack_from(dyn, dynamic, pos)
-            if tag == 0:
-                break
-            if tag == wanted:
-                found.append(read_string(strtab + value))
-    return found
-
-
-def linked_by(soname: str) -> list[str]:
-    """Libraries mapped into this process that link *soname* (``DT_NEEDED``): they hold the
-    library it names for as long as they are loaded (torch >= 2.15's ``libtorch_cuda.so``
-    links ``libnvrtc.so.13``)."""
-    found = []
-    for path in _mapped(""):
-        name = os.path.basename(path)
-        if ".so" not in name or name.startswith("libnvrtc"):
-            continue
-        if soname in read_needed(path):
-            found.append(path)
-    return found
-
-
-def _mapped(prefix: str) -> list[str]:
-    """Files mapped into this process whose name starts with *prefix* (Linux)."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return []
-    found: list[str] = []
-    for line in lines:
-        parts = line.split(None, 5)
-        if len(parts) == 6:
-            path = parts[5].strip()
-            if os.path.basename(path).startswith(prefix) and path not in found:
-                found.append(path)
-    return found
-
-
-def _is_mapped(path: str) -> bool:
-    real = os.path.realpath(path)
-    return any(os.path.realpath(p) == real for p in _mapped(os.path.basename(real)[:8]))
+def _torch_importing() -> bool:
+    """Whether ``import torch`` is under way (in another thread, or further up this one's
+    stack): the module exists but has not finished executing."""
+    torch = sys.modules.get("torch")
+    spec = getattr(torch, "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
 
 
 def _cuda_initialised() -> bool:
@@ -366,9 +275,9 @@ def candidate_paths(
     except ValueError:
         pass
     roots: list[tuple[str, str]] = []
-    for variable in ("CUDA_HOME", "CUDA_PATH"):
-        value = source.get(variable, "").strip()
-        if value:
+    given, _ = trusted.toolkit_roots(source)  # a relative one is never used (see refused_sources)
+    for variable, value in given:
+        if variable in ("CUDA_HOME", "CUDA_PATH"):
             roots.append((value, f"CUDA toolkit {variable}={value}"))
     roots.append(("/usr/local/cuda", "CUDA toolkit /usr/local/cuda"))
     versioned = sorted(glob.glob("/usr/local/cuda-*"), key=_toolkit_key, reverse=True)
@@ -409,12 +318,14 @@ def _builtins_for(library: str, version: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def _compiles(path: str, arch: str, builtins: str | None) -> tuple[bool, str]:
+def _compiles(
+    path: str, arch: str, builtins: str | None, *, fresh: bool = False
+) -> tuple[bool, str]:
     """Compile a tiny kernel for *arch* with *path* in a test process (the verdict is stored
     per file), its builtins library loaded first as it will be here (NVRTC 13 finds them by
     name only)."""
 
-    entry = compile_verdict(path, arch, (builtins,) if builtins else ())
+    entry = compile_verdict(path, arch, (builtins,) if builtins else (), retest=fresh)
     if entry is None:
         return False, "the process that tests native libraries could not be started"
     answer = entry.get("result") or {}
@@ -426,6 +337,37 @@ def _compiles(path: str, arch: str, builtins: str | None) -> tuple[bool, str]:
         log = " ".join(str(answer.get("log", "")).split())
         return False, f"compiling for {arch} failed ({answer.get('result')}: {log[:200]})"
     return True, f"compiles for {arch} in a test process"
+
+
+def judge(
+    path: str, soname: str, needed: Sequence[str], *, source: str = "", fresh: bool = False
+) -> tuple[bool, str, NvrtcInfo | None]:
+    """Whether the NVRTC at *path* can serve *needed*: ``(ok, why, facts)``.  Everything the
+    remedy relies on, each in a test process: the soname torch opens (read from the file),
+    that it loads and lists every needed arch, that its builtins library
+    (``libnvrtc-builtins.so.<version>``, next to it) exists, and that a small kernel compiles
+    for each arch with that builtins library loaded first, as it will be here.  ``fetch``
+    checks an unpacked wheel with this same function.  *fresh* ignores stored verdicts."""
+    name = read_soname(path)
+    if name != soname:
+        return False, f"its soname is {name!r}, torch opens {soname!r}", None
+    info = read_nvrtc(path, source=source or "given explicitly", retest=fresh)
+    if not info.known:
+        return False, info.error or "unreadable", None
+    missing = [arch for arch in needed if arch not in info.supported_archs]
+    if missing:
+        return False, f"NVRTC {info.version_string} lacks {', '.join(missing)}", info
+    version = info.version_string or ""
+    builtins = _builtins_for(path, version)
+    if builtins is None:
+        wanted = f"libnvrtc-builtins.so.{version}"
+        return False, f"NVRTC {version} needs {wanted} next to it, and there is none", info
+    why = ""
+    for arch in needed:
+        ok, why = _compiles(path, arch, builtins, fresh=fresh)
+        if not ok:
+            return False, why, info
+    return True, why, info
 
 
 def find_capable(
@@ -443,51 +385,34 @@ def find_capable(
         return None, (), None
     soname = soname_for(major)
     considered: list[Candidate] = []
+    source = os.environ if env is None else env
+    _, refused = trusted.toolkit_roots(source)
+    for why in refused:
+        variable = why.split("=", 1)[0]
+        if variable in ("CUDA_HOME", "CUDA_PATH"):
+            considered.append(Candidate(source.get(variable, ""), f"CUDA toolkit {variable}", why))
     for path, origin in candidate_paths(soname, major, env):
         if any(same_file(path, other) for other in exclude):
             considered.append(
                 Candidate(path, origin, "torch's own NVRTC: it is what lacks the arch")
             )
             continue
-        name = read_soname(path)
-        if name != soname:
-            verdict = f"its soname is {name!r}, torch opens {soname!r}"
-            considered.append(Candidate(path, origin, verdict))
-            continue
-        info = read_nvrtc(path, source=origin)
-        if not info.known:
-            considered.append(Candidate(path, origin, info.error or "unreadable"))
-            continue
-        missing = [arch for arch in needed if arch not in info.supported_archs]
-        if missing:
-            considered.append(
-                Candidate(
-                    path,
-                    origin,
-                    f"NVRTC {info.version_string} lacks {', '.join(missing)}",
-                    info.version_string,
-                    info.supported_archs,
-                )
+        ok, why, info = judge(path, soname, needed, source=origin)
+        if ok and info is not None:
+            candidate = Candidate(
+                path, origin, why, info.version_string, info.supported_archs, True
             )
-            continue
-        ok, why = True, ""
-        builtins = _builtins_for(path, info.version_string or "")
-        for arch in needed:
-            ok, why = _compiles(path, arch, builtins)
-            if not ok:
-                break
-        candidate = Candidate(path, origin, why, info.version_string, info.supported_archs, ok)
-        considered.append(candidate)
-        if ok:
+            considered.append(candidate)
             return candidate, tuple(considered), info
+        if origin.startswith("the project's cache"):
+            why += "; `python -m blackwell_compat fetch nvrtc` replaces this cached copy"
+        version = info.version_string if info is not None else None
+        archs = info.supported_archs if info is not None else ()
+        considered.append(Candidate(path, origin, why, version, archs))
     return None, tuple(considered), None
 
 
 # -- loading --------------------------------------------------------------------------------
-
-
-def _flags() -> int:
-    return int(os.RTLD_LOCAL | os.RTLD_NOW)
 
 
 def _release(path: str) -> tuple[bool, str]:
@@ -499,18 +424,18 @@ def _release(path: str) -> tuple[bool, str]:
     """
 
     try:
-        handle = _ctypes.dlopen(path, os.RTLD_NOLOAD | _flags())
+        handle = dlopen(path, os.RTLD_NOLOAD | DLOPEN_FLAGS)
     except OSError:
         return True, f"{path} is no longer loaded"
-    _ctypes.dlclose(handle)
+    dlclose(handle)
     try:
-        _ctypes.dlclose(handle)
+        dlclose(handle)
     except OSError as exc:
         return False, f"{path} was not loaded by dlopen and cannot be released ({exc})"
-    if not _is_mapped(path):
+    if not is_mapped(path):
         return True, f"released torch's preloaded {path}"
     try:
-        _ctypes.dlopen(path, os.RTLD_NOLOAD | _flags())  # take back what was dropped
+        dlopen(path, os.RTLD_NOLOAD | DLOPEN_FLAGS)  # take back what was dropped
     except OSError:  # pragma: no cover - it is mapped, so this succeeds
         pass
     return False, f"{path} is held by something besides torch's preload; it stays loaded"
@@ -522,7 +447,7 @@ def _restore(paths: Sequence[str]) -> None:
 
     for path in paths:
         try:
-            _ctypes.dlopen(path, _flags())
+            dlopen(path, DLOPEN_FLAGS)
         except OSError as exc:  # pragma: no cover - the file was loadable a moment ago
             logger.warning("blackwell-compat: could not load %s again: %s", path, exc)
 
@@ -534,17 +459,17 @@ def _load(state_in: RemedyState) -> RemedyState:
     handles: list[int] = []
     try:
         if state_in.builtins is not None:
-            handles.append(_ctypes.dlopen(state_in.builtins, _flags()))
-        handles.append(_ctypes.dlopen(state_in.library, _flags()))
+            handles.append(dlopen(state_in.builtins, DLOPEN_FLAGS))
+        handles.append(dlopen(state_in.library, DLOPEN_FLAGS))
     except OSError as exc:
         for handle in reversed(handles):
-            _ctypes.dlclose(handle)
+            dlclose(handle)
         return replace(state_in, status=FAILED, reason=f"loading {state_in.library} failed: {exc}")
 
     bound = bound_library(state_in.soname)
     if bound is None or not same_file(bound, state_in.library):
         for handle in reversed(handles):
-            _ctypes.dlclose(handle)  # never called by anyone: safe to drop
+            dlclose(handle)  # never called by anyone: safe to drop
         return replace(
             state_in,
             status=FAILED,
@@ -612,6 +537,20 @@ def _plan(platform: Platform | None) -> RemedyState:
         why = build.describe() if build.installed else "torch is not installed"
         return RemedyState(status=NOT_NEEDED, needed=needed, reason=f"{why}: no NVRTC to replace")
     soname = soname_for(build.cuda_major)
+    if _torch_importing():
+        return RemedyState(
+            status=TOO_LATE,
+            needed=needed,
+            soname=soname,
+            reason=(
+                "torch is still being imported (`import torch` has not finished, e.g. in "
+                "another thread), so whether torch already preloaded its own NVRTC cannot be "
+                "known; nothing was loaded or unloaded. Call apply() before `import torch` "
+                "starts, or after it finished (before the first CUDA use), or use "
+                f"`python -m blackwell_compat run` or {config.AUTO}=1; the patches serve "
+                "meanwhile"
+            ),
+        )
     if "torch" in sys.modules and _cuda_initialised():
         return RemedyState(
             status=TOO_LATE,
@@ -710,7 +649,7 @@ def _activate(platform: Platform | None) -> RemedyState:
                 ),
             )
         same = os.path.basename(builtins) if builtins else None
-        others = [p for p in _mapped("libnvrtc-builtins.so.") if os.path.basename(p) == same]
+        others = [p for p in mapped_files("libnvrtc-builtins.so.") if os.path.basename(p) == same]
         for path in [p for p in others if not (builtins and same_file(p, builtins))]:
             refused = not_torchs(path)
             if refused is not None:

@@ -28,16 +28,13 @@ asks Triton itself about.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .. import children, config
 from .. import state as process_state
 from ..config import parse_arch
-from ..probing.isolation import probe_child_env
 from ..probing.ptxas import (
     PTXAS_BLACKWELL_ENV,
     PTXAS_ENV,
@@ -49,8 +46,9 @@ from ..probing.ptxas import (
 )
 from . import cache
 
-USER_VARIABLE = "BLACKWELL_COMPAT_PTXAS"
-"""A ``ptxas`` (file, or folder holding ``ptxas`` or ``bin/ptxas``) the remedy should use."""
+USER_VARIABLE = config.PTXAS
+"""A ``ptxas`` (file, or folder holding ``ptxas`` or ``bin/ptxas``) the remedy should use; an
+absolute path (a relative one is a ``ConfigError``)."""
 
 _EXE = ".exe" if os.name == "nt" else ""
 _TIMEOUT = 30.0
@@ -99,9 +97,8 @@ def gpu_names(arch: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _user_candidates(raw: str) -> list[str]:
+def _user_candidates(path: str) -> list[str]:
     """The file named by ``BLACKWELL_COMPAT_PTXAS``, or the ptxas inside the folder it names."""
-    path = os.path.expanduser(raw)
     if os.path.isdir(path):
         return [
             os.path.join(path, "ptxas" + _EXE),
@@ -113,11 +110,12 @@ def _user_candidates(raw: str) -> list[str]:
 def candidates(
     env: Mapping[str, str] | None = None, triton_dir: str | None = None
 ) -> list[tuple[str, str]]:
-    """``(path, source)`` of every ``ptxas`` worth trying, in the documented order."""
+    """``(path, source)`` of every ``ptxas`` worth trying, in the documented order, each an
+    absolute path.  ``ConfigError`` when ``BLACKWELL_COMPAT_PTXAS`` is relative."""
     environ = os.environ if env is None else env
-    raw = environ.get(USER_VARIABLE, "").strip()
-    if raw:
-        return [(path, USER_VARIABLE) for path in _user_candidates(raw)]
+    chosen = config.absolute_path(USER_VARIABLE, environ)
+    if chosen is not None:
+        return [(path, USER_VARIABLE) for path in _user_candidates(chosen)]
     found: list[tuple[str, str]] = []
     for folder in cache.ptxas_dirs():
         found.append((str(folder / "bin" / ("ptxas" + _EXE)), f"the cache ({folder})"))
@@ -131,6 +129,8 @@ def candidates(
     unique: list[tuple[str, str]] = []
     seen: set[str] = set()
     for path, source in found:
+        if not os.path.isabs(path):
+            continue  # it would name a file of the working directory
         real = os.path.realpath(path)
         if real in seen:
             continue
@@ -171,21 +171,18 @@ def triton_accepts_release(
     benefit of the doubt: ``(True, "unknown: ...")``.
     """
     parent = os.path.dirname(os.path.abspath(triton_dir))
-    with tempfile.TemporaryDirectory(prefix="bc-triton-check-") as workdir:
-        try:
-            done = subprocess.run(
-                [sys.executable, "-I", "-c", _TRITON_CHECK, parent, version, triton_dir],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=timeout,
-                cwd=workdir,
-                env=probe_child_env(),
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return False, f"asking triton about ptxas {version} timed out after {timeout:g} s"
-        except OSError as exc:
-            return False, f"asking triton about ptxas {version} failed: {exc}"
+    done = children.run(
+        children.python_argv(
+            "-c", children.guarded_code(_TRITON_CHECK), parent, version, triton_dir
+        ),
+        timeout=timeout,
+        env=children.helper_env(),
+        guarded=True,
+    )
+    if done.timed_out:
+        return False, f"asking triton about ptxas {version} timed out after {timeout:g} s"
+    if not done.started:
+        return False, f"asking triton about ptxas {version} failed: {done.start_error}"
     text = done.stdout.decode("utf-8", "replace").strip()
     last = text.splitlines()[-1] if text else ""
     if done.returncode != 0 or not last:
@@ -281,6 +278,21 @@ def activate(
                     variable,
                 )
             )
+        if variable in _set_by_us and user_value is None:
+            # It was ours and someone removed it since: respect that; say what happened.
+            return _remember(
+                PtxasReport(
+                    arch,
+                    False,
+                    (
+                        f"{variable}, which the remedy had set to {_set_by_us[variable]!r}, "
+                        "was removed from the environment since; it is not set again in this "
+                        f"process (revert() and apply() set it again); the ptxas Triton runs "
+                        f"does not serve {names[0]} ({why_current})"
+                    ),
+                    variable,
+                )
+            )
         if variable in _set_by_us:
             # Ours, but it does not serve this arch (another GPU's choice): keep it, say so.
             return _remember(
@@ -313,6 +325,7 @@ def activate(
             if why is not None:
                 rejected.append(f"{path}: {why}")
                 continue
+            path = os.path.abspath(path)  # every candidate is absolute; Triton gets no other
             os.environ[variable] = path
             _set_by_us[variable] = path
             return _remember(

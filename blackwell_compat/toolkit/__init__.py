@@ -2,16 +2,16 @@
 
 A targeted patch says *what* to rewrite and *what it relies on*, and the toolkit does the rest::
 
-    from blackwell_compat.toolkit import DeclaredPatch, Rewrite
+    from blackwell_compat.toolkit import DeclaredPatch, Expect, Rewrite
 
     class AcmePatch(DeclaredPatch):
         name = "acme"
         ...
-        declarations = (Rewrite("acme.dsp", "energy", rewrite=real_energy, names=("abs",)),)
+        declarations = (Rewrite(Expect("acme.dsp", "energy", names=("abs",)), rewrite=real_energy),)
 
 - **Declarations** (:class:`DeclaredPatch`, :class:`Rewrite`, :class:`Expect`): the target
-  (module, attribute), the replacement or how to build it, the deciding argument, the
-  strategies, and the drift expectation.
+  and its drift expectation (an :class:`Expect`), the replacement or how to build it, the
+  deciding argument, the strategies.
 - **Router** (:func:`route`, :func:`served`): calls on a served device take the rewrite, every
   other call the original.
 - **Drift checks** (:mod:`blackwell_compat.toolkit.drift`): parameters, referenced names,
@@ -30,8 +30,9 @@ from __future__ import annotations
 
 from ..inplace import CodeSwap, InPlaceUnsupported, copy_function, is_swapped, swap_code
 from . import drift, safe_globals
-from .declare import AS_REWRITE, DeclaredPatch, Rewrite
+from .declare import DeclaredPatch, Rewrite
 from .drift import (
+    AS_REWRITE,
     Expect,
     class_problems,
     constants_problems,

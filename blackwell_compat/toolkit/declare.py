@@ -20,27 +20,26 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
-from .drift import Expect, parameter_names
+from .drift import AS_REWRITE, Expect
 from .patch import Patch, PatchContext
 from .router import Selector, unbound_route
 
 __all__ = ["AS_REWRITE", "DeclaredPatch", "Rewrite"]
 
-#: For ``Rewrite(params=...)`` / ``Rewrite(signature=...)``: compare with the rewrite's own
-#: parameters (for ``build``, with the function it builds).
-AS_REWRITE: Any = "<the rewrite's own parameters>"
-
 #: Builds the rewrite from the target module and the original behaviour (which it may call).
 Builder = Callable[[types.ModuleType, Callable[..., Any]], Callable[..., Any]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Rewrite:
     """One function or method to replace, and what the replacement relies on.
 
     Args:
-        module: the module whose import installs it (also the patch's trigger).
-        attribute: ``"function"`` (of the module) or ``"Class.method"``.
+        target: the function or method, with its drift expectation:
+            ``Expect(module, "function" or "Class.method", params=..., names=...,
+            signature=..., constants=...)``; the module's import installs the rewrite (and
+            triggers the patch).  ``params`` / ``signature`` may be :data:`AS_REWRITE`: those
+            of the rewrite.
         rewrite: what served calls run; takes the target's own arguments.
         build: instead of *rewrite*: ``build(module, original) -> rewrite``, for a rewrite
             that needs the module or delegates to the original.
@@ -49,39 +48,67 @@ class Rewrite:
         round_trip: strategies in which served calls run the original on the CPU instead.
         always: replace unconditionally (a change that is not device-specific).
         strategies: the strategies that install it (``None``: all of the patch's).
-        params: the target's exact parameter names (drift, as in :class:`Expect`), or
-            :data:`AS_REWRITE`: those of the rewrite.
-        names: names the target's body must still use (drift).
-        signature: a model whose parameters and defaults the target must have (drift), or
-            :data:`AS_REWRITE`.
-        constants: literal constants the target's body must still contain (drift).
         note: a line for the apply report once installed.
         skipped_note: a line for the apply report when the strategy does not install it.
     """
 
-    module: str
-    attribute: str
+    target: Expect
     rewrite: Callable[..., Any] | None = None
     build: Builder | None = None
     on: Selector = None
     round_trip: Sequence[str] = ()
     always: bool = False
     strategies: Sequence[str] | None = None
-    params: Sequence[str] | None = None
-    names: Sequence[str] = ()
-    signature: Callable[..., Any] | None = None
-    constants: Sequence[Any] = ()
     note: str = ""
     skipped_note: str = ""
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        target: Expect,
+        *positional: Any,
+        rewrite: Callable[..., Any] | None = None,
+        build: Builder | None = None,
+        on: Selector = None,
+        round_trip: Sequence[str] = (),
+        always: bool = False,
+        strategies: Sequence[str] | None = None,
+        note: str = "",
+        skipped_note: str = "",
+    ) -> None:
+        if positional:
+            raise TypeError(
+                "Rewrite takes its target as an Expect, then keywords only: "
+                "Rewrite(Expect('module', 'function', names=(...)), rewrite=...); got "
+                f"{len(positional) + 1} positional arguments"
+            )
+        for name, value in (
+            ("target", target),
+            ("rewrite", rewrite),
+            ("build", build),
+            ("on", on),
+            ("round_trip", round_trip),
+            ("always", always),
+            ("strategies", strategies),
+            ("note", note),
+            ("skipped_note", skipped_note),
+        ):
+            object.__setattr__(self, name, value)
+        self._validate()
+
+    def _validate(self) -> None:
+        if not isinstance(self.target, Expect):
+            raise TypeError(
+                "Rewrite takes its target as an Expect: Rewrite(Expect('module', 'function', "
+                f"names=(...)), rewrite=...); got {type(self.target).__name__} {self.target!r}"
+            )
         what = f"Rewrite({self.module!r}, {self.attribute!r})"
-        if not isinstance(self.module, str) or not self.module:
-            raise TypeError(f"{what}: module must be a non-empty module name")
-        if not isinstance(self.attribute, str) or not self.attribute:
-            raise TypeError(f"{what}: attribute must be 'function' or 'Class.method'")
-        if self.attribute.count(".") > 1:
-            raise TypeError(f"{what}: attribute is 'function' or 'Class.method', nothing deeper")
+        if not self.attribute:
+            raise TypeError(f"{what}: the target names no attribute ('function' or 'Class.method')")
+        if not self.target.about_a_callable:
+            raise TypeError(
+                f"{what}: the target is a function or a method; is_class, instance_of and "
+                "value belong in an Expect of their own"
+            )
         if self.rewrite is not None and self.build is not None:
             raise TypeError(f"{what}: give rewrite or build, not both")
         if self.rewrite is None and self.build is None and not self.round_trip:
@@ -100,36 +127,30 @@ class Rewrite:
                 f"{what}: no rewrite for the strategies {sorted(uncovered)} "
                 "(give rewrite/build, or list them in round_trip)"
             )
-        self.expectation(None)  # validates the drift fields
+
+    @property
+    def module(self) -> str:
+        """The module whose import installs it (the target's)."""
+        return self.target.module
+
+    @property
+    def attribute(self) -> str:
+        """``"function"`` or ``"Class.method"`` (the target's)."""
+        return self.target.attribute
 
     def expectation(self, model: Callable[..., Any] | None) -> Expect:
         """The drift expectation on the target, with *model* standing for the rewrite."""
-        params = self.params
-        if params is AS_REWRITE:
-            params = None if model is None else parameter_names(model)
-        signature = self.signature
-        if signature is AS_REWRITE:
-            signature = model
-        return Expect(
-            self.module,
-            self.attribute,
-            params=params,
-            names=self.names,
-            signature=signature,
-            constants=self.constants,
-        )
+        return self.target.resolved(model)
 
     def problems(self, module: types.ModuleType) -> list[str]:
         """Drift of the target (and of the rewrite's parameters against it)."""
         model = None
-        if AS_REWRITE in (self.params, self.signature):
+        if self.target.relies_on_rewrite:
             model = self.rewrite
             if model is None and self.build is not None:
                 owner, attr = _owner(module, self.attribute)
                 target = getattr(owner, attr, None) if owner is not None else None
                 model = self.build(module, target) if target is not None else None
-            if model is None:
-                return self.expectation(None).problems(module)
         return self.expectation(model).problems(module)
 
     def installs(self, strategy: str | None) -> bool:
@@ -189,6 +210,11 @@ class DeclaredPatch(Patch):
             if not isinstance(decl, (Rewrite, Expect)):
                 raise TypeError(
                     f"{cls.__name__}.declarations: {decl!r} is neither a Rewrite nor an Expect"
+                )
+            if isinstance(decl, Expect) and decl.relies_on_rewrite:
+                raise TypeError(
+                    f"{cls.__name__}.declarations: Expect({decl.module!r}, {decl.attribute!r}) "
+                    "compares with AS_REWRITE, which only the target of a Rewrite may"
                 )
         declared = list(dict.fromkeys(d.module for d in decls))
         if not cls.modules:

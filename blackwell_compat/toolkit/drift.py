@@ -18,12 +18,13 @@ from __future__ import annotations
 import inspect
 import types
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..versions import in_range, installed_version
 
 __all__ = [
+    "AS_REWRITE",
     "Expect",
     "class_problems",
     "constants_problems",
@@ -188,6 +189,19 @@ def version_problems(distribution: str, supported: str) -> list[str]:
 _ABSENT: Any = object()
 
 
+class _AsRewrite:
+    """The type of :data:`AS_REWRITE` (one instance; its repr names it)."""
+
+    def __repr__(self) -> str:
+        return "AS_REWRITE"
+
+
+#: For ``Expect(params=...)`` / ``Expect(signature=...)`` as the target of a
+#: :class:`~blackwell_compat.toolkit.Rewrite`: compare with the rewrite's own parameters (for
+#: ``build``, with the function it builds).  Only a rewrite's target may say it.
+AS_REWRITE: Any = _AsRewrite()
+
+
 @dataclass(frozen=True)
 class Expect:
     """What a patch relies on in ``module.attribute``: its drift expectation, declared.
@@ -197,10 +211,12 @@ class Expect:
         attribute: the attribute inside *module*: ``"fn"``, ``"Class"`` or
             ``"Class.method"`` (one level of class).  Empty: the module itself (for
             *distribution* / *check*).
-        params: the exact parameter names of the function, in order (``None``: not checked).
+        params: the exact parameter names of the function, in order (``None``: not checked;
+            :data:`AS_REWRITE` in a rewrite's target: those of the rewrite).
         names: global and attribute names its body must still use.
         signature: a model function (usually the rewrite): parameter names, kinds and
-            defaults must equal its own.
+            defaults must equal its own (:data:`AS_REWRITE` in a rewrite's target: the
+            rewrite itself).
         constants: literal constants its body must still contain.
         value: the attribute must equal this value (a module constant such as ``N_FFT``).
         instance_of: the attribute must be an instance of this type.
@@ -243,8 +259,35 @@ class Expect:
                 "of names, not one string"
             )
 
+    @property
+    def about_a_callable(self) -> bool:
+        """Whether it expects a function or a method (no ``is_class``, ``instance_of`` or
+        ``value``): what a rewrite's target must be."""
+        return not self.is_class and self.instance_of is None and self.value is _ABSENT
+
+    @property
+    def relies_on_rewrite(self) -> bool:
+        """Whether *params* or *signature* is :data:`AS_REWRITE` (only a rewrite's target)."""
+        return self.params is AS_REWRITE or self.signature is AS_REWRITE
+
+    def resolved(self, model: Callable[..., Any] | None) -> Expect:
+        """This expectation with :data:`AS_REWRITE` replaced by what *model* (the rewrite)
+        says; with no model, those checks are left out."""
+        if not self.relies_on_rewrite:
+            return self
+        params = self.params
+        if params is AS_REWRITE:
+            params = None if model is None else parameter_names(model)
+        signature = model if self.signature is AS_REWRITE else self.signature
+        return replace(self, params=params, signature=signature)
+
     def problems(self, module: types.ModuleType) -> list[str]:
         """Every way *module* differs from this expectation (empty: as expected)."""
+        if self.relies_on_rewrite:
+            raise TypeError(
+                f"Expect({self.module!r}, {self.attribute!r}) compares with AS_REWRITE: only "
+                "the target of a Rewrite may, which resolves it"
+            )
         where = module.__name__
         problems: list[str] = []
         if self.distribution:

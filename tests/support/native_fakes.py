@@ -26,14 +26,17 @@ def compiler() -> str | None:
     return None
 
 
-def build(source: str, target: Path, *defines: str) -> Path:
-    """Compile ``broken_libs/<source>`` into the shared library *target* (``-D`` *defines*)."""
+def build(source: str, target: Path, *defines: str, soname: str | None = None) -> Path:
+    """Compile ``broken_libs/<source>`` into the shared library *target* (``-D`` *defines*;
+    *soname*: its ``DT_SONAME``, as the real library has one)."""
     cc = compiler()
     if cc is None:
         pytest.skip("no C compiler to build the broken libraries with")
     target.parent.mkdir(parents=True, exist_ok=True)
     command = [cc, "-shared", "-fPIC", "-O0", "-o", str(target), str(SOURCES / source)]
     command += [f"-D{d}" for d in defines]
+    if soname is not None:
+        command.append(f"-Wl,-soname,{soname}")
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")

@@ -51,9 +51,9 @@ class GoldenParity:
     @pytest.fixture(scope="class")
     @classmethod
     def references(cls) -> dict[str, Any]:
-        from blackwell_compat import engine
+        from blackwell_compat import state as process_state
 
-        engine._reset_for_tests()
+        process_state.reset_for_tests()
         return {name: reference(case.run) for name, case in cls.cases().items()}
 
     def compare(self, out: Any, ref: Any) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
+from ...loader import same_file
 from ...probing.ptxas import PTXAS_BLACKWELL_ENV, PTXAS_ENV, PtxasProbe, triton_gpu_name
 from ...remedies.nvrtc import AVAILABLE
 from ...versions import installed_version
@@ -21,13 +20,6 @@ from ..hints import (
 )
 from ..model import FAIL, PASS, SKIP, WARN, CheckResult, result, worse
 from .common import dedupe, label, short_list
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _broken_nvrtc_fix(torch_cuda: str | None) -> Fix:
@@ -90,7 +82,7 @@ def check_nvrtc(facts: Facts) -> CheckResult:
         archs = sorted(nvrtc.supported_archs, key=arch_sort_key)
         details.append(f"compiles for: {short_list(archs)}")
     loaded = [p for p in torch.loaded_nvrtc if p]
-    if nvrtc.path and loaded and not any(_same_file(nvrtc.path, p) for p in loaded):
+    if nvrtc.path and loaded and not any(same_file(nvrtc.path, p) for p in loaded):
         details.append(f"but torch itself mapped: {', '.join(loaded)}")
         status = worse(status, WARN)
         summary += " (torch mapped another NVRTC; see details)"

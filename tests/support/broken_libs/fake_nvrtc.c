@@ -9,7 +9,10 @@
  *   COMPILE_SEGV    nvrtcCompileProgram dereferences NULL (the library passes the probe's
  *                   version and arch calls, then crashes when something compiles with it)
  * Without a fault it reports NVRTC 13.0 with a short arch list, and compiling for an arch
- * outside that list fails as NVRTC does, with its log line.
+ * outside that list fails as NVRTC does, with its log line.  Other flags:
+ *   CAPABLE         it lists sm_120, sm_121 and sm_103 too, and every compile succeeds (a
+ *                   crafted library that passes every check a remedy or fetch makes)
+ *   VERSION_MAJOR=12 VERSION_MINOR=9   the version it reports (default 13.0)
  */
 #include <signal.h>
 #include <stdio.h>
@@ -41,12 +44,22 @@ static void misbehave(void) {
 #endif
 }
 
+#ifdef CAPABLE
+static const int archs[] = {75, 80, 86, 89, 90, 100, 103, 120, 121};
+#else
 static const int archs[] = {75, 80, 86, 89, 90, 100, 120};
+#endif
+#ifndef VERSION_MAJOR
+#define VERSION_MAJOR 13
+#endif
+#ifndef VERSION_MINOR
+#define VERSION_MINOR 0
+#endif
 
 int nvrtcVersion(int *major, int *minor) {
     misbehave();
-    *major = 13;
-    *minor = 0;
+    *major = VERSION_MAJOR;
+    *minor = VERSION_MINOR;
     return 0;
 }
 
@@ -60,7 +73,11 @@ int nvrtcGetSupportedArchs(int *out) {
     return 0;
 }
 
+#ifdef CAPABLE
+static const char log_line[] = "";
+#else
 static const char log_line[] = "nvrtc: error: invalid value for --gpu-architecture (-arch)\n";
+#endif
 
 int nvrtcCreateProgram(void **program, const char *src, const char *name, int n,
                        const char *const *headers, const char *const *names) {
@@ -75,7 +92,11 @@ int nvrtcCompileProgram(void *program, int n, const char *const *options) {
 #ifdef COMPILE_SEGV
     *(volatile int *)0 = 1;
 #endif
+#ifdef CAPABLE
+    return 0;
+#else
     return 5; /* NVRTC_ERROR_INVALID_OPTION */
+#endif
 }
 
 int nvrtcDestroyProgram(void **program) {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blackwell_compat.toolkit import AS_REWRITE, DeclaredPatch, Rewrite
+from blackwell_compat.toolkit import AS_REWRITE, DeclaredPatch, Expect, Rewrite
 
 
 def real_energy(signal: Any, n_fft: int = 64) -> Any:
@@ -27,11 +27,13 @@ class AcmeResamplerPatch(DeclaredPatch):
     supported = ">=1.4,<2"
     declarations = (
         Rewrite(
-            "acme_resampler",
-            "spectral_energy",
+            Expect(
+                "acme_resampler",
+                "spectral_energy",
+                signature=AS_REWRITE,  # same parameters and defaults as the rewrite
+                names=("rfft", "abs"),  # the body still calls what the rewrite replaces
+            ),
             rewrite=real_energy,
             on="signal",  # a tensor on a served device takes the rewrite; others the original
-            signature=AS_REWRITE,  # same parameters and defaults as the rewrite
-            names=("rfft", "abs"),  # the body still calls what the rewrite replaces
         ),
     )
