@@ -37,16 +37,28 @@ if TYPE_CHECKING:  # pragma: no cover - typing is not loaded at interpreter star
 
 __all__ = ["armed", "before_import", "fire", "in_progress", "when_finished"]
 
-#: Guards :data:`_pending` and serialises the callbacks (re-entrant: a callback may fire again).
+#: Guards the book and serialises the callbacks (re-entrant: a callback may fire again).
 _lock = _thread.RLock()
-# Module name -> callbacks waiting for its first import.
-_pending: dict[str, list[Callable[[], object]]] = {}
-# Module names whose callbacks are running (in the thread holding the lock).
-_running: set[str] = set()
-# (thread id, module name) of the searches this finder is making itself (it asks the rest of
-# sys.meta_path for the real spec, which calls this finder again).
-_searching: set[tuple[int, str]] = set()
 _WATCHERS = "_blackwell_compat_when_finished"
+
+
+class _Book:
+    """What the trigger keeps, in one object (the process state module costs threading and
+    typing to import, which the start-up hook must not pay)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[Callable[[], object]]] = {}
+        """Module name -> callbacks waiting for its first import."""
+        self.running: set[str] = set()
+        """Module names whose callbacks are running (in the thread holding the lock)."""
+        self.searching: set[tuple[int, str]] = set()
+        """(thread id, module name) of the searches the finder makes itself: it asks the rest
+        of ``sys.meta_path`` for the real spec, which calls the finder again."""
+        self.watched_classes: dict[type, type] = {}
+        """Spec class -> its subclass that notices the end of an import."""
+
+
+_book = _Book()
 
 
 def before_import(name: str, callback: Callable[[], object]) -> None:
@@ -58,7 +70,7 @@ def before_import(name: str, callback: Callable[[], object]) -> None:
             now = True
         else:
             now = False
-            _pending.setdefault(name, []).append(callback)
+            _book.pending.setdefault(name, []).append(callback)
             if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
                 sys.meta_path.insert(0, _Finder())
     if now:
@@ -67,7 +79,7 @@ def before_import(name: str, callback: Callable[[], object]) -> None:
 
 def armed(name: str) -> bool:
     """Whether callbacks wait for the first import of *name* (and are not running now)."""
-    return name in _pending and name not in _running
+    return name in _book.pending and name not in _book.running
 
 
 def fire(name: str) -> None:
@@ -78,16 +90,16 @@ def fire(name: str) -> None:
     meanwhile waits for them instead of getting ahead of them.
     """
     with _lock:
-        callbacks = _pending.get(name)
-        if not callbacks or name in _running:
+        callbacks = _book.pending.get(name)
+        if not callbacks or name in _book.running:
             return
-        _running.add(name)
+        _book.running.add(name)
         try:
             for callback in callbacks:  # a callback may add callbacks: they run too
                 _call(callback, name)
         finally:
-            _running.discard(name)
-            del _pending[name]
+            _book.running.discard(name)
+            del _book.pending[name]
 
 
 def _call(callback: Callable[[], object], name: str) -> None:
@@ -109,18 +121,18 @@ class _Finder:
     def find_spec(
         self, fullname: str, path: object = None, target: object = None
     ) -> ModuleSpec | None:
-        if fullname not in _pending:
+        if fullname not in _book.pending:
             return None
         key = (_thread.get_ident(), fullname)
-        if key in _searching:
+        if key in _book.searching:
             return None
-        _searching.add(key)
+        _book.searching.add(key)
         try:
             from importlib.util import find_spec
 
             spec = find_spec(fullname)
         finally:
-            _searching.discard(key)
+            _book.searching.discard(key)
         if spec is None or spec.loader is None or isinstance(spec.loader, _Loader):
             return spec
         spec.loader = _Loader(spec.loader, fullname)  # type: ignore[assignment]
@@ -199,13 +211,10 @@ def when_finished(name: str, callback: Callable[[ModuleType], object]) -> bool:
     return True
 
 
-_watched_classes: dict[type, type] = {}
-
-
 def _watched(base: type) -> type:
     """A subclass of the spec class *base* whose ``_initializing`` calls the watchers when the
     import system sets it back to false."""
-    known = _watched_classes.get(base)
+    known = _book.watched_classes.get(base)
     if known is not None:
         return known
 
@@ -218,7 +227,7 @@ def _watched(base: type) -> type:
             _finished(self, base)
 
     watched = type(base.__name__, (base,), {"_initializing": property(get, set_)})
-    _watched_classes[base] = watched
+    _book.watched_classes[base] = watched
     return watched
 
 

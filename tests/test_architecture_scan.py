@@ -108,12 +108,17 @@ def test_finds_a_type_only_cycle_and_private_writes(tmp_path: Path) -> None:
 #: them (then lower them here); one that raises them needs a reason and a new figure here.
 #: 31 state names: 30 after the engine's records moved onto state.patches, and
 #: trusted._warned (the refused cache folders already warned about, once per process).
+#: Issue 22 (start-up that costs nothing until torch): 32 state names, with
+#: import_trigger._book (what waits for `import torch`; the start-up hook must not import
+#: `state`, which costs threading and typing), and 64 imports inside functions: the work the
+#: hook defers to `import torch` (the activation, the emulation's kernels), the CLI's `run`
+#: planning the ladder, the activation's engine imports kept inside its never-raising calls.
 RATCHET = {
     "cycles": 0,
     "private_cross_module_imports": 0,
     "private_cross_module_writes": 0,
-    "module_globals": 31,
-    "imports_inside_functions": 52,
+    "module_globals": 32,
+    "imports_inside_functions": 64,
 }
 
 

@@ -39,7 +39,7 @@ def modules(tmp_path, monkeypatch):
     yield write
     for name in written:
         sys.modules.pop(name, None)
-        import_trigger._pending.pop(name, None)
+        import_trigger._book.pending.pop(name, None)
 
 
 def record(entry: object) -> None:
