@@ -510,7 +510,8 @@ def test_no_writable_temporary_folder_is_no_exception(tmp_path, store, monkeypat
 @linux_only
 def test_eight_simultaneous_cold_starts_all_run_and_leave_one_good_store(tmp_path):
     """Held in the red-team round, kept: eight AUTO=1 programs started at once on an empty
-    cache each test the libraries, run, and the store they share stays readable."""
+    cache each test the libraries when they import torch (the hook only arms itself before
+    that), run, and the store they share stays readable."""
     _, library = native_fakes.nvrtc_site(tmp_path / "site")
     store_folder = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BLACKWELL_COMPAT_", "_BLACK"))}
@@ -521,7 +522,7 @@ def test_eight_simultaneous_cold_starts_all_run_and_leave_one_good_store(tmp_pat
     )
     programs = [
         subprocess.Popen(
-            [sys.executable, "-c", "print('ran')"],
+            [sys.executable, "-c", "import torch\nprint('ran')"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
