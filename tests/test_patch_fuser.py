@@ -16,9 +16,7 @@ from blackwell_compat import engine, state
 from blackwell_compat.engine.gates import version_gate
 from blackwell_compat.patches.fuser import FuserPatch
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
 SWITCH = "torch._C._jit_override_can_fuse_on_gpu(False)"
 

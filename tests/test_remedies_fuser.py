@@ -14,9 +14,7 @@ import torch
 from blackwell_compat import state
 from blackwell_compat.remedies import fuser
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
 
 @pytest.fixture(autouse=True)
