@@ -150,5 +150,18 @@ def test_state_round_trips_as_a_dict() -> None:
         "reason": data["reason"],
         "before": True,
         "late": [],
+        "cuda_initialised": False,  # no GPU here
     }
     assert data["reason"].startswith("GPU fusion off (torch._C._jit_override_can_fuse_on_gpu")
+
+
+def test_cuda_initialised_before_the_rung_is_said() -> None:
+    state_ = fuser.FuserState(fuser.APPLIED, "GPU fusion off", before=True, cuda_initialised=True)
+    assert state_.describe().endswith(
+        "CUDA was initialised before it: a scripted function optimised on the GPU before "
+        "apply() keeps its fusion (none seen in the last plan run here)"
+    )
+    late = fuser.FuserState(
+        fuser.APPLIED, "GPU fusion off", late=("prim::TensorExprGroup (aten::mul) on cuda",)
+    )
+    assert "CUDA was initialised" not in late.describe()
