@@ -157,7 +157,7 @@ def test_too_late_for_a_plan_already_optimised() -> None:
     assert any("too late" in n for n in _fuser_status().notes)
 
 
-def test_cuda_torch_not_imported_waits(tmp_path: object) -> None:
+def test_applied_before_torch_is_imported_it_waits_for_it() -> None:
     """A fresh process: apply() before `import torch` waits, then turns GPU fusion off."""
     import subprocess
     import sys
