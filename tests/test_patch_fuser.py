@@ -99,6 +99,8 @@ def test_planned_ladder_says_what_apply_would_do() -> None:
 def test_the_users_setting_is_respected_and_named() -> None:
     torch._C._jit_override_can_fuse_on_gpu(False)
     with bc.emulate("sm_121"):
+        (planned,) = engine.ladder(planned=True)
+        assert planned.fuser.startswith("GPU fusion already off by the user")
         report = bc.apply(only="fuser")
         (service,) = report.gpus
         assert "already off by the user" in service.fuser

@@ -165,3 +165,11 @@ def test_cuda_initialised_before_the_rung_is_said() -> None:
         fuser.APPLIED, "GPU fusion off", late=("prim::TensorExprGroup (aten::mul) on cuda",)
     )
     assert "CUDA was initialised" not in late.describe()
+
+
+def test_a_cpu_only_torch_is_not_blamed_on_the_user() -> None:
+    cpu_only = types.SimpleNamespace(version=types.SimpleNamespace(cuda=None, hip=None))
+    assert fuser.off_why(cpu_only).endswith(  # type: ignore[arg-type]
+        "this torch is a CPU-only build, it has no GPU fuser"
+    )
+    assert fuser.off_why(torch).startswith("GPU fusion already off by the user")  # a CUDA build

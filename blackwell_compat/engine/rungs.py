@@ -50,16 +50,14 @@ def _fuser_line(rung: str, patches: tuple[str, ...], *, planned: bool) -> str:
     if rung == RUNG_NOT_AFFECTED:
         return "nothing to do: torch's NVRTC compiles them for this GPU"
     if FUSER_PATCH not in patches:
-        on = fuser_rung.gpu_fusion_on()
-        if on is False:
-            return (
-                f"GPU fusion off by the user (torch._C.{fuser_rung.GETTER}() is False): "
-                "scripted functions run op by op"
-            )
+        if fuser_rung.gpu_fusion_on() is False:
+            return f"{fuser_rung.off_why()}: scripted functions run op by op"
         return (
             "NOT SERVED: fused kernels compile with torch's NVRTC and fail (the fuser rung is "
             "not applied: excluded, disabled or outside its torch range)"
         )
+    if planned and fuser_rung.gpu_fusion_on() is False:
+        return f"{fuser_rung.off_why()}: the fuser rung would leave it so"
     if planned:
         return (
             f"the fuser rung would turn GPU fusion off at apply() "

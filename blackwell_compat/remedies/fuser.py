@@ -42,6 +42,7 @@ __all__ = [
     "gpu_fusion_on",
     "late_groups",
     "missing_switches",
+    "off_why",
     "state",
 ]
 
@@ -198,6 +199,19 @@ def late_groups(torch: types.ModuleType, *, emulating: bool) -> tuple[str, ...]:
     return tuple(found)
 
 
+def off_why(torch: types.ModuleType | None = None) -> str:
+    """Why GPU fusion is off before the rung touched it: the user, or a torch without CUDA."""
+    module = _torch(torch)
+    version = getattr(module, "version", None)
+    if version is not None and getattr(version, "cuda", None) is None:
+        if getattr(version, "hip", None) is None:
+            return (
+                f"GPU fusion off (torch._C.{GETTER}() is False): this torch is a CPU-only "
+                "build, it has no GPU fuser"
+            )
+    return f"GPU fusion already off by the user (torch._C.{GETTER}() is False)"
+
+
 def _cuda_initialised(torch: types.ModuleType) -> bool:
     check = getattr(getattr(torch, "cuda", None), "is_initialized", None)
     try:
@@ -219,8 +233,7 @@ def activate(torch: types.ModuleType, *, emulating: bool = False) -> FuserState:
             return _set(
                 FuserState(
                     ALREADY_OFF,
-                    f"GPU fusion already off by the user (torch._C.{GETTER}() is False): "
-                    "nothing changed; scripted functions run op by op",
+                    f"{off_why(torch)}: nothing changed; scripted functions run op by op",
                     before=before,
                     late=late,
                     cuda_initialised=cuda,
