@@ -326,6 +326,8 @@ def _pytest(
     # pytest's exit status 5 ("no tests ran") is not a success code: a session whose selection
     # ran nothing is broken.
     session.run(*args, *paths, *session.posargs, env={**TEST_ENV, **env})
+    if session._runner.global_config.install_only:
+        return  # `--install-only`: nox skipped pytest, so there is no report to check
     _check_skips(session, junit, strict=strict_skips)
 
 
