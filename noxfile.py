@@ -141,9 +141,7 @@ KNOWN_IMPORT_WARNINGS = {
 }
 
 
-def _check_targets(
-    session: nox.Session, *, present: bool, torchaudio: str | None = None
-) -> None:
+def _check_targets(session: nox.Session, *, present: bool, torchaudio: str | None = None) -> None:
     """The target libraries import (full stack) or are all absent (torch-range sessions).
 
     *torchaudio*: a torch-range session that also holds torchaudio (tests-oldest-torch): that

@@ -490,7 +490,9 @@ def test_emulated_gb10_is_affected_with_patches_and_hints(nvrtc_libraries):
     nvrtc_check = report.check("nvrtc")
     assert nvrtc_check.status == FAIL
     assert nvrtc_check.summary.startswith("AFFECTED (emulated): emulated sm_121")
-    assert "this machine's NVRTC 13.0 lists sm_121, so a real one would be fine" in nvrtc_check.summary
+    assert (
+        "this machine's NVRTC 13.0 lists sm_121, so a real one would be fine" in nvrtc_check.summary
+    )
     assert not nvrtc_check.summary.endswith(": emulated")  # the old, puzzling wording
     assert "Emulation only" in (nvrtc_check.hint or "")
     assert "python -m blackwell_compat run -- python your_script.py" in nvrtc_check.commands

@@ -10,9 +10,10 @@ Modes: ``unpatched`` runs the stack as it is; ``patched`` runs it after
 even where it is not, so the rewrites are exercised on any GPU; ``remedy`` runs it after a plain
 ``blackwell_compat.apply()`` called before ``import torch`` (what ``run`` and
 ``BLACKWELL_COMPAT_AUTO=1`` do), and records which rung served: the doctor runs it instead of
-``patched`` when it recommends the NVRTC remedy, so the smoke test proves the step it advises.  Without a GPU, a target
-``cpu`` under emulation (``BLACKWELL_COMPAT_EMULATE``) runs the same workloads on CPU tensors
-that fail as they would on the emulated GPU: that proves the machinery on this machine.
+``patched`` when it recommends the NVRTC remedy, so the smoke test proves the step it advises.
+Without a GPU, a target ``cpu`` under emulation (``BLACKWELL_COMPAT_EMULATE``) runs the same
+workloads on CPU tensors that fail as they would on the emulated GPU: that proves the machinery
+on this machine.
 """
 
 from __future__ import annotations
@@ -377,9 +378,7 @@ def _run_one(
         by_env = mode == "remedy" and target.emulate is not None
         if by_env:
             extra[EMULATE] = str(target.emulate)  # on from the start, as under `run`
-        environment = child_env(
-            env, drop=(EMULATE, AUTO, "USE_PYTORCH_KERNEL_CACHE"), set_=extra
-        )
+        environment = child_env(env, drop=(EMULATE, AUTO, "USE_PYTORCH_KERNEL_CACHE"), set_=extra)
         args = ["--device", target.device, "--mode", mode]
         if target.emulate and not by_env:
             args += ["--emulate", target.emulate]

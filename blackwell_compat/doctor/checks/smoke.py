@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from ...engine.reports import RUNG_NVRTC_REMEDY
 from ...errors import NVRTC_ARCH_ERROR_MARK
 from ..facts import Facts
 from ..hints import patch_route_fix
 from ..model import FAIL, PASS, SKIP, WARN, CheckResult, result, worse
-from ...engine.reports import RUNG_NVRTC_REMEDY
 from ..smoke import SmokeRun
 
 
