@@ -198,7 +198,10 @@ def check_nvrtc(facts: Facts) -> CheckResult:
                     )
                 )
             if not real_missing and (real_verdict is not False or not fixes):
-                fixes.append(patch_route_fix())
+                # Under emulation too, the remedy's first step is `fetch nvrtc` (the emulated
+                # GPU is served once a capable library is loaded), the patches the other way.
+                fixes.append(nvrtc_remedy_fix(None))
+                fixes.append(patch_route_fix(alternative=True))
     return result("nvrtc", title, status, summary, details, dedupe(fixes), data)
 
 

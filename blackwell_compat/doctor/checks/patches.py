@@ -15,7 +15,6 @@ from ...engine import (
     Evaluation,
     evaluate_all,
 )
-from ...remedies.nvrtc import AVAILABLE, SERVED
 from ..facts import Facts
 from ..hints import Fix, patch_route_fix
 from ..model import FAIL, PASS, WARN, CheckResult, result, worse
@@ -78,13 +77,8 @@ def check_patches(facts: Facts) -> CheckResult:
                 "state": state,
             }
         )
-    listed = ", ".join(would) or "none"
-    if would and _remedy_serves(facts):
-        # apply() asks the NVRTC remedy first and patches nothing when it serves every
-        # affected GPU: say so, or this line would contradict the NVRTC check's step.
-        listed = f"none while the NVRTC remedy serves (where it cannot: {listed})"
     summary = (
-        f"{len(evaluations)} known; would apply here: {listed}; "
+        f"{len(evaluations)} known; would apply here: {', '.join(would) or 'none'}; "
         f"applied in this process: {', '.join(applied) or 'none'}"
     )
     if outside and platform.affected:
@@ -92,19 +86,6 @@ def check_patches(facts: Facts) -> CheckResult:
         details.append(
             f"not covered (installed version outside the patch's range): {', '.join(outside)}"
         )
-    if platform.affected and would and not applied and not _remedy_serves(facts):
+    if platform.affected and would and not applied:
         fixes.append(patch_route_fix())
     return result("patches", title, status, summary, details, fixes, {"patches": entries})
-
-
-def _remedy_serves(facts: Facts) -> bool:
-    """Whether the NVRTC remedy serves (or, under `run`/AUTO/apply(), will serve) every
-    affected GPU here, so that apply() patches nothing."""
-    remedy = facts.remedy
-    needed = {g.arch for g in facts.platform.gpus if g.affected}
-    return (
-        remedy is not None
-        and remedy.status in (AVAILABLE, SERVED)
-        and bool(needed)
-        and needed <= remedy.archs
-    )
