@@ -28,8 +28,10 @@ from ..probing import (
 )
 from ..probing.ptxas import TritonFacts, probe_triton
 from ..remedies import nvrtc as nvrtc_remedy
+from ..remedies.fetch import FetchError, package_for
 from ..remedies.nvrtc import RemedyState
-from .hints import BLACKWELL_ARCHS
+from ..remedies.ptxas import triton_accepts_release
+from .hints import BLACKWELL_ARCHS, cuda_major
 from .process import ChildResult, Timeouts, child_env, module_argv, run_child
 from .smoke import SmokeReport, run_smoke, targets_for
 from .stack import TorchaudioFacts, TorchDevice, TorchFacts
@@ -222,10 +224,6 @@ def _ptxas_gate(
     """Ask the installed Triton (in child processes) whether it accepts the ptxas releases the
     Triton check could advise: the capable alternatives found here and the one ``fetch ptxas``
     would cache.  Only when Triton's own ptxas rejects a GPU (else nothing is advised)."""
-    from ..remedies.fetch import FetchError, package_for
-    from ..remedies.ptxas import triton_accepts_release
-    from .hints import cuda_major
-
     major = cuda_major(torch_facts.cuda)
     fetch_release = None
     if major is not None:
