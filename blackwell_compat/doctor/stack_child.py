@@ -92,7 +92,7 @@ def _torchaudio_cuda_version() -> Any:
     namespace = torch.ops._torchaudio
     if hasattr(namespace, "cuda_version"):
         return namespace.cuda_version()
-    from torchaudio.lib import _torchaudio  # type: ignore[attr-defined]
+    from torchaudio.lib import _torchaudio
 
     return _torchaudio.cuda_version()
 

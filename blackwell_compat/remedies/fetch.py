@@ -466,9 +466,9 @@ def fetch(
     except OSError as exc:
         raise _disk_error(exc, folder) from None
     if kind == "ptxas":
-        refused = triton_refuses(version, min(timeout, 60.0))
-        if refused is not None:
-            done = replace(done, notes=(*done.notes, f"WARNING: {refused}"), unusable=refused)
+        unusable = triton_refuses(version, min(timeout, 60.0))
+        if unusable is not None:
+            done = replace(done, notes=(*done.notes, f"WARNING: {unusable}"), unusable=unusable)
     return done
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...loader import same_file
 from ...probing.ptxas import PTXAS_BLACKWELL_ENV, PTXAS_ENV, PtxasProbe, triton_gpu_name
 from ...remedies.nvrtc import AVAILABLE, SERVED
@@ -48,7 +50,7 @@ def check_nvrtc(facts: Facts) -> CheckResult:
     platform = facts.platform
     nvrtc = platform.nvrtc
     torch = facts.torch
-    data = {
+    data: dict[str, Any] = {
         "nvrtc": nvrtc.as_dict(),
         "verdicts": [
             {"index": g.index, "arch": g.arch, "affected": g.affected, "reason": g.reason}
