@@ -425,7 +425,7 @@ def apply(
     needs to run before the first CUDA use (``run`` and ``BLACKWELL_COMPAT_AUTO=1`` do it before
     ``import torch``).  Then the ptxas remedy points Triton at a ``ptxas`` that knows each real
     GPU.  Then every selected patch whose conditions hold is applied, for what the NVRTC remedy
-    does not serve.  :func:`ladder` says which rung serves each GPU.
+    does not serve.  ``ladder()`` says which rung serves each GPU.
 
     Args:
         only: apply just these patches (names as in ``list``).
