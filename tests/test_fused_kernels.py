@@ -351,3 +351,11 @@ def test_long_kernel_names_are_shortened_as_nnc_does() -> None:
     assert len(name) <= fused_kernels.MAX_NAME
     assert name == "fused_mul_add_sub_m_<hash>"  # 19 characters, "_", the hash
     assert fused_kernels.kernel_name(("aten::tanh",) * 4) == "fused_tanh_tanh_tanh_tanh"
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_inference_calls_on_tensors_that_require_grad_raise(context: Any) -> None:
+    x = torch.randn(3, 10, requires_grad=True)
+    with bc.emulate("sm_121"), context():
+        index, text = _calls_until_error(_gate(), (x, x, 5))
+    assert index == 2 and "fused_tanh_sigmoid_mul" in text
