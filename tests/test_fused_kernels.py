@@ -359,3 +359,17 @@ def test_inference_calls_on_tensors_that_require_grad_raise(context: Any) -> Non
     with bc.emulate("sm_121"), context():
         index, text = _calls_until_error(_gate(), (x, x, 5))
     assert index == 2 and "fused_tanh_sigmoid_mul" in text
+
+
+def test_traced_module_raises_too() -> None:
+    class Policy(torch.nn.Module):
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(obs * 0.5 + 0.1) * obs
+
+    traced = torch.jit.trace(Policy(), torch.randn(4, 3))
+    with bc.emulate("sm_121"):
+        index, text = _calls_until_error(traced, (torch.randn(4, 3),))
+    # trace()'s own check ran the traced graph once (the profiling run), as it does on a GPU:
+    # the first call after it is the one that fuses.
+    assert index == 1
+    assert "'Policy.forward'" in text and "fused_mul_add_tanh_mul" in text
