@@ -132,5 +132,8 @@ def test_the_ladder_says_only_the_nvrtc_remedy_serves_them(
     )
     remedied = GpuService("GPU 0 GB10 (sm_121)", "sm_121", engine.RUNG_NVRTC_REMEDY, "served")
     assert remedied.user_kernels == "served by the NVRTC remedy"
+    assert str(service).endswith(f"; user Jiterator kernels: {service.user_kernels}")
+    assert str(remedied).endswith("; user Jiterator kernels: served by the NVRTC remedy")
     fine = GpuService("GPU 0 H100 (sm_90)", "sm_90", engine.RUNG_NOT_AFFECTED, "listed")
     assert fine.user_kernels.startswith("compiled by torch's own NVRTC")
+    assert "user Jiterator kernels" not in str(fine)

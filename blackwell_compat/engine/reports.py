@@ -109,7 +109,11 @@ class GpuService:
         line = f"{self.gpu}: {served}: {self.why}"
         if self.triton:
             line += f"; torch.compile: {self.triton}"
-        return f"{line}; fused TorchScript kernels: {self.fuser}" if self.fuser else line
+        if self.fuser:
+            line += f"; fused TorchScript kernels: {self.fuser}"
+        if self.rung != RUNG_NOT_AFFECTED:
+            line += f"; user Jiterator kernels: {self.user_kernels}"
+        return line
 
 
 @dataclass(frozen=True)
