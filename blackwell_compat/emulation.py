@@ -11,6 +11,10 @@ The emulation state lives in :mod:`blackwell_compat.state` (the probe reads it t
 dispatcher kernels live in :mod:`blackwell_compat.ops` and are installed when torch is (or gets)
 imported, and removed again when the last emulation ends.
 
+Fused kernels of scripted functions (:mod:`blackwell_compat.fused_kernels`) and user Jiterator
+kernels (:mod:`blackwell_compat.user_kernels`) fail too, at the call where the GPU would compile
+them; this module builds their errors and arms their watches with the dispatcher kernels.
+
 Emulation is process-wide, not per thread: on a real affected GPU every thread fails.
 """
 
@@ -20,8 +24,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from . import config, state
+from . import config, fused_kernels, state, user_kernels
 from .errors import NVRTC_ARCH_ERROR_LINE
+from .fused_kernels import FusedGroup
 from .ops import dispatcher, kernel
 from .ops.spec import JitCall
 from .probing import probe
@@ -49,6 +54,8 @@ def sync_kernels() -> None:
     unused ones (the package root calls it at ``import torch`` for
     ``BLACKWELL_COMPAT_EMULATE``, whose architecture it read at import)."""
     dispatcher.ensure_installed_when_torch_imported()
+    fused_kernels.sync()
+    user_kernels.sync()
 
 
 def emulate(arch: str = "sm_121") -> AbstractContextManager[str]:
@@ -79,6 +86,8 @@ def _emulation(normalised: str) -> Iterator[str]:
                     break
         if "torch" in sys.modules:
             dispatcher.sync()
+        fused_kernels.sync()
+        user_kernels.sync()
 
 
 def activate_from_environment() -> None:
@@ -154,14 +163,8 @@ def real_nvrtc_log(arch: str, library: str | None = None) -> tuple[str, str] | N
     return outcome
 
 
-def jiterator_error(call: JitCall, arch: str | None = None) -> RuntimeError:
-    """The ``RuntimeError`` an affected GPU raises for *call* (emulated on a CPU tensor).
-
-    Its message contains NVRTC's own log line ``nvrtc: error: invalid value for
-    --gpu-architecture (-arch)``; where an NVRTC that lacks the arch is installed, the log is
-    produced by really compiling with it.
-    """
-    arch = arch or current_arch() or "sm_121"
+def _nvrtc_log(arch: str) -> tuple[str, str]:
+    """``(log, origin)``: the NVRTC log for *arch* and where it came from."""
     real = real_nvrtc_log(arch)
     if real is not None:
         log_text, library = real
@@ -174,6 +177,68 @@ def jiterator_error(call: JitCall, arch: str | None = None) -> RuntimeError:
         )
     if NVRTC_ARCH_ERROR_LINE not in log_text:
         log_text = f"{log_text}\n{NVRTC_ARCH_ERROR_LINE}".strip()
+    return log_text, origin
+
+
+def _fix_text(arch: str, other: str) -> str:
+    return (
+        f"Fix: give torch an NVRTC that knows {arch}: `python -m blackwell_compat fetch nvrtc`, "
+        "then start the program with `python -m blackwell_compat run -- ...` (or call "
+        f"bc.apply() before `import torch`); {other} `python -m blackwell_compat audit` lists "
+        "every such call site."
+    )
+
+
+def fused_kernel_error(function: str, group: FusedGroup, arch: str) -> RuntimeError:
+    """The ``RuntimeError`` an affected GPU raises when NNC compiles *group* of the scripted
+    *function*: NVRTC's log, then ``nvrtc compilation failed:`` and the kernel's name, as
+    ``CudaCodeGen`` writes them (the generated CUDA source itself is not reproduced)."""
+    log_text, origin = _nvrtc_log(arch)
+    where = f" (fused at {group.where})" if group.where else ""
+    message = (
+        f"{log_text}\n"
+        f"nvrtc compilation failed: \n"
+        f"fused kernel {group.kernel} ({', '.join(group.ops)}; {group.dtype or 'unknown dtype'})"
+        "\n\n"
+        f"[blackwell-compat emulation of {arch}] The scripted function {function!r} has a "
+        f"fusion group (prim::TensorExprGroup){where} that the TorchScript fuser (NNC) compiles "
+        f"at run time with NVRTC, which fails for {arch}. {origin}.\n"
+        + _fix_text(
+            arch,
+            "where that cannot serve, bc.apply() turns the GPU fuser off (the fuser rung: the "
+            "function then runs op by op through precompiled kernels).",
+        )
+    )
+    return RuntimeError(message)
+
+
+def user_kernel_error(call: JitCall, arch: str) -> RuntimeError:
+    """The ``RuntimeError`` an affected GPU raises for a user Jiterator kernel
+    (``torch.cuda.jiterator._create_jit_fn``): only the NVRTC remedy serves it."""
+    log_text, origin = _nvrtc_log(arch)
+    message = (
+        f"{log_text}\n\n"
+        f"[blackwell-compat emulation of {arch}] The Jiterator kernel {call.kernel!r} the "
+        f"program wrote (torch.cuda.jiterator._create_jit_fn, dtype {call.dtype}) is compiled "
+        f"at run time with NVRTC, which fails for {arch}. {origin}.\n"
+        + _fix_text(
+            arch,
+            "no other rung serves it (the op guard cannot rewrite user C++ code): where the "
+            "remedy cannot serve, compute it with torch ops instead.",
+        )
+    )
+    return RuntimeError(message)
+
+
+def jiterator_error(call: JitCall, arch: str | None = None) -> RuntimeError:
+    """The ``RuntimeError`` an affected GPU raises for *call* (emulated on a CPU tensor).
+
+    Its message contains NVRTC's own log line ``nvrtc: error: invalid value for
+    --gpu-architecture (-arch)``; where an NVRTC that lacks the arch is installed, the log is
+    produced by really compiling with it.
+    """
+    arch = arch or current_arch() or "sm_121"
+    log_text, origin = _nvrtc_log(arch)
     message = (
         f"{log_text}\n\n"
         f"[blackwell-compat emulation of {arch}] The Jiterator kernel {call.kernel!r} "
@@ -190,3 +255,5 @@ def jiterator_error(call: JitCall, arch: str | None = None) -> RuntimeError:
 
 # The ops layer never imports this module: it learns the emulated error from here.
 kernel.set_emulated_failure(jiterator_error)
+fused_kernels.set_failure(fused_kernel_error)
+user_kernels.set_failure(user_kernel_error)

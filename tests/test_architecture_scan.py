@@ -113,11 +113,13 @@ def test_finds_a_type_only_cycle_and_private_writes(tmp_path: Path) -> None:
 #: `state`, which costs threading and typing), and 64 imports inside functions: the work the
 #: hook defers to `import torch` (the activation, the emulation's kernels), the CLI's `run`
 #: planning the ladder, the activation's engine imports kept inside its never-raising calls.
+#: Issue 20 (fused and user Jiterator kernels under emulation): 34 state names, with
+#: fused_kernels.watch and user_kernels.watch (each the one object holding its wrapped __call__).
 RATCHET = {
     "cycles": 0,
     "private_cross_module_imports": 0,
     "private_cross_module_writes": 0,
-    "module_globals": 32,
+    "module_globals": 34,
     "imports_inside_functions": 64,
 }
 

@@ -18,6 +18,11 @@ MODE_GUARD = "guard"
 #: :attr:`JitCall.mode` of a call that fails (or, under ``audit``, is recorded) as on an affected
 #: GPU.  (Not to be confused with ``config.EMULATE``, the variable that turns emulation on.)
 MODE_EMULATE = "emulate"
+#: :attr:`JitCall.mode` of a fused kernel the GPU would not fuse (the fuser is off: the fuser
+#: rung, or the user's own switch).
+MODE_FUSER = "fuser"
+#: :attr:`JitCall.mode` of a fused or user Jiterator kernel a capable NVRTC (the remedy) compiles.
+MODE_REMEDY = "remedy"
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,10 @@ class JitCall:
     kernels: tuple[str, ...]
     source: str
     mode: str = MODE_EMULATE
-    """``emulate`` (would fail) or ``guard`` (rewritten by the op guard)."""
+    """``emulate`` (would fail) or ``guard`` (rewritten by the op guard); fused and user
+    kernels also ``fuser`` or ``remedy`` (the rung that serves them)."""
+    fused_ops: tuple[str, ...] = ()
+    """The ATen ops of a fused kernel (:mod:`blackwell_compat.fused_kernels`), else empty."""
 
     @property
     def kernel(self) -> str:

@@ -1,0 +1,364 @@
+"""Emulation of fused kernels: scripted functions whose fusion group the GPU would compile.
+
+On a GPU, ``@torch.jit.script`` functions (and scripted or traced modules) run under the
+profiling executor: after the profiling run, their elementwise chains become
+``prim::TensorExprGroup`` nodes that NNC compiles with NVRTC, on an affected GPU with
+``nvrtc: error: invalid value for --gpu-architecture (-arch)``.  The op guard cannot see them
+(a fused kernel is not a dispatcher call), so the emulation watches the calls themselves:
+
+* while emulation is armed, ``torch._C.ScriptFunction.__call__`` and
+  ``torch._C.ScriptMethod.__call__`` (the ``forward`` of scripted modules) are wrapped;
+* around each call that the GPU would fuse, CPU fusion is turned on as the observable stand-in
+  (``_jit_override_can_fuse_on_cpu(True)``, ``_jit_set_te_must_use_llvm_cpu(False)``: the
+  wheels have no LLVM), and the user's values are put back exactly when the last such call
+  returns;
+* after the call, ``torch.jit.last_executed_optimized_graph()`` (per thread) is searched, nested
+  blocks included, for fusion groups.  If there is one, the call raises what the GPU raises
+  (the error itself is built by :mod:`blackwell_compat.emulation`), or, under ``audit``, the
+  recorder is told and the result returned.
+
+Whether the GPU would fuse is read from the live switches at each call
+(``torch._C._jit_texpr_fuser_enabled()`` and ``torch._C._jit_can_fuse_on_gpu()``, which
+``torch.jit.fuser(...)`` and the fuser rung flip), so a plan is fused on the CPU exactly when
+it would have been fused on the GPU at that call, and a plan optimised earlier keeps what it
+got, as on the GPU.  Where the NVRTC remedy serves the emulated arch nothing raises.
+
+Known gaps (docs/fused-kernels.md): NNC on the CPU fuses float32/float64 and integer chains but
+not float16/bfloat16, which CUDA fuses, so half-precision groups go unseen (never a false
+alarm); the legacy fuser (``torch.jit.fuser("fuser0")``, the legacy executor) is not emulated;
+the error is raised after the CPU ran the call (its in-place effects have happened).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import state
+from .errors import NVRTC_ARCH_ERROR_LINE, logger
+from .ops.spec import MODE_EMULATE, MODE_FUSER, MODE_REMEDY, JitCall
+
+__all__ = [
+    "FUSED_OP",
+    "MODE_FUSER",
+    "MODE_REMEDY",
+    "FusedGroup",
+    "gpu_fuser_on",
+    "installed",
+    "kernel_name",
+    "set_failure",
+    "sync",
+    "watch",
+]
+
+#: :attr:`JitCall.op` of a fused-kernel record.
+FUSED_OP = "prim::TensorExprGroup"
+
+_FILE_LINE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
+_DTYPES = {
+    "Float": "float32",
+    "Double": "float64",
+    "Half": "float16",
+    "BFloat16": "bfloat16",
+    "Long": "int64",
+    "Int": "int32",
+    "Short": "int16",
+    "Char": "int8",
+    "Byte": "uint8",
+    "Bool": "bool",
+}
+
+
+@dataclass(frozen=True)
+class FusedGroup:
+    """One fusion group of a scripted function's optimised graph."""
+
+    kernel: str
+    """The kernel's name as NNC builds it: ``fused_`` + the ATen ops, e.g.
+    ``fused_tanh_sigmoid_mul`` (torch shortens names over 40 characters with a hash)."""
+    ops: tuple[str, ...]
+    dtype: str
+    shapes: tuple[tuple[int, ...], ...]
+    where: str
+    """``file:line`` of the fused code inside the scripted function (``""``: unknown)."""
+
+
+def kernel_name(ops: tuple[str, ...]) -> str:
+    """``fused_`` followed by the unqualified ATen op names, joined by ``_``."""
+    return "_".join(["fused", *(op.split("::", 1)[1] for op in ops if op.startswith("aten::"))])
+
+
+def gpu_fuser_on(values: tuple[bool, bool] | None = None) -> bool:
+    """Whether the GPU fuser (NNC) would build fusion groups for CUDA tensors now."""
+    import torch  # torch is imported lazily throughout the package (import cost)
+
+    if values is None:
+        values = (torch._C._jit_texpr_fuser_enabled(), torch._C._jit_can_fuse_on_gpu())
+    return bool(values[0] and values[1])
+
+
+def _groups(graph: Any) -> list[FusedGroup]:
+    found = []
+    for node in graph.findAllNodes(FUSED_OP, True):
+        subgraph = node.g("Subgraph")
+        ops = tuple(n.kind() for n in subgraph.nodes() if n.kind().startswith("aten::"))
+        dtype, shapes = "", []
+        for value in subgraph.inputs():
+            kind = value.type()
+            scalar = getattr(kind, "scalarType", lambda: None)()
+            if scalar is not None and not dtype:
+                dtype = _DTYPES.get(scalar, scalar)
+            sizes = getattr(kind, "sizes", lambda: None)()
+            if sizes is not None:
+                shapes.append(tuple(int(s) for s in sizes))
+        where = ""
+        for inner in subgraph.nodes():
+            match = _FILE_LINE.search(inner.sourceRange())
+            if match:
+                where = f"{match['file']}:{match['line']}"
+                break
+        found.append(FusedGroup(kernel_name(ops), ops, dtype, tuple(shapes), where))
+    return found
+
+
+def _function_name(target: Any) -> str:
+    owner = getattr(target, "owner", None)
+    name = str(getattr(target, "name", "") or "<scripted>")
+    if owner is not None:
+        try:
+            return f"{owner._type().name()}.{name}"
+        except Exception:  # an owner of another kind: the method's name is enough
+            return name
+    return name
+
+
+class _Local(threading.local):
+    calls = 0
+    """Intercepted calls started in this thread (a call that saw a nested one started cannot
+    tell whose graph was executed last)."""
+
+
+class _StandIn:
+    """CPU fusion on as the stand-in for the GPU fuser, around the calls that need it.
+
+    The user's values are read when the first such call starts and put back exactly when the
+    last one (of any thread) returns.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.saved: tuple[bool, bool, bool, bool] | None = None
+
+    def user_values(self) -> tuple[bool, bool]:
+        """``(texpr enabled, can fuse on GPU)`` as the user has them (not as set here)."""
+        import torch
+
+        with self.lock:
+            if self.saved is not None:
+                return self.saved[2], self.saved[3]
+        return torch._C._jit_texpr_fuser_enabled(), torch._C._jit_can_fuse_on_gpu()
+
+    def enter(self, *, texpr: bool) -> None:
+        import torch
+
+        c: Any = torch._C  # private switches, not in torch's stubs on every version
+        with self.lock:
+            if self.depth == 0:
+                self.saved = (
+                    c._jit_can_fuse_on_cpu(),
+                    c._jit_get_te_must_use_llvm_cpu(),
+                    c._jit_texpr_fuser_enabled(),
+                    c._jit_can_fuse_on_gpu(),
+                )
+            self.depth += 1
+            c._jit_override_can_fuse_on_cpu(True)
+            c._jit_set_te_must_use_llvm_cpu(False)
+            if texpr:
+                c._jit_set_texpr_fuser_enabled(True)
+
+    def exit(self) -> None:
+        import torch
+
+        c: Any = torch._C
+        with self.lock:
+            self.depth -= 1
+            if self.depth or self.saved is None:
+                return
+            cpu, llvm, texpr, _gpu = self.saved
+            self.saved = None
+            c._jit_override_can_fuse_on_cpu(cpu)
+            c._jit_set_te_must_use_llvm_cpu(llvm)
+            c._jit_set_texpr_fuser_enabled(texpr)
+
+
+class _Watch:
+    """The wrappers of the scripted callables' ``__call__`` and what they need (one object)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.originals: dict[type, Callable[..., Any]] = {}
+        self.wrappers: dict[type, Callable[..., Any]] = {}
+        self.stand_in = _StandIn()
+        self.local = _Local()
+        self.failure: Callable[[str, FusedGroup, str], BaseException] | None = None
+        self.hooked = False
+
+    # -- installation ---------------------------------------------------------------------------
+
+    def wanted(self) -> bool:
+        with state.lock:
+            return bool(state.emulation_stack) or state.env_arch is not None
+
+    def sync(self) -> None:
+        """Wrap while emulation is armed, unwrap when it ends (torch imported or not yet)."""
+        if "torch" not in sys.modules:
+            if self.wanted():
+                self._hook()
+            return
+        with self.lock:
+            if self.wanted():
+                self._install()
+            else:
+                self._uninstall()
+
+    def _hook(self) -> None:
+        with self.lock:
+            if self.hooked:
+                return
+            self.hooked = True
+        import wrapt  # only before torch is imported (import cost)
+
+        def on_torch(module: Any) -> None:
+            self.hooked = False
+            try:
+                self.sync()
+            except Exception as exc:  # never break `import torch`
+                logger.warning("blackwell-compat: watching scripted functions failed: %s", exc)
+
+        wrapt.register_post_import_hook(on_torch, "torch")
+
+    def _install(self) -> None:
+        import torch
+
+        for cls in (torch._C.ScriptFunction, torch._C.ScriptMethod):
+            if cls in self.originals:
+                continue
+            original = cls.__call__
+            wrapper = self._wrapper(original)
+            setattr(cls, "__call__", wrapper)  # noqa: B010 (mypy: a method assignment)
+            self.originals[cls] = original
+            self.wrappers[cls] = wrapper
+
+    def _uninstall(self) -> None:
+        for cls, original in list(self.originals.items()):
+            if cls.__dict__.get("__call__") is self.wrappers[cls]:
+                setattr(cls, "__call__", original)  # noqa: B010
+            else:  # someone wrapped it after us: leave theirs (which calls ours) alone
+                logger.warning("blackwell-compat: %s.__call__ was replaced; not restored", cls)
+            del self.originals[cls]
+            del self.wrappers[cls]
+
+    def installed(self) -> bool:
+        with self.lock:
+            return bool(self.originals)
+
+    # -- the call -------------------------------------------------------------------------------
+
+    def _wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        watch = self
+
+        def __call__(target: Any, *args: Any, **kwargs: Any) -> Any:
+            return watch.call(original, target, args, kwargs)
+
+        __call__.__qualname__ = "blackwell_compat_scripted_call"
+        return __call__
+
+    def call(
+        self, original: Callable[..., Any], target: Any, args: tuple[Any, ...], kwargs: Any
+    ) -> Any:
+        arch = state.emulated_arch()  # None in a suspended thread
+        if arch is None:
+            return original(target, *args, **kwargs)
+        served = arch in state.nvrtc_served_archs
+        recorder = state.recorder
+        gpu = gpu_fuser_on(self.stand_in.user_values())
+        if recorder is None and (served or not gpu):
+            return original(target, *args, **kwargs)  # nothing would fail: the CPU as it is
+        self.local.calls += 1
+        started = self.local.calls
+        # Under audit, observe groups even where the GPU would not fuse (to say which rung
+        # served them): texpr on for the call, whatever the user set.
+        self.stand_in.enter(texpr=recorder is not None)
+        try:
+            result = original(target, *args, **kwargs)
+        finally:
+            self.stand_in.exit()
+        if self.local.calls != started:
+            return result  # a nested scripted call ran last: its own check covered it
+        import torch
+
+        jit: Any = torch.jit  # last_executed_optimized_graph is not in torch.jit.__all__
+        groups = _groups(jit.last_executed_optimized_graph())
+        if not groups:
+            return result
+        name = _function_name(target)
+        mode = MODE_REMEDY if served else (MODE_EMULATE if gpu else MODE_FUSER)
+        if recorder is not None:
+            for group in groups:
+                recorder(_record(name, group, mode))
+            return result
+        raise self._failure(name, groups[0], arch)
+
+    def _failure(self, name: str, group: FusedGroup, arch: str) -> BaseException:
+        factory = self.failure
+        if factory is not None:
+            return factory(name, group, arch)
+        # Only reachable if emulation state was switched on without the emulation module.
+        return RuntimeError(f"{NVRTC_ARCH_ERROR_LINE}\n\nnvrtc compilation failed: {group.kernel}")
+
+
+def _record(name: str, group: FusedGroup, mode: str) -> JitCall:
+    return JitCall(
+        op=FUSED_OP,
+        entry=name,
+        dtype=group.dtype,
+        shapes=group.shapes,
+        device="cpu",
+        kernels=(group.kernel,),
+        source=group.where,
+        mode=mode,
+        fused_ops=group.ops,
+    )
+
+
+watch = _Watch()
+"""The one watch of this process."""
+
+
+def sync() -> None:
+    """Wrap the scripted callables while emulation is armed; unwrap when it ends."""
+    watch.sync()
+
+
+def installed() -> bool:
+    """Whether the scripted callables are wrapped now."""
+    return watch.installed()
+
+
+def set_failure(factory: Callable[[str, FusedGroup, str], BaseException]) -> None:
+    """The emulation's error for a fused kernel (``function name, group, arch``)."""
+    watch.failure = factory
+
+
+def _reset() -> None:
+    with watch.lock:
+        if "torch" in sys.modules:
+            watch._uninstall()
+
+
+state.on_reset(_reset)
