@@ -12,9 +12,11 @@ Two clients of the TorchScript fuser (issue 20), each scripted twice (two separa
   inverse rotate, wrap to pi, copysign, five steps in a loop) on ``size`` bodies.
 
 *Fused* is what the profiling executor does by default: its elementwise chains run as
-``prim::TensorExprGroup`` kernels.  *Unfused* is what the fuser rung leaves: the TensorExpr
-fuser is off (``torch._C._jit_set_texpr_fuser_enabled(False)`` while the copy is profiled and
-optimised), every op runs through its precompiled ATen kernel.
+``prim::TensorExprGroup`` kernels.  *Unfused* is what the fuser rung leaves: every op runs
+through its precompiled ATen kernel.  On the GPU the unfused copy is profiled and optimised
+with the rung's own switch off (``torch._C._jit_override_can_fuse_on_gpu(False)``); on the
+CPU, where that switch does nothing, with CPU fusion off
+(``_jit_set_texpr_fuser_enabled(False)``, ``_jit_override_can_fuse_on_cpu(False)``).
 
 On the CPU, fusion is switched on as the stand-in for the GPU
 (``torch._C._jit_override_can_fuse_on_cpu(True)`` and ``_jit_set_te_must_use_llvm_cpu(False)``;
@@ -121,31 +123,37 @@ def groups(graph: Any) -> int:
 
 
 class Fusion:
-    """The fuser switches this benchmark turns, restored as found (torch has no getter for
-    ``_jit_set_te_must_use_llvm_cpu``: it stays False, which only matters with CPU fusion on)."""
+    """The fuser switches this benchmark turns, restored as found."""
 
     def __init__(self, device: str) -> None:
         self.device = device
         self.saved = (
             torch._C._jit_texpr_fuser_enabled(),
             torch._C._jit_can_fuse_on_cpu(),
+            torch._C._jit_get_te_must_use_llvm_cpu(),
+            torch._C._jit_can_fuse_on_gpu(),
         )
 
     @contextlib.contextmanager
     def mode(self, fused: bool) -> Iterator[None]:
-        torch._C._jit_set_texpr_fuser_enabled(fused)
         if self.device == "cpu":
+            torch._C._jit_set_texpr_fuser_enabled(fused)
             torch._C._jit_override_can_fuse_on_cpu(fused)
             torch._C._jit_set_te_must_use_llvm_cpu(False)
+        else:  # the fuser rung's own switch
+            torch._C._jit_set_texpr_fuser_enabled(True)
+            torch._C._jit_override_can_fuse_on_gpu(fused)
         try:
             yield
         finally:
             self.restore()
 
     def restore(self) -> None:
-        texpr, cpu = self.saved
+        texpr, cpu, llvm, gpu = self.saved
         torch._C._jit_set_texpr_fuser_enabled(texpr)
         torch._C._jit_override_can_fuse_on_cpu(cpu)
+        torch._C._jit_set_te_must_use_llvm_cpu(llvm)
+        torch._C._jit_override_can_fuse_on_gpu(gpu)
 
 
 def _sync(device: str) -> None:

@@ -109,12 +109,16 @@ def _groups(graph: Any) -> list[FusedGroup]:
         dtype, shapes = "", []
         for value in subgraph.inputs():
             kind = value.type()
-            scalar = getattr(kind, "scalarType", lambda: None)()
+            if kind.kind() != "TensorType":
+                # A scalar input (a float argument such as normalize's eps): torch's
+                # scalarType()/sizes() assert on non-tensor types.
+                continue
+            scalar = kind.scalarType()
             if scalar is not None and not dtype:
                 dtype = _DTYPES.get(scalar, scalar)
-            sizes = getattr(kind, "sizes", lambda: None)()
+            sizes = kind.varyingSizes()
             if sizes is not None:
-                shapes.append(tuple(int(s) for s in sizes))
+                shapes.append(tuple(-1 if s is None else int(s) for s in sizes))
         where = ""
         for inner in subgraph.nodes():
             match = _FILE_LINE.search(inner.sourceRange())
