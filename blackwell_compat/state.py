@@ -11,7 +11,7 @@ finds it in one place and the tests reset it with one call (:func:`reset_for_tes
   forced by tests or diagnostics;
 * per thread: the depth of calls into original kernels (bypass) and of :func:`suspended` blocks;
 * the compiler remedies: what the NVRTC remedy loaded (and the archs it serves, read by the
-  emulation per op) and the Triton variables the ptxas remedy set;
+  emulation per op), the Triton variables the ptxas remedy set and what the fuser rung did;
 * the patches: :data:`patches`, the engine's book (what it discovered, every patch applied or
   waiting for an import, the generation of its import hooks, and the engine's own lock), kept
   on one object as pluggy keeps what it loaded on its ``PluginManager``.
@@ -74,6 +74,9 @@ ptxas_set: dict[str, str] = {}
 """Triton variable -> the ptxas path the ptxas remedy set it to (revert removes it)."""
 ptxas_reports: dict[str, Any] = {}
 """GPU arch -> the ptxas remedy's :class:`~blackwell_compat.remedies.ptxas.PtxasReport`."""
+fuser_rung: Any = None
+"""The fuser rung's :class:`~blackwell_compat.remedies.fuser.FuserState` (``None``: untried);
+the switch itself is torch's (``torch._C._jit_can_fuse_on_gpu()``)."""
 
 
 # -- the patches (blackwell_compat.engine) -----------------------------------------------------
@@ -216,7 +219,7 @@ def reset_for_tests() -> None:
     the test process was started with, not to a test.
     """
     global forced, guard_enabled, recorder, registration_override
-    global nvrtc_remedy, nvrtc_served_archs
+    global nvrtc_remedy, nvrtc_served_archs, fuser_rung
     for problem in patches.reset():
         logger.warning("reset_for_tests: undoing a patch was incomplete: %s", problem)
     with lock:
@@ -230,6 +233,7 @@ def reset_for_tests() -> None:
         ptxas_reports.clear()
         nvrtc_remedy = None
         nvrtc_served_archs = frozenset()
+        fuser_rung = None  # the fuser patch's revert (patches.reset above) restored the switch
         forced = False
         cuda_verdicts.clear()
         guard_enabled = False

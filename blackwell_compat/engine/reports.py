@@ -44,6 +44,7 @@ class PatchStatus:
 RUNG_NOT_AFFECTED = "not-affected"
 RUNG_NVRTC_REMEDY = "nvrtc-remedy"
 RUNG_PATCHES = "patches"
+RUNG_FUSER = "fuser"
 RUNG_UNSERVED = "unserved"
 
 
@@ -54,12 +55,16 @@ class GpuService:
 
     ``rung``: ``"not-affected"`` (torch's own NVRTC lists the arch), ``"nvrtc-remedy"`` (a
     capable NVRTC loaded in place of torch's: nothing is patched), ``"patches"`` (targeted
-    patches and the op guard; ``why`` says why the NVRTC remedy could not serve) or
-    ``"unserved"`` (affected, and no rung serves: ``apply()`` patched nothing).  ``triton``
-    says what the ptxas remedy did for ``torch.compile`` there, or why nothing.  ``planned``:
-    the answer is what :func:`~blackwell_compat.apply` would do (it has not run in this process,
-    or the caller asked for the plan); ``source``, when the NVRTC remedy serves, names its
-    library and where it was found (``NVRTC 13.2 at <path> (the project's cache)``).
+    patches and the op guard, the fuser rung among them when ``"fuser"`` is in ``patches``;
+    ``why`` says why the NVRTC remedy could not serve), ``"fuser"`` (the fuser rung alone:
+    the other patches were excluded) or ``"unserved"`` (affected, and no rung serves:
+    ``apply()`` patched nothing).  ``triton`` says what the ptxas remedy did for
+    ``torch.compile`` there, or why nothing; ``fuser`` what serves fused TorchScript kernels
+    there (the NVRTC remedy, the fuser rung, the user's own setting) or why nothing does.
+    ``planned``: the answer is what :func:`~blackwell_compat.apply` would do (it has not run
+    in this process, or the caller asked for the plan); ``source``, when the NVRTC remedy
+    serves, names its library and where it was found (``NVRTC 13.2 at <path> (the project's
+    cache)``).
     """
 
     gpu: str
@@ -71,6 +76,7 @@ class GpuService:
     triton: str = ""
     planned: bool = False
     source: str | None = None
+    fuser: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -82,10 +88,13 @@ class GpuService:
             RUNG_NOT_AFFECTED: "not affected",
             RUNG_NVRTC_REMEDY: "NVRTC remedy",
             RUNG_PATCHES: f"patches ({', '.join(self.patches)})",
+            RUNG_FUSER: "fuser rung",
             RUNG_UNSERVED: "NOT SERVED",
         }.get(self.rung, self.rung)
         line = f"{self.gpu}: {served}: {self.why}"
-        return f"{line}; torch.compile: {self.triton}" if self.triton else line
+        if self.triton:
+            line += f"; torch.compile: {self.triton}"
+        return f"{line}; fused TorchScript kernels: {self.fuser}" if self.fuser else line
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,20 @@ feeds it the patches of this process, or of a plan."""
 from __future__ import annotations
 
 from ..probing import Platform
+from ..remedies import fuser as fuser_rung
 from ..remedies import nvrtc as nvrtc_remedy
 from ..remedies import ptxas as ptxas_remedy
 from .reports import (
+    RUNG_FUSER,
     RUNG_NOT_AFFECTED,
     RUNG_NVRTC_REMEDY,
     RUNG_PATCHES,
     RUNG_UNSERVED,
     GpuService,
 )
+
+FUSER_PATCH = "fuser"
+"""The patch that is the fuser rung (:mod:`blackwell_compat.patches.fuser`)."""
 
 EMULATED_TRITON = (
     "nothing to do: the ptxas remedy serves real GPUs; CPU tensors standing in for the emulated "
@@ -38,6 +43,35 @@ def _triton_line(arch: str, *, emulated: bool, planned: bool) -> str:
     return report.reason
 
 
+def _fuser_line(rung: str, patches: tuple[str, ...], *, planned: bool) -> str:
+    """What serves fused TorchScript kernels on a GPU of this *rung*, or why nothing does."""
+    if rung == RUNG_NVRTC_REMEDY:
+        return "nothing to do: the NVRTC remedy compiles them (GPU fusion stays on)"
+    if rung == RUNG_NOT_AFFECTED:
+        return "nothing to do: torch's NVRTC compiles them for this GPU"
+    if FUSER_PATCH not in patches:
+        on = fuser_rung.gpu_fusion_on()
+        if on is False:
+            return (
+                f"GPU fusion off by the user (torch._C.{fuser_rung.GETTER}() is False): "
+                "scripted functions run op by op"
+            )
+        return (
+            "NOT SERVED: fused kernels compile with torch's NVRTC and fail (the fuser rung is "
+            "not applied: excluded, disabled or outside its torch range)"
+        )
+    if planned:
+        return (
+            f"the fuser rung would turn GPU fusion off at apply() "
+            f"(torch._C.{fuser_rung.SWITCH}(False)); {fuser_rung.COST}"
+        )
+    current = fuser_rung.state()
+    if current.status == fuser_rung.INACTIVE:
+        return "the fuser rung waits for `import torch` to turn GPU fusion off"
+    prefix = "NOT SERVED: " if current.status == fuser_rung.TURNED_ON else "fuser rung: "
+    return prefix + current.describe()
+
+
 def services(
     here: Platform,
     remedy: nvrtc_remedy.RemedyState,
@@ -48,7 +82,8 @@ def services(
 ) -> tuple[GpuService, ...]:
     """One :class:`GpuService` per GPU of *here*: *remedy* is the NVRTC remedy's state (or
     plan, when *planned*), *patches* the device-gated patches serving (or that would).  Every
-    service says what the ptxas remedy did for ``torch.compile`` there, or why nothing."""
+    service says what the ptxas remedy did for ``torch.compile`` there, or why nothing, and what
+    serves fused TorchScript kernels there (the fuser rung is the ``fuser`` patch)."""
     services = []
     for gpu in here.gpus:
         if gpu.emulated:
@@ -69,7 +104,9 @@ def services(
         elif not gpu.affected and not forced:
             rung, why, serving = RUNG_NOT_AFFECTED, gpu.reason, ()
         elif patches:
-            rung, why, serving = RUNG_PATCHES, remedy.describe(), patches
+            alone = patches == (FUSER_PATCH,)
+            rung = RUNG_FUSER if alone else RUNG_PATCHES
+            why, serving = remedy.describe(), patches
         else:
             none = "no patch would apply" if planned else "no patch is applied in this process"
             rung, why, serving = RUNG_UNSERVED, f"{gpu.reason}; {none}; {remedy.describe()}", ()
@@ -83,6 +120,7 @@ def services(
                 triton=triton,
                 planned=planned,
                 source=remedy.source() if rung == RUNG_NVRTC_REMEDY else None,
+                fuser=_fuser_line(rung, serving, planned=planned),
             )
         )
     return tuple(services)
