@@ -235,3 +235,31 @@ def test_special_values_reach_the_helpers() -> None:
     assert all(seen.values()), seen
     wrapped = robotics.wrap_to_pi(torch.tensor([3 * math.pi, -0.5 * math.pi], dtype=torch.float64))
     assert torch.allclose(wrapped, torch.tensor([math.pi, -0.5 * math.pi], dtype=torch.float64))
+
+
+# -- the fuser rung: bc.apply() under emulation -------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_with_the_fuser_rung_every_helper_runs_and_equals_eager(dtype: torch.dtype) -> None:
+    """Where no NVRTC remedy serves (none configured here), ``bc.apply()`` applies the fuser
+    rung: no call raises, no plan holds a fusion group, every output is the eager one bit for
+    bit (dtype, shape, strides, values, signs) in every dtype."""
+    compared = 0
+    with bc.emulate("sm_121"):
+        report = bc.apply()
+        (rung,) = [e for e in report.entries if e.name == "fuser"]
+        assert rung.state == "applied", rung
+        assert C._jit_can_fuse_on_gpu() is False
+        for name in HELPERS:
+            for label, args in robotics.inputs(name, dtype):
+                fn = robotics.scripted(name)
+                for _ in range(4):
+                    out = fn(*args)
+                graph = torch.jit.last_executed_optimized_graph()
+                assert not graph.findAllNodes("prim::TensorExprGroup", True), (name, label)
+                _assert_same(out, robotics.EAGER[name](*args), f"{name} {label} {dtype}")
+                compared += len(_outputs(out))
+    assert compared == 48
+    bc.revert()
+    assert C._jit_can_fuse_on_gpu() is True
