@@ -18,3 +18,20 @@ def test_rows_are_the_engines_evaluations(monkeypatch):
     assert rows["torch"]["would_apply"] is False
     assert rows["torch"]["why"] == "disabled by BLACKWELL_COMPAT_DISABLE"
     assert list_cmd.render(list(rows.values())).count("here: would not apply: disabled") == 1
+
+
+def test_the_gpu_section_says_what_serves_fused_kernels():
+    gpu = {
+        "gpu": "emulated sm_121 (CPU tensors)",
+        "rung": "fuser",
+        "patches": ["fuser"],
+        "why": "NVRTC remedy off: BLACKWELL_COMPAT_NVRTC=off: torch keeps its own NVRTC",
+        "triton": "",
+        "fuser": "fuser rung: GPU fusion off (torch._C._jit_override_can_fuse_on_gpu(False))",
+    }
+    assert list_cmd.render_gpus([gpu]).splitlines() == [
+        "* emulated sm_121 (CPU tensors): the fuser rung: fuser",
+        "    why: NVRTC remedy off: BLACKWELL_COMPAT_NVRTC=off: torch keeps its own NVRTC",
+        "    fused TorchScript kernels: fuser rung: GPU fusion off "
+        "(torch._C._jit_override_can_fuse_on_gpu(False))",
+    ]

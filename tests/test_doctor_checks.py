@@ -8,6 +8,7 @@ from support.doctor_fakes import (
     GB10,
     H100,
     RTX5090,
+    FakePatch,
     at,
     audio_for,
     broken_patch,
@@ -606,3 +607,87 @@ def test_a_capable_nvrtc_the_remedy_found_is_named_first(nvrtc_libraries):
         line.startswith("remedy ladder: the NVRTC remedy would load NVRTC 12.9")
         for line in check.details
     )
+
+
+# -- fused TorchScript kernels (issue 20): named among what fails, the fuser rung per GPU -------
+
+
+def _with_fuser(torch_version: str = "2.11.0") -> list[FakePatch]:
+    from blackwell_compat.patches.fuser import FuserPatch
+    from blackwell_compat.registry import Registration
+
+    fuser = FakePatch(
+        Registration("fuser", "fake:Fuser", "blackwell-compat", FuserPatch()),
+        {"torch": torch_version},
+    )
+    return [*fake_patches(torch_version), fuser]
+
+
+def _unavailable() -> object:
+    from blackwell_compat.remedies.nvrtc import UNAVAILABLE, RemedyState
+
+    return RemedyState(status=UNAVAILABLE, reason="no NVRTC lists sm_121", needed=("sm_121",))
+
+
+def test_fused_kernels_are_named_and_the_fuser_rung_serves_them(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    facts = machine([GB10], nvrtc=nvrtc, remedy=_unavailable(), patches=_with_fuser())
+    check = build_report(facts).check("nvrtc")
+    assert check.status == FAIL
+    (failing,) = [line for line in check.details if line.startswith("ops that fail:")]
+    assert failing.endswith(
+        "and fused TorchScript kernels (elementwise chains of @torch.jit.script functions, "
+        "compiled after their first calls)"
+    )
+    (fused,) = [line for line in check.details if line.startswith("fused TorchScript kernels on")]
+    assert fused == (
+        "fused TorchScript kernels on GPU 0 NVIDIA GB10 (sm_121): the fuser rung would turn GPU "
+        "fusion off at apply() (torch._C._jit_override_can_fuse_on_gpu(False)); fused kernels "
+        "run op by op; see benchmarks/bench_fuser.py"
+    )
+    (service,) = check.data["ladder"]
+    assert service["rung"] == "patches" and "fuser" in service["patches"]
+    assert service["why"] == "NVRTC remedy unavailable: no NVRTC lists sm_121"
+    # The remedy first, then what the route around NVRTC costs scripted functions.
+    hint = check.hint or ""
+    assert hint.index("give torch a capable NVRTC") < hint.index("route PyTorch's run-time")
+    assert "(it compiles fused TorchScript kernels too)" in hint
+    assert (
+        "What it costs TorchScript: the fuser rung turns GPU fusion off, so fused kernels run op "
+        "by op; see benchmarks/bench_fuser.py"
+    ) in " ".join(hint.split())
+
+
+def test_fused_kernels_keep_their_fusion_where_the_remedy_serves(nvrtc_libraries):
+    from blackwell_compat.remedies.nvrtc import AVAILABLE, RemedyState
+
+    found = RemedyState(
+        status=AVAILABLE,
+        reason="found",
+        needed=("sm_121",),
+        library=nvrtc_libraries["12.9.86"],
+        version="12.9",
+        archs=frozenset({"sm_120", "sm_121"}),
+        origin="the project's cache",
+    )
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    check = build_report(machine([GB10], nvrtc=nvrtc, remedy=found, patches=_with_fuser())).check(
+        "nvrtc"
+    )
+    assert (
+        "fused TorchScript kernels on GPU 0 NVIDIA GB10 (sm_121): nothing to do: the NVRTC "
+        "remedy compiles them (GPU fusion stays on)"
+    ) in check.details
+    assert "compiles with it, fused TorchScript kernels included" in " ".join(
+        (check.hint or "").split()
+    )
+
+
+def test_fused_kernels_unserved_where_the_fuser_patch_is_outside_its_range(nvrtc_libraries):
+    nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
+    facts = machine(
+        [GB10], nvrtc=nvrtc, remedy=_unavailable(), patches=_with_fuser(torch_version="2.16.0")
+    )
+    check = build_report(facts).check("nvrtc")
+    (fused,) = [line for line in check.details if line.startswith("fused TorchScript kernels on")]
+    assert "NOT SERVED: fused kernels compile with torch's NVRTC and fail" in fused

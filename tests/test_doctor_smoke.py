@@ -16,7 +16,9 @@ from blackwell_compat.doctor.smoke import (
     SmokeTarget,
     WorkloadResult,
     condense_error,
+    fused_gate_function,
     run_smoke,
+    run_workloads,
     targets_for,
 )
 
@@ -144,3 +146,39 @@ def test_real_workloads_on_cpu_under_emulation():
     assert "torch" in patched.applied
     facts = machine([], emulated_arch="sm_121", smoke=report)
     assert build_report(facts).check("smoke").status == PASS
+
+
+# -- the fused TorchScript workload (issue 20) ------------------------------------------------
+
+
+def test_the_fused_gate_runs_on_real_gpus_only():
+    (workload,) = [w for w in WORKLOADS if w.name == "fused_gate"]
+    assert workload.family == "fused" and workload.gpu_only
+    record = run_workloads("cpu", "unpatched", None, only=["fused_gate"])
+    (entry,) = record["results"]
+    assert entry["status"] == SKIP and entry["error"] == "runs on a real GPU only"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_fused_gate_is_fusible_and_equals_the_eager_gate():
+    """What it compiles on a GPU, seen on the CPU with CPU fusion on as the stand-in; op by op
+    (CPU fusion off, torch's default) it equals the eager gate bit for bit."""
+    import torch
+
+    a, b = torch.randn(4, 256), torch.randn(4, 256)
+    eager = torch.tanh(a + b) * torch.sigmoid(a + b)
+    assert torch.equal(fused_gate_function(torch)(a, b), eager)
+    cpu, llvm = torch._C._jit_can_fuse_on_cpu(), torch._C._jit_get_te_must_use_llvm_cpu()
+    torch._C._jit_override_can_fuse_on_cpu(True)
+    torch._C._jit_set_te_must_use_llvm_cpu(False)
+    try:
+        gate = fused_gate_function(torch)
+        for _ in range(5):
+            out = gate(a, b)
+        graph = gate.graph_for(a, b)
+        kinds = [n.kind() for n in graph.findAllNodes("prim::TensorExprGroup", True)]
+    finally:
+        torch._C._jit_override_can_fuse_on_cpu(cpu)
+        torch._C._jit_set_te_must_use_llvm_cpu(llvm)
+    assert kinds == ["prim::TensorExprGroup"]
+    torch.testing.assert_close(out, eager, rtol=1e-6, atol=1e-7)

@@ -46,6 +46,7 @@ def test_planned_ladder_names_the_nvrtc_remedy_and_patches_stand_down(capable: s
     assert service.gpu == "emulated sm_121 (CPU tensors)"
     assert f"the NVRTC remedy would load NVRTC {CAPABLE[MAJOR][:4]} ({capable}" in service.why
     assert service.patches == ()
+    assert service.fuser == "nothing to do: the NVRTC remedy compiles them (GPU fusion stays on)"
     # evaluate (list, the doctor) agrees: the op guard would not apply, and says why.
     assert evaluation.would_apply is False
     assert "nothing left for the patches" in evaluation.reason
@@ -136,6 +137,7 @@ def test_list_json_and_text_name_the_rung(capable: str) -> None:
     data = json.loads(done.stdout)
     (gpu,) = data["gpus"]
     assert gpu["rung"] == "nvrtc-remedy" and capable in gpu["why"]
+    assert gpu["fuser"] == "nothing to do: the NVRTC remedy compiles them (GPU fusion stays on)"
     (guard,) = [row for row in data["patches"] if row["name"] == "torch"]
     assert guard["would_apply"] is False
     text = subprocess.run(
@@ -148,3 +150,4 @@ def test_list_json_and_text_name_the_rung(capable: str) -> None:
     )
     assert "GPUs (the remedy ladder, cheapest rung first):" in text.stdout
     assert "* emulated sm_121 (CPU tensors): the NVRTC remedy (nothing patched)" in text.stdout
+    assert "    fused TorchScript kernels: nothing to do: the NVRTC remedy compiles" in text.stdout

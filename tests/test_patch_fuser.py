@@ -187,6 +187,37 @@ def test_cuda_torch_not_imported_waits(tmp_path: object) -> None:
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+@pytest.mark.slow
+def test_list_json_and_text_name_the_fuser_rung() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from support.environ import clean_env
+
+    env = clean_env(BLACKWELL_COMPAT_EMULATE="sm_121", BLACKWELL_COMPAT_NVRTC="off")
+    listed = {}
+    for args in (["--json"], []):
+        done = subprocess.run(
+            [sys.executable, "-m", "blackwell_compat", "list", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        listed[bool(args)] = done.stdout
+    (gpu,) = json.loads(listed[True])["gpus"]
+    assert gpu["rung"] == "patches" and "fuser" in gpu["patches"]
+    assert gpu["fuser"].startswith("the fuser rung would turn GPU fusion off at apply()")
+    (row,) = [r for r in json.loads(listed[True])["patches"] if r["name"] == "fuser"]
+    assert row["would_apply"] is True
+    assert (
+        "    fused TorchScript kernels: the fuser rung would turn GPU fusion off" in listed[False]
+    )
+
+
 # -- parity: scripted functions with the rung on equal their eager twins ----------------------
 
 

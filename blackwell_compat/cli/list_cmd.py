@@ -79,6 +79,7 @@ def render_gpus(data: list[dict[str, Any]]) -> str:
         "not-affected": "not affected",
         "nvrtc-remedy": "the NVRTC remedy (nothing patched)",
         "patches": "patches",
+        "fuser": "the fuser rung",
         "unserved": "NOT SERVED",
     }
     lines = []
@@ -90,6 +91,8 @@ def render_gpus(data: list[dict[str, Any]]) -> str:
         lines.append(f"    why: {gpu['why']}")
         if gpu["triton"]:
             lines.append(f"    torch.compile: {gpu['triton']}")
+        if gpu.get("fuser"):
+            lines.append(f"    fused TorchScript kernels: {gpu['fuser']}")
     return "\n".join(lines)
 
 

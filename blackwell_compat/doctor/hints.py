@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ..config import AUTO as AUTO_VARIABLE
 from ..config import arch_to_capability
+from ..remedies.fuser import COST as FUSER_COST
 from ..versions import release as release_of
 
 #: The oldest NVRTC release whose supported-arch list includes the arch.
@@ -116,7 +117,8 @@ def patch_route_fix(alternative: bool = False) -> Fix:
     return Fix(
         f"{lead} blackwell-compat route PyTorch's run-time compiled ops around NVRTC (no "
         "reinstall; run your program through it, or call blackwell_compat.apply() before the "
-        "model runs):",
+        "model runs). What it costs TorchScript: the fuser rung turns GPU fusion off, so "
+        f"{FUSER_COST}:",
         ("python -m blackwell_compat run -- python your_script.py",),
     )
 
@@ -130,13 +132,15 @@ def nvrtc_remedy_fix(available: str | None) -> Fix:
         return Fix(
             f"blackwell-compat found a capable NVRTC: {available}. Run your program through "
             f"it (or set {AUTO_VARIABLE}=1, or call blackwell_compat.apply() before the first "
-            "CUDA use) and torch compiles with it: nothing installed, nothing patched:",
+            "CUDA use) and torch compiles with it, fused TorchScript kernels included: nothing "
+            "installed, nothing patched:",
             (run,),
         )
     return Fix(
-        "Let blackwell-compat give torch a capable NVRTC without changing your environment: "
-        "fetch it into blackwell-compat's cache, then run your program through it (or set "
-        f"{AUTO_VARIABLE}=1, or call blackwell_compat.apply() before the first CUDA use):",
+        "Let blackwell-compat give torch a capable NVRTC without changing your environment "
+        "(it compiles fused TorchScript kernels too): fetch it into blackwell-compat's cache, "
+        f"then run your program through it (or set {AUTO_VARIABLE}=1, or call "
+        "blackwell_compat.apply() before the first CUDA use):",
         ("python -m blackwell_compat fetch nvrtc", run),
     )
 

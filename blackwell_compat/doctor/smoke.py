@@ -47,8 +47,10 @@ _NVRTC_MARK = NVRTC_ARCH_ERROR_MARK
 class Workload:
     """One tiny computation that reaches a Jiterator-compiled kernel on CUDA.
 
-    ``family`` is the op inventory's group (``complex``, ``reduction``, ``real``, ``integer``)
-    or the library a workload exercises end to end (``torchaudio``).
+    ``family`` is the op inventory's group (``complex``, ``reduction``, ``real``, ``integer``),
+    the library a workload exercises end to end (``torchaudio``) or ``fused`` (a TorchScript
+    fused kernel).  ``gpu_only``: it means something on a real GPU only (skipped on the CPU
+    target of emulation).
     """
 
     name: str
@@ -58,6 +60,7 @@ class Workload:
     needs: str | None = None  # a module the workload imports
     rtol: float = 1e-4
     atol: float = 1e-5
+    gpu_only: bool = False
 
 
 def _gen(torch: Any) -> Any:
@@ -107,6 +110,32 @@ def _gcd(torch: Any, device: str) -> Any:
     return torch.gcd(a, b)
 
 
+_GATE = """
+def gate(a, b):
+    t = a + b
+    return torch.tanh(t) * torch.sigmoid(t)
+"""
+
+
+def fused_gate_function(torch: Any) -> Any:
+    """The gate, scripted afresh (a new compilation unit: a scripted function keeps the plan
+    it was optimised with)."""
+    return torch.jit.CompilationUnit(_GATE).gate
+
+
+def _fused_gate(torch: Any, device: str) -> Any:
+    """A scripted WaveNet-style gate called five times: past the profiling runs, torch fuses it
+    (``prim::TensorExprGroup``) and compiles the kernel with NVRTC on a GPU."""
+    gate = fused_gate_function(torch)
+    gen = _gen(torch)
+    a = torch.randn(4, 256, generator=gen).to(device)
+    b = torch.randn(4, 256, generator=gen).to(device)
+    out = gate(a, b)
+    for _ in range(4):
+        out = gate(a, b)
+    return out
+
+
 WORKLOADS: tuple[Workload, ...] = (
     Workload("stft_abs", "complex", "torch.stft(...).abs() (complex64 abs)", _stft_abs),
     Workload(
@@ -130,6 +159,13 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("lgamma", "real", "torch.lgamma (float32)", _lgamma),
     Workload("prod", "reduction", "torch.prod (float32)", _prod),
     Workload("gcd", "integer", "torch.gcd (int64)", _gcd),
+    Workload(
+        "fused_gate",
+        "fused",
+        "TorchScript add, tanh, sigmoid, mul called 5 times (one fused kernel on the GPU)",
+        _fused_gate,
+        gpu_only=True,
+    ),
 )
 
 
@@ -191,6 +227,9 @@ def run_workloads(
     for workload in chosen:
         if workload.needs and not _importable(workload.needs):
             skipped[workload.name] = f"{workload.needs} is not installed"
+            continue
+        if workload.gpu_only and not device.startswith("cuda"):
+            skipped[workload.name] = "runs on a real GPU only"
             continue
         try:
             references[workload.name] = workload.run(torch, "cpu")

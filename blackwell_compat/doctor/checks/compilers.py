@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ...engine import GpuService, evaluate_all
+from ...engine.rungs import services
 from ...loader import same_file
 from ...probing.ptxas import PTXAS_BLACKWELL_ENV, PTXAS_ENV, PtxasProbe, triton_gpu_name
 from ...remedies.nvrtc import AVAILABLE
@@ -38,6 +40,17 @@ def _broken_nvrtc_fix(torch_cuda: str | None) -> Fix:
     version = installed_version(package)
     pinned = f"{package}=={version}" if version else package  # the same version, intact
     return Fix(text, (f"pip install --force-reinstall --no-deps {pinned}",))
+
+
+def _planned_ladder(facts: Facts) -> tuple[GpuService, ...]:
+    """What ``apply()`` would do per GPU of these facts (the remedy's plan, the patches that
+    would apply): which rung would serve fused TorchScript kernels, and why."""
+    assert facts.remedy is not None
+    evaluations = (
+        facts.patches if facts.patches is not None else evaluate_all(platform=facts.platform)
+    )
+    serving = tuple(e.name for e in evaluations if e.would_apply and e.requires_affected)
+    return services(facts.platform, facts.remedy, serving, planned=True, forced=False)
 
 
 def check_nvrtc(facts: Facts) -> CheckResult:
@@ -109,7 +122,9 @@ def check_nvrtc(facts: Facts) -> CheckResult:
             )
         details.append(
             "ops that fail: complex abs/angle/exp/sqrt/log…, complex32 arithmetic, lgamma, "
-            "digamma, erfinv, i0, prod, gcd… (see docs/inventory.md)"
+            "digamma, erfinv, i0, prod, gcd… (see docs/inventory.md), and fused TorchScript "
+            "kernels (elementwise chains of @torch.jit.script functions, compiled after their "
+            "first calls)"
         )
         real_missing = sorted({g.arch for g in affected if not g.emulated}, key=arch_sort_key)
         emulated = [g for g in affected if g.emulated]
@@ -119,6 +134,11 @@ def check_nvrtc(facts: Facts) -> CheckResult:
             details.append(f"remedy ladder: {remedy.describe()}")
             if remedy.status == AVAILABLE:
                 available = f"NVRTC {remedy.version} at {remedy.library} ({remedy.origin})"
+            ladder = _planned_ladder(facts)
+            data["ladder"] = [service.as_dict() for service in ladder]
+            for service in ladder:
+                if service.fuser and service.arch in {g.arch for g in affected}:
+                    details.append(f"fused TorchScript kernels on {service.gpu}: {service.fuser}")
         if real_missing:
             fixes.extend(
                 nvrtc_fixes(
