@@ -23,10 +23,19 @@ Whether the GPU would fuse is read from the live switches at each call
 it would have been fused on the GPU at that call, and a plan optimised earlier keeps what it
 got, as on the GPU.  Where the NVRTC remedy serves the emulated arch nothing raises.
 
-Known gaps (docs/fused-kernels.md): NNC on the CPU fuses float32/float64 and integer chains but
-not float16/bfloat16, which CUDA fuses, so half-precision groups go unseen (never a false
-alarm); the legacy fuser (``torch.jit.fuser("fuser0")``, the legacy executor) is not emulated;
-the error is raised after the CPU ran the call (its in-place effects have happened).
+What this relies on, measured on torch 2.6.0, 2.11.0 and 2.15.0 (CPU wheels, no LLVM), the same
+in all three: ``__call__`` of both pybind classes can be replaced and restored; a scripted
+module's ``forward`` is a ``ScriptMethod``; with the stand-in on, the group appears in
+``last_executed_optimized_graph()`` at the second call (one profiling run), inside a
+``prim::If``/``prim::TypeCheck`` block; its ``Subgraph`` holds the ATen nodes, each with a
+``sourceRange()`` naming the file and line; the defaults are ``_jit_texpr_fuser_enabled()``
+and ``_jit_can_fuse_on_gpu()`` True, ``_jit_can_fuse_on_cpu()`` False,
+``_jit_get_te_must_use_llvm_cpu()`` True; ``torch.jit.fuser("none")`` turns the first two off.
+
+Known gaps (docs/audit.md, docs/concepts.md): NNC on the CPU fuses float32/float64 and
+integer chains but not float16/bfloat16, which CUDA fuses, so half-precision groups go unseen
+(never a false alarm); the legacy fuser (``torch.jit.fuser("fuser0")``, the legacy executor) is
+not emulated; the error is raised after the CPU ran the call (its in-place effects happened).
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from .ops.spec import MODE_EMULATE, MODE_FUSER, MODE_REMEDY, JitCall
 
 __all__ = [
     "FUSED_OP",
+    "MAX_NAME",
     "MODE_FUSER",
     "MODE_REMEDY",
     "FusedGroup",
@@ -79,7 +89,7 @@ class FusedGroup:
 
     kernel: str
     """The kernel's name as NNC builds it: ``fused_`` + the ATen ops, e.g.
-    ``fused_tanh_sigmoid_mul`` (torch shortens names over 40 characters with a hash)."""
+    ``fused_tanh_sigmoid_mul`` (see :func:`kernel_name` for names over 40 characters)."""
     ops: tuple[str, ...]
     dtype: str
     shapes: tuple[tuple[int, ...], ...]
@@ -87,9 +97,19 @@ class FusedGroup:
     """``file:line`` of the fused code inside the scripted function (``""``: unknown)."""
 
 
+#: NNC's longest kernel name; a longer one keeps its first characters and gets ``_`` and a
+#: decimal ``std::hash`` of the whole name (``SubgraphUtils::generateNameForGraph``).
+MAX_NAME = 40
+#: The characters kept before the hash (a 64-bit hash has up to 20 digits).
+_KEPT = MAX_NAME - 20 - 1
+
+
 def kernel_name(ops: tuple[str, ...]) -> str:
-    """``fused_`` followed by the unqualified ATen op names, joined by ``_``."""
-    return "_".join(["fused", *(op.split("::", 1)[1] for op in ops if op.startswith("aten::"))])
+    """``fused_`` followed by the unqualified ATen op names, joined by ``_``, as NNC names the
+    kernel; past :data:`MAX_NAME` characters, the start and ``_<hash>`` (the hash is the C++
+    library's and cannot be reproduced here: the ops are listed in full beside it)."""
+    name = "_".join(["fused", *(op.split("::", 1)[1] for op in ops if op.startswith("aten::"))])
+    return name if len(name) <= MAX_NAME else f"{name[:_KEPT]}_<hash>"
 
 
 def gpu_fuser_on(values: tuple[bool, bool] | None = None) -> bool:
@@ -307,7 +327,16 @@ class _Watch:
         import torch
 
         jit: Any = torch.jit  # last_executed_optimized_graph is not in torch.jit.__all__
-        groups = _groups(jit.last_executed_optimized_graph())
+        try:
+            groups = _groups(jit.last_executed_optimized_graph())
+        except Exception as exc:  # a graph of a shape not met before: say so, never break
+            logger.warning(
+                "blackwell-compat: could not read the fusion groups of %s: %s: %s",
+                _function_name(target),
+                type(exc).__name__,
+                exc,
+            )
+            return result
         if not groups:
             return result
         name = _function_name(target)

@@ -390,3 +390,157 @@ def test_a_spawn_worker_that_cannot_join_is_counted(tmp_path: Path) -> None:
     assert "1 Python process(es) the program started did not join" in uncovered
     assert "multiprocessing" in uncovered
     assert any(s["kind"] == "multiprocessing" for s in data["processes"]["started"])
+
+
+# -- fused kernels and user Jiterator kernels (issue 20) ------------------------------------------
+
+ROBOT = textwrap.dedent(
+    """
+    import os
+    import torch
+
+    if os.environ.get("GPU_FUSER_OFF"):
+        torch._C._jit_override_can_fuse_on_gpu(False)
+
+
+    @torch.jit.script
+    def quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        w1, x1, y1, z1 = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
+        w2, x2, y2, z2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+        w = w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2
+        x = w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2
+        y = w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2
+        z = w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2
+        return torch.stack([w, x, y, z], dim=-1)
+
+
+    @torch.jit.script
+    def normalize(q: torch.Tensor) -> torch.Tensor:
+        return q / q.norm(p=2, dim=-1).clamp(min=1e-9).unsqueeze(-1)
+
+
+    @torch.jit.script
+    def wrap_to_pi(angles: torch.Tensor) -> torch.Tensor:
+        return torch.atan2(torch.sin(angles), torch.cos(angles))
+
+
+    def step(q, dq, yaw):
+        q = normalize(quat_mul(q, dq))  # site: step
+        return q, wrap_to_pi(yaw + 0.1)  # site: wrap
+
+
+    torch.manual_seed(0)
+    q, dq, yaw = torch.randn(32, 4), torch.randn(32, 4), torch.randn(32)
+    for _ in range(4):
+        q, yaw = step(q, dq, yaw)
+    print(f"q={float(q.sum()):.6f} yaw={float(yaw.sum()):.6f}")
+    """
+)
+
+
+def test_fused_kernel_sites_text_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "robot.py"
+    script.write_text(ROBOT)
+    status = main(["audit", "--", str(script)])
+    text = capsys.readouterr().err
+    assert status == 1
+    assert "2 call site(s) would fail" in text
+    assert "robot.py:31 in step" in text and "robot.py:32 in step" in text
+    assert "fused fused_mul_mul_add_m_<hash> in quat_mul [float32] x 3" in text
+    assert "fused fused_sin_cos_atan2 in wrap_to_pi [float32] x 3" in text
+    assert "> q = normalize(quat_mul(q, dq))  # site: step" in text
+    assert "fused ops of fused_clamp_unsqueeze_div: aten::clamp, aten::unsqueeze, aten::div" in text
+    assert "run a fused kernel of a scripted function" in text
+
+    status = main(["audit", "--json", "--", str(script)])
+    data = json.loads(capsys.readouterr().out)
+    assert status == 1 and data["program"]["exit_code"] == 0
+    sites = {s["line"]: s for s in data["sites"]}
+    assert sorted(sites) == [31, 32]
+    uses = {u["entry"]: u for u in sites[31]["ops"]}
+    assert set(uses) == {"quat_mul", "normalize"}
+    norm = uses["normalize"]
+    assert norm["op"] == "prim::TensorExprGroup" and norm["kind"] == "fused"
+    assert norm["kernel"] == "fused_clamp_unsqueeze_div"
+    assert norm["fused_ops"] == ["aten::clamp", "aten::unsqueeze", "aten::div"]
+    assert norm["mode"] == "emulate" and norm["served_by"] == "unserved"
+    assert norm["dtype"] == "float32" and norm["count"] == 3  # the 1st call only profiles
+    assert norm["source"] == f"{script}:22"
+    assert uses["quat_mul"]["kernel"].endswith("_<hash>")  # over 40 characters, as NNC names it
+    assert uses["quat_mul"]["fused_ops"].count("aten::mul") == 16
+    (wrap,) = sites[32]["ops"]
+    assert wrap["entry"] == "wrap_to_pi" and wrap["fused_ops"] == [
+        "aten::sin",
+        "aten::cos",
+        "aten::atan2",
+    ]
+
+
+def test_fix_shows_the_rung_that_serves_fused_sites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "robot.py"
+    script.write_text(ROBOT)
+    monkeypatch.setenv("GPU_FUSER_OFF", "1")
+    try:
+        status = main(["audit", "--fix", "--", str(script)])
+    finally:
+        import torch
+
+        torch._C._jit_override_can_fuse_on_gpu(True)
+    text = capsys.readouterr().err
+    assert status == 0
+    assert "fuser    " in text and "FAIL" not in text
+    assert "2 call site(s) of scripted functions run unfused" in text
+
+    monkeypatch.delenv("GPU_FUSER_OFF")
+    state.nvrtc_served_archs = frozenset({"sm_121"})  # as the NVRTC remedy sets it
+    status = main(["audit", "--json", "--", str(script)])
+    data = json.loads(capsys.readouterr().out)
+    assert status == 0
+    served = {u["served_by"] for s in data["sites"] for u in s["ops"]}
+    assert served == {"remedy"}
+    assert data["summary"]["failing_sites"] == 0
+
+
+def test_user_jiterator_kernel_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "gain.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import torch
+
+            gain = torch.cuda.jiterator._create_jit_fn(
+                "template <typename T> T my_gain(T x, T g) { return x * g; }", g=2.0
+            )
+            print(gain(torch.randn(3, 2)))  # site: gain
+            """
+        )
+    )
+    status = main(["audit", "--json", "--", str(script)])
+    data = json.loads(capsys.readouterr().out)
+    assert status == 1
+    assert "nvrtc: error: invalid value for --gpu-architecture" in data["program"]["error"]
+    (site,) = data["sites"]
+    assert site["line"] == 7 and site["failing"]
+    (use,) = site["ops"]
+    assert use["kind"] == "user" and use["op"] == "torch.cuda.jiterator"
+    assert use["kernel"] == "my_gain" and use["dtype"] == "float32"
+    assert use["shapes"] == [[[3, 2]]]
+    main(["audit", "--", str(script)])
+    text = capsys.readouterr().err
+    assert "jiterator my_gain (user kernel) [float32] x 1" in text
+    assert "only the NVRTC remedy serves those" in text
+
+
+def test_model_names_match_the_emulation() -> None:
+    from blackwell_compat import fused_kernels, user_kernels
+    from blackwell_compat.audit import model
+    from blackwell_compat.ops import spec
+
+    assert model.FUSED_OP == fused_kernels.FUSED_OP
+    assert model.USER_OP == user_kernels.USER_OP
+    modes = {spec.MODE_EMULATE, spec.MODE_GUARD, spec.MODE_FUSER, spec.MODE_REMEDY}
+    assert set(model.RUNGS) == modes

@@ -331,3 +331,23 @@ def test_environment_variable_turns_it_on_in_a_fresh_process(imports: str, tmp_p
     lines = done.stdout.splitlines()
     assert lines[:3] == ["raised at call 2", NVRTC_LINE, "nvrtc compilation failed: "]
     assert lines[3].startswith("fused kernel fused_tanh_sigmoid_mul ")
+
+
+def test_scalar_arguments_of_the_group_are_read_without_failing() -> None:
+    @torch.jit.script
+    def normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+        return x / x.norm(p=2, dim=-1).clamp(min=eps).unsqueeze(-1)
+
+    args = (torch.randn(6, 4), 1e-9)
+    with bc.emulate("sm_121"):
+        index, text = _calls_until_error(normalize, args)
+    assert index == 2
+    assert "fused_clamp_unsqueeze_div (aten::clamp, aten::unsqueeze, aten::div; float32)" in text
+
+
+def test_long_kernel_names_are_shortened_as_nnc_does() -> None:
+    ops = tuple(f"aten::{op}" for op in ("mul", "add", "sub") * 5)
+    name = fused_kernels.kernel_name(ops)
+    assert len(name) <= fused_kernels.MAX_NAME
+    assert name == "fused_mul_add_sub_m_<hash>"  # 19 characters, "_", the hash
+    assert fused_kernels.kernel_name(("aten::tanh",) * 4) == "fused_tanh_tanh_tanh_tanh"

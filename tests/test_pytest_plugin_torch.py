@@ -354,3 +354,70 @@ def test_parity_runs_on_cuda_when_present(pytester: pytest.Pytester) -> None:
     result = run(pytester)
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(["*sloppy_magnitude on cuda:0 (*), patches: *torch*"])
+
+
+# -- fused kernels and user Jiterator kernels (issue 20) ------------------------------------------
+
+FUSED_SUITE = """
+import torch
+
+@torch.jit.script
+def gate(a, b):
+    return torch.tanh(a) * torch.sigmoid(b)
+
+def test_scripted_gate():
+    x = torch.randn(8)
+    for _ in range(3):
+        out = gate(x, x)
+    assert torch.allclose(out, torch.tanh(x) * torch.sigmoid(x))
+
+def test_fuser_off_runs_unfused():
+    torch._C._jit_override_can_fuse_on_gpu(False)
+    try:
+        @torch.jit.script
+        def other(a, b):
+            return torch.tanh(a) * torch.sigmoid(b) + a
+        x = torch.randn(8)
+        for _ in range(3):
+            out = other(x, x)
+        assert torch.equal(out, torch.tanh(x) * torch.sigmoid(x) + x)
+    finally:
+        torch._C._jit_override_can_fuse_on_gpu(True)
+
+def test_user_kernel():
+    fn = torch.cuda.jiterator._create_jit_fn(
+        "template <typename T> T my_gain(T x, T g) { return x * g; }", g=2.0
+    )
+    x = torch.randn(4)
+    if torch.cuda.is_available():
+        x = x.cuda()
+    assert torch.equal(fn(x), x * 2.0)
+"""
+
+
+@pytest.mark.slow
+def test_fused_and_user_kernels_fail_under_emulation_with_a_hint(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_fused=FUSED_SUITE)
+    plain = run(pytester, "-k", "not user_kernel")
+    plain.assert_outcomes(passed=2)
+
+    emulated = run(pytester, "--blackwell-emulate")
+    emulated.assert_outcomes(passed=1, failed=2)
+    emulated.stdout.fnmatch_lines(
+        [
+            "*emulation: sm_121 (every test)*",
+            "*_ test_scripted_gate _*",
+            "E * RuntimeError: nvrtc: error: invalid value for --gpu-architecture (-arch)",
+            "E * nvrtc compilation failed: ",
+            "E * fused kernel fused_tanh_sigmoid_mul (aten::tanh, aten::sigmoid, aten::mul; *",
+            "*- blackwell-compat -*",
+            "*emulated here*scripted function's fused kernel*--blackwell-compat=on*",
+            "*_ test_user_kernel _*",
+            "E * RuntimeError: nvrtc: error: invalid value for --gpu-architecture (-arch)",
+            "*'my_gain'*",
+            "*- blackwell-compat -*",
+            "*emulated here*a Jiterator kernel your code wrote*",
+        ]
+    )

@@ -109,3 +109,28 @@ def test_audit_recorder_gets_the_call_then_it_raises() -> None:
     assert record.entry == "my_axpy" and record.kernel == "my_axpy"
     assert record.shapes == ((2, 3), (2, 3)) and record.dtype == "float32"
     assert record.source.startswith("user code: template <typename T> T my_axpy")
+
+
+def test_the_ladder_says_only_the_nvrtc_remedy_serves_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from blackwell_compat import engine
+    from blackwell_compat.cli.list_cmd import render_gpus
+    from blackwell_compat.engine.reports import GpuService
+
+    monkeypatch.setenv("BLACKWELL_COMPAT_NVRTC", "off")
+    with bc.emulate("sm_121"):
+        report = bc.apply(only=["torch"])
+        (service,) = report.gpus
+    assert service.rung == engine.RUNG_PATCHES
+    assert service.user_kernels.startswith("NOT SERVED: only the NVRTC remedy serves them")
+    data = service.as_dict()
+    assert data["user_kernels"] == service.user_kernels
+    assert (
+        "    user Jiterator kernels (_create_jit_fn): NOT SERVED: only the NVRTC remedy"
+        in render_gpus([data])
+    )
+    remedied = GpuService("GPU 0 GB10 (sm_121)", "sm_121", engine.RUNG_NVRTC_REMEDY, "served")
+    assert remedied.user_kernels == "served by the NVRTC remedy"
+    fine = GpuService("GPU 0 H100 (sm_90)", "sm_90", engine.RUNG_NOT_AFFECTED, "listed")
+    assert fine.user_kernels.startswith("compiled by torch's own NVRTC")

@@ -39,9 +39,24 @@ class Site:
         return f"{short_path(self.file)}:{self.line} in {self.function}"
 
 
+#: :attr:`OpUse.op` of a fused kernel (a scripted function's ``prim::TensorExprGroup``).
+FUSED_OP = "prim::TensorExprGroup"
+#: :attr:`OpUse.op` of a kernel the program wrote (``torch.cuda.jiterator._create_jit_fn``).
+USER_OP = "torch.cuda.jiterator"
+#: :attr:`OpUse.mode` -> what serves the call (``served_by`` in the JSON report).
+RUNGS = {"emulate": "unserved", "guard": "guard", "fuser": "fuser", "remedy": "remedy"}
+#: ``served_by`` -> the STATUS column of the text report.
+STATUS = {"unserved": "FAIL", "guard": "guarded", "fuser": "fuser", "remedy": "remedy"}
+
+
 @dataclass
 class OpUse:
-    """One op/dtype/mode at one site, with how often and on which shapes."""
+    """One op/dtype/mode at one site, with how often and on which shapes.
+
+    Three kinds: an inventory op (``aten::abs.out``), a fused kernel (:data:`FUSED_OP`:
+    ``entry`` is the scripted function, ``kernel`` NNC's name, ``fused_ops`` its ATen ops)
+    and a user Jiterator kernel (:data:`USER_OP`: ``entry`` and ``kernel`` its name).
+    """
 
     op: str
     entry: str
@@ -51,16 +66,29 @@ class OpUse:
     mode: str
     count: int = 0
     shapes: list[list[list[int]]] = field(default_factory=list)
+    fused_ops: list[str] = field(default_factory=list)
 
     @property
     def failing(self) -> bool:
         return self.mode == "emulate"
 
+    @property
+    def kind(self) -> str:
+        """``op``, ``fused`` or ``user``."""
+        return {FUSED_OP: "fused", USER_OP: "user"}.get(self.op, "op")
+
+    @property
+    def served_by(self) -> str:
+        """What serves it: ``unserved``, ``guard`` (the op guard), ``fuser`` (the GPU fuser
+        is off: the fuser rung or the user's switch) or ``remedy`` (the NVRTC remedy)."""
+        return RUNGS.get(self.mode, self.mode)
+
 
 @dataclass
 class SiteReport:
     site: Site
-    uses: dict[tuple[str, str, str], OpUse] = field(default_factory=dict)
+    uses: dict[tuple[str, str, str, str], OpUse] = field(default_factory=dict)
+    """(op, dtype, mode, kernel) -> use: one fused kernel per group of a function."""
     stack: list[str] = field(default_factory=list)
 
     @property
@@ -70,6 +98,15 @@ class SiteReport:
     @property
     def failing(self) -> bool:
         return any(u.failing for u in self.uses.values())
+
+    @property
+    def status(self) -> str:
+        """``FAIL`` if a use fails, else what serves its uses (``guarded``, ``fuser``,
+        ``remedy``, joined by ``+`` when several rungs serve the one site)."""
+        if self.failing:
+            return "FAIL"
+        served = {STATUS.get(u.served_by, u.served_by) for u in self.uses.values()}
+        return "+".join(sorted(served)) or "guarded"
 
 
 @dataclass
@@ -173,6 +210,9 @@ def sites_as_dicts(sites: list[SiteReport]) -> list[dict[str, Any]]:
                     "mode": u.mode,
                     "count": u.count,
                     "shapes": u.shapes,
+                    "kind": u.kind,
+                    "served_by": u.served_by,
+                    "fused_ops": u.fused_ops,
                 }
                 for u in s.uses.values()
             ],

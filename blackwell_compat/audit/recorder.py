@@ -82,7 +82,7 @@ class Recorder:
         site, stack = self._frames.outside(sys._getframe(1))
         if site is None:
             site = Site("<unknown>", 0, "<no Python frame>")
-        key = (call.op, call.dtype, call.mode)
+        key = (call.op, call.dtype, call.mode, call.kernel)
         with self._lock:
             report = self.sites.get(site)
             if report is None:
@@ -97,6 +97,7 @@ class Recorder:
                     kernel=call.kernel,
                     source=call.source,
                     mode=call.mode,
+                    fused_ops=list(getattr(call, "fused_ops", ())),
                 )
             use.count += 1
             shapes = [list(s) for s in call.shapes]
@@ -124,7 +125,7 @@ class Recorder:
                 if report is None:
                     report = self.sites[site] = SiteReport(site=site, stack=list(data["stack"]))
                 for op in data["ops"]:
-                    key = (op["op"], op["dtype"], op["mode"])
+                    key = (op["op"], op["dtype"], op["mode"], op["kernel"])
                     use = report.uses.get(key)
                     if use is None:
                         use = report.uses[key] = OpUse(
@@ -134,6 +135,7 @@ class Recorder:
                             kernel=op["kernel"],
                             source=op["source"],
                             mode=op["mode"],
+                            fused_ops=list(op.get("fused_ops", [])),
                         )
                     use.count += int(op["count"])
                     for shapes in op["shapes"]:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from .model import AuditReport
+from .model import AuditReport, OpUse, short_path
 
 
 def _shape_text(shapes: list[list[list[int]]]) -> str:
     shown = ["x".join(map(str, s[0])) if s and s[0] else "()" for s in shapes[:3]]
     more = " ..." if len(shapes) > 3 else ""
     return ", ".join(f"[{s}]" for s in shown) + more
+
+
+def _use_text(use: OpUse) -> str:
+    """``abs [complex64] x 3``; a fused kernel ``fused <kernel> in <function> [float32] x 3``;
+    a user kernel ``jiterator <name> (user kernel) [float32] x 1``."""
+    if use.kind == "fused":
+        return f"fused {use.kernel} in {use.entry} [{use.dtype}] x {use.count}"
+    if use.kind == "user":
+        return f"jiterator {use.kernel} (user kernel) [{use.dtype}] x {use.count}"
+    return f"{use.entry} [{use.dtype}] x {use.count}"
 
 
 def render(report: AuditReport) -> str:
@@ -44,7 +54,7 @@ def render(report: AuditReport) -> str:
     width = min(max(width, 10), 60)
     lines.append(f"{'STATUS':<8} {'CALL SITE':<{width}} {'CALLS':>6}  OP [DTYPE] x COUNT  SHAPES")
     for site_report in report.sites:
-        status = "FAIL" if site_report.failing else "guarded"
+        status = site_report.status
         uses = list(site_report.uses.values())
         head = site_report.site.describe()
         for index, use in enumerate(uses):
@@ -53,11 +63,15 @@ def render(report: AuditReport) -> str:
                 if index == 0
                 else f"{'':<8} {'':<{width}} {'':>6}"
             )
-            lines.append(
-                f"{prefix}  {use.entry} [{use.dtype}] x {use.count}  {_shape_text(use.shapes)}"
-            )
+            lines.append(f"{prefix}  {_use_text(use)}  {_shape_text(use.shapes)}")
         if site_report.site.code:
             lines.append(f"{'':<8}   > {site_report.site.code}")
+        for use in uses:
+            if use.kind == "fused":
+                where = f" (at {short_path(use.source)})" if use.source else ""
+                lines.append(
+                    f"{'':<8}   fused ops of {use.kernel}: {', '.join(use.fused_ops)}{where}"
+                )
     failing, guarded = report.failing_sites, report.guarded_sites
     lines.append("")
     if failing:
@@ -72,9 +86,38 @@ def render(report: AuditReport) -> str:
         if report.fix:
             hint = "These remain with every patch applied: is the torch patch disabled?"
         lines.append(hint)
-    if guarded:
+    by_rung = [s.status for s in guarded]
+    count = sum("guarded" in r for r in by_rung)
+    if count:
         lines.append(
-            f"{len(guarded)} call site(s) run through the op guard's rewrites (correct, slower "
+            f"{count} call site(s) run through the op guard's rewrites (correct, slower "
             "than a native kernel; a targeted patch or a real-valued rewrite avoids them)."
+        )
+    count = sum("fuser" in r for r in by_rung)
+    if count:
+        lines.append(
+            f"{count} call site(s) of scripted functions run unfused: the GPU fuser is off (the "
+            "fuser rung, or your own switch), so their ops run one by one through precompiled "
+            "kernels (correct, slower than the fused kernel)."
+        )
+    count = sum("remedy" in r for r in by_rung)
+    if count:
+        lines.append(
+            f"{count} call site(s) compile with the NVRTC remedy's library, which knows "
+            f"{report.arch} (as fast as on a supported GPU)."
+        )
+    fused = [s for s in failing if any(u.kind == "fused" for u in s.uses.values())]
+    if fused:
+        lines.append(
+            f"{len(fused)} of them run a fused kernel of a scripted function (the TorchScript "
+            "fuser compiles it with NVRTC): served by the NVRTC remedy or, where it cannot "
+            "serve, by the fuser rung (the GPU fuser off)."
+        )
+    user = [s for s in failing if any(u.kind == "user" for u in s.uses.values())]
+    if user:
+        lines.append(
+            f"{len(user)} of them call a Jiterator kernel the program wrote "
+            "(torch.cuda.jiterator._create_jit_fn): only the NVRTC remedy serves those "
+            "(`python -m blackwell_compat fetch nvrtc`); the program stopped at the first."
         )
     return "\n".join(lines)

@@ -89,6 +89,8 @@ def render_gpus(data: list[dict[str, Any]]) -> str:
             rung = f"{rung}: {', '.join(gpu['patches'])}"
         lines.append(f"* {gpu['gpu']}: {rung}")
         lines.append(f"    why: {gpu['why']}")
+        if "user_kernels" in gpu:
+            lines.append(f"    user Jiterator kernels (_create_jit_fn): {gpu['user_kernels']}")
         if gpu["triton"]:
             lines.append(f"    torch.compile: {gpu['triton']}")
         if gpu.get("fuser"):

@@ -81,7 +81,22 @@ class GpuService:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["patches"] = list(self.patches)
+        data["user_kernels"] = self.user_kernels
         return data
+
+    @property
+    def user_kernels(self) -> str:
+        """What serves the Jiterator kernels a program writes itself
+        (``torch.cuda.jiterator._create_jit_fn``) here: only the NVRTC remedy can, since no
+        rung rewrites user C++ code."""
+        if self.rung == RUNG_NVRTC_REMEDY:
+            return "served by the NVRTC remedy"
+        if self.rung == RUNG_NOT_AFFECTED:
+            return "compiled by torch's own NVRTC (not affected)"
+        return (
+            "NOT SERVED: only the NVRTC remedy serves them (no rung rewrites user C++ code; "
+            "`python -m blackwell_compat fetch nvrtc`)"
+        )
 
     def __str__(self) -> str:
         served = {

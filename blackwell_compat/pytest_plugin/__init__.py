@@ -184,7 +184,7 @@ def pytest_runtest_makereport(
     try:
         from .report import failure_hint
 
-        hint = failure_hint(get_state(item.config))
+        hint = failure_hint(get_state(item.config), str(call.excinfo.value))
     except Exception as exc:  # a hint must never break reporting
         hint = f"(no hint: {type(exc).__name__}: {exc})"
     report.sections.append(("blackwell-compat", hint))

@@ -46,25 +46,62 @@ def affected_gpu_skip_reason() -> str | None:
     )
 
 
-def failure_hint(state: State) -> str:
+#: What the emulated (and the real) errors of the three kinds of run-time compiled kernels say.
+FUSED_MARK = "prim::TensorExprGroup"
+USER_MARK = "torch.cuda.jiterator._create_jit_fn"
+
+
+def _kernel_kind(message: str) -> str:
+    """``fused`` (a scripted function's fused kernel), ``user`` (a Jiterator kernel the code
+    wrote) or ``op`` (an ATen op's Jiterator kernel), from the error's text."""
+    if FUSED_MARK in message or "nvrtc compilation failed" in message:
+        return "fused"
+    if USER_MARK in message:
+        return "user"
+    return "op"
+
+
+def failure_hint(state: State, message: str = "") -> str:
+    """The hint for a failure showing the NVRTC error; *message* is the error's text (it says
+    whether a fused kernel, a user Jiterator kernel or an op's Jiterator kernel failed)."""
     arch = current_arch() or (state.emulation.arch if state.emulation else None)
+    kind = _kernel_kind(message)
     if state.session_applied:
+        if kind == "fused":
+            return (
+                "blackwell-compat's patches were active, yet a scripted function's fused kernel "
+                "(the TorchScript fuser) was compiled with NVRTC: neither the NVRTC remedy nor "
+                "the fuser rung (the GPU fuser off) serves it here. `python -m blackwell_compat "
+                "audit --fix -- <script>` shows which rung serves each fused-kernel site."
+            )
+        if kind == "user":
+            return (
+                "blackwell-compat's patches were active, yet a Jiterator kernel your code wrote "
+                "(torch.cuda.jiterator._create_jit_fn) was compiled with NVRTC: only the NVRTC "
+                "remedy serves those (`python -m blackwell_compat fetch nvrtc`)."
+            )
         return (
             "blackwell-compat's patches were active, yet this call still reached a run-time "
             "compiled (Jiterator) kernel: its op or call site is not covered. "
             "`python -m blackwell_compat audit -- <script>` lists such call sites; please report "
             "the op and dtype."
         )
+    what = {
+        "fused": "a scripted function's fused kernel (the TorchScript fuser), compiled with NVRTC",
+        "user": "a Jiterator kernel your code wrote (only the NVRTC remedy serves it)",
+        "op": "a Jiterator kernel, compiled with NVRTC",
+    }[kind]
     if arch is not None:
         return (
             f"This is the error PyTorch raises on a GPU whose architecture ({arch}, emulated "
-            "here) the installed NVRTC does not know. Check that blackwell-compat fixes it: run "
-            "with --blackwell-compat=on, or mark the test @pytest.mark.blackwell_compat."
+            f"here) the installed NVRTC does not know; it came from {what}. Check that "
+            "blackwell-compat fixes it: run with --blackwell-compat=on, or mark the test "
+            "@pytest.mark.blackwell_compat."
         )
     return (
-        "This GPU's architecture is missing from the NVRTC that PyTorch loaded. "
-        "`python -m blackwell_compat doctor` says what to install; --blackwell-compat=on (or "
-        "blackwell_compat.apply() in your code) works around it."
+        "This GPU's architecture is missing from the NVRTC that PyTorch loaded; the error came "
+        f"from {what}. `python -m blackwell_compat doctor` says what to install; "
+        "--blackwell-compat=on (or blackwell_compat.apply() in your code) works around it."
     )
 
 
