@@ -111,7 +111,7 @@ def test_each_helper_gets_a_fusion_group_on_the_cpu_stand_in(name: str) -> None:
     graph = torch.jit.last_executed_optimized_graph()
     groups = graph.findAllNodes("prim::TensorExprGroup", True)
     # The step inlines every helper: one group per elementwise chain between the ops NNC
-    # cannot fuse (norm, cross, sum, cat, atan2).
+    # does not fuse (norm, cross, sum, stack, the in-place gravity write).
     assert len(groups) == (8 if name == "step" else 1), (name, graph)
 
 
