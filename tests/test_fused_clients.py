@@ -263,3 +263,80 @@ def test_with_the_fuser_rung_every_helper_runs_and_equals_eager(dtype: torch.dty
     assert compared == 48
     bc.revert()
     assert C._jit_can_fuse_on_gpu() is True
+
+
+# -- a capable NVRTC: the remedy serves, fusion stays on ---------------------------------------
+
+REMEDY_CHILD = """
+import json, sys
+import blackwell_compat as bc
+with bc.emulate("sm_121"):
+    report = bc.apply()  # before import torch: the remedy loads the capable NVRTC
+import torch
+sys.path.insert(0, {tests!r})
+from support import robotics
+out = {{"entries": {{e.name: [e.state, e.reason] for e in report.entries}}}}
+with bc.emulate("sm_121"):
+    out["gpu_fusion"] = torch._C._jit_can_fuse_on_gpu()
+    out["texpr"] = torch._C._jit_texpr_fuser_enabled()
+    out["fuser_line"] = [g.fuser for g in bc.ladder()]
+    _, args = robotics.inputs("step", torch.float32)[0]
+    fn = robotics.scripted("step")
+    for _ in range(4):
+        fn(*args)  # would raise if the emulated fused kernel failed to compile
+    # The CPU stand-in of the GPU fuser, which the remedy leaves on: the plan is fused and
+    # its results are the eager ones.
+    torch._C._jit_override_can_fuse_on_cpu(True)
+    torch._C._jit_set_te_must_use_llvm_cpu(False)
+    fused = robotics.scripted("step")
+    for _ in range(4):
+        got = fused(*args)
+    graph = torch.jit.last_executed_optimized_graph()
+    out["groups"] = len(graph.findAllNodes("prim::TensorExprGroup", True))
+    want = robotics.step(*args)
+    out["equal"] = all(torch.equal(g, w) and g.stride() == w.stride() for g, w in zip(got, want))
+print("@@fused-clients@@ " + json.dumps(out, default=str))
+"""
+
+
+@pytest.mark.slow
+def test_with_a_capable_nvrtc_the_remedy_serves_and_fusion_stays_on(
+    nvrtc_libraries: dict[str, str],
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from support.environ import clean_env
+
+    from blackwell_compat.probing.locate import locate_torch
+
+    major = locate_torch().cuda_major
+    capable = {12: "12.9.86", 13: "13.0.88"}
+    if major not in capable:
+        pytest.skip(f"needs a CUDA 12 or 13 build of torch (this one: CUDA {major})")
+    library = nvrtc_libraries[capable[major]]
+    tests = str(Path(__file__).resolve().parent)
+    env = clean_env(
+        BLACKWELL_COMPAT_NVRTC=library,
+        BLACKWELL_COMPAT_CACHE_DIR=os.environ["BLACKWELL_COMPAT_CACHE_DIR"],
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", REMEDY_CHILD.format(tests=tests)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = [x for x in done.stdout.splitlines() if x.startswith("@@fused-clients@@ ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    out = json.loads(lines[-1].split(" ", 1)[1])
+    state_, reason = out["entries"]["fuser"]
+    assert state_ != "applied" and "remedy" in reason, (state_, reason)
+    assert out["gpu_fusion"] is True and out["texpr"] is True
+    (line,) = out["fuser_line"]
+    assert "remedy" in line, line
+    assert out["groups"] == 8 and out["equal"] is True

@@ -177,3 +177,60 @@ def test_fused_cpu_stand_in_is_within_the_stated_tolerance(dtype: torch.dtype) -
         assert g.dtype == w.dtype and g.shape == w.shape
         torch.testing.assert_close(g, w, rtol=0, atol=FUSED_ATOL[dtype])
     print(f"fused stand-in vs eager, {dtype}: max abs diff {worst:.3g}")
+
+
+REMEDY_CHILD = """
+import json, sys
+import blackwell_compat as bc
+with bc.emulate("sm_121"):
+    report = bc.apply()  # before import torch: the remedy loads the capable NVRTC
+import torch
+sys.path.insert(0, {tests!r})
+import test_fused_clients_tts as t
+out = {{"entries": {{e.name: [e.state, e.reason] for e in report.entries}}}}
+with bc.emulate("sm_121"):
+    out["gpu_fusion"] = torch._C._jit_can_fuse_on_gpu()
+    encoder = t._encoder(torch.float32)
+    got = t._run(encoder, t._wavenet().fused_add_tanh_sigmoid_multiply, torch.float32, calls=4)
+    want = t._run(encoder, t._eager_gate(), torch.float32)
+    out["equal"] = all(torch.equal(g, w) for g, w in zip(got, want))
+print("@@fused-clients@@ " + json.dumps(out, default=str))
+"""
+
+
+def test_with_a_capable_nvrtc_the_remedy_serves_and_the_gate_stays_scripted(
+    nvrtc_libraries: dict[str, str],
+) -> None:
+    """The package's own scripted gate, four encoder passes under emulation: nothing raises,
+    GPU fusion stays on, and (the CPU not fusing here) the outputs are the eager ones."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from support.environ import clean_env
+
+    from blackwell_compat.probing.locate import locate_torch
+
+    major = locate_torch().cuda_major
+    capable = {12: "12.9.86", 13: "13.0.88"}
+    assert major in capable, f"tests-tts022 has a CUDA 12 or 13 torch build, not {major}"
+    env = clean_env(
+        BLACKWELL_COMPAT_NVRTC=nvrtc_libraries[capable[major]],
+        BLACKWELL_COMPAT_CACHE_DIR=os.environ["BLACKWELL_COMPAT_CACHE_DIR"],
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", REMEDY_CHILD.format(tests=str(Path(__file__).resolve().parent))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = [x for x in done.stdout.splitlines() if x.startswith("@@fused-clients@@ ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    out = json.loads(lines[-1].split(" ", 1)[1])
+    state_, reason = out["entries"]["fuser"]
+    assert state_ != "applied" and "remedy" in reason, (state_, reason)
+    assert out["gpu_fusion"] is True and out["equal"] is True
