@@ -6,7 +6,9 @@
   documentation site (``mkdocs build --strict``: a warning, a broken link or a missing API
   reference fails the session; the site goes to ``.nox/_site``).
 * ``typecheck``: ``mypy --strict`` on the package, next to torch 2.11 like a developer's setup.
-* ``tests-oldest-torch``: torch 2.6.0 (lowest supported), no torchaudio, ``-m "not targets"``.
+* ``tests-oldest-torch``: torch 2.6.0 (lowest supported) with torchaudio 2.6.0 and no other
+  target library, ``-m "not targets or torchaudio"`` (the ``torchaudio`` marker: a test that needs
+  torchaudio and no other target, e.g. the doctor on the oldest stack).
 * ``tests-newest-torch``: the newest torch on the registry, no torchaudio, ``-m "not targets"``.
 * ``tests-full``: the full target stack of ``requirements/full*.txt`` (torch/torchaudio 2.11 CUDA 13
   builds, kokoro, chatterbox-tts, s3tokenizer, pyannote.audio, openai-whisper); the whole suite,
@@ -139,8 +141,11 @@ KNOWN_IMPORT_WARNINGS = {
 }
 
 
-def _check_targets(session: nox.Session, *, present: bool) -> None:
+def _check_targets(session: nox.Session, *, present: bool, torchaudio: str | None = None) -> None:
     """The target libraries import (full stack) or are all absent (torch-range sessions).
+
+    *torchaudio*: a torch-range session that also holds torchaudio (tests-oldest-torch): that
+    exact version must import, every other target library must be absent.
 
     Warnings raised by the imports come out as one line each (torchcodec's has 70 lines of
     tracebacks); a known one says why it is harmless, an unknown one is shown as a warning.
@@ -168,13 +173,22 @@ def _check_targets(session: nox.Session, *, present: bool) -> None:
             "print('target libraries import fine')"
         )
     else:
+        absent = tuple(n for n in TARGET_MODULES if torchaudio is None or n != "torchaudio")
         code = (
             "import importlib.util, sys\n"
-            f"found = [n for n in {TARGET_MODULES!r}"
+            f"found = [n for n in {absent!r}"
             " if importlib.util.find_spec(n.split('.')[0]) is not None]\n"
             "sys.exit(f'target libraries present in a torch-only session: {found}' if found "
-            "else 0)"
+            "else 0)\n"
         )
+        if torchaudio is not None:
+            code += (
+                "import torchaudio\n"
+                f"want = {torchaudio!r}\n"
+                "got = torchaudio.__version__.split('+')[0]\n"
+                "print('torchaudio', torchaudio.__version__)\n"
+                "sys.exit(0 if got == want else f'torchaudio {got} installed, {want} expected')"
+            )
     _python_check(session, code)
 
 
@@ -326,6 +340,8 @@ def _pytest(
     # pytest's exit status 5 ("no tests ran") is not a success code: a session whose selection
     # ran nothing is broken.
     session.run(*args, *paths, *session.posargs, env={**TEST_ENV, **env})
+    if session._runner.global_config.install_only:
+        return  # `--install-only`: nox skipped pytest, so there is no report to check
     _check_skips(session, junit, strict=strict_skips)
 
 
@@ -365,9 +381,16 @@ def typecheck(session: nox.Session) -> None:
 
 
 def _torch_range_session(
-    session: nox.Session, requirement_file: str, *, check_newest: bool = False
+    session: nox.Session,
+    requirement_file: str,
+    *,
+    check_newest: bool = False,
+    with_torchaudio: bool = False,
 ) -> None:
+    """torch alone (``-m "not targets"``), or with its torchaudio (*with_torchaudio*: the tests
+    marked ``torchaudio`` run too; those marked ``targets`` only still need tests-full)."""
     version = _pinned(requirement_file, "torch")
+    audio = _pinned(requirement_file, "torchaudio") if with_torchaudio else None
     started = time.monotonic()
     session.install("-r", _req(requirement_file), "-r", _req("test.txt"))
     _install_project(session)
@@ -375,14 +398,15 @@ def _torch_range_session(
     if check_newest:
         _warn_if_newer_torch(session, version)
     _check_torch(session, version)
-    _check_targets(session, present=False)
+    _check_targets(session, present=False, torchaudio=audio)
     env = _fetch_nvrtc(session)
-    _pytest(session, marker="not targets", strict_skips=False, env=env)
+    marker = "not targets or torchaudio" if with_torchaudio else "not targets"
+    _pytest(session, marker=marker, strict_skips=False, env=env)
 
 
 @nox.session(name="tests-oldest-torch", python=PYTHON)
 def tests_oldest_torch(session: nox.Session) -> None:
-    _torch_range_session(session, "torch-oldest.txt")
+    _torch_range_session(session, "torch-oldest.txt", with_torchaudio=True)
 
 
 @nox.session(name="tests-newest-torch", python=PYTHON)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Main job: set up .venv (the project + torch 2.11 + torchaudio 2.11) and diagnose this machine.
+# Main job: set up .venv (the project + torch 2.11 + torchaudio 2.11 + numpy) and diagnose this
+# machine.
 # Note: this diagnoses a fresh torch 2.11 in .venv, not the torch of your own environment; for
 # that, run `blackwell-compat doctor` (or `python -m blackwell_compat doctor`) there.
 # Runs the doctor twice: on the real hardware, then with an emulated GB10 (sm_121) to show what
@@ -11,7 +12,10 @@ PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.11.0" "torchaudio==2.11.0" -e .
+# numpy: without it every `import torch` warns "Failed to initialize NumPy" (same pin as
+# requirements/full.txt).
+.venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.11.0" "torchaudio==2.11.0" \
+    "numpy==2.4.6" -e .
 echo "== 1/2: this machine: python -m blackwell_compat doctor =="
 status=0
 .venv/bin/python -m blackwell_compat doctor || status=$?

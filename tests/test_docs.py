@@ -75,3 +75,46 @@ def test_the_doctor_schema_has_one_source():
     assert shipped.is_file()
     assert in_docs.is_symlink()
     assert in_docs.resolve() == shipped.resolve()
+
+
+def reference_objects() -> dict[str, object]:
+    """``{name: object}`` for every ``::: module.Name`` directive of the API reference."""
+    import importlib
+
+    text = (DOCS / "reference.md").read_text(encoding="utf-8")
+    found: dict[str, object] = {}
+    for path in re.findall(r"^::: ([\w.]+)\s*$", text, flags=re.MULTILINE):
+        module, _, name = path.rpartition(".")
+        found[name] = getattr(importlib.import_module(module), name)
+    return found
+
+
+def test_the_api_reference_covers_every_public_name():
+    # Issue 22: ladder() and GpuService were public but missing from the reference.
+    import blackwell_compat as bc
+
+    text = (DOCS / "reference.md").read_text(encoding="utf-8")
+    shown = reference_objects()
+    missing = []
+    for name in bc.__all__:
+        if name == "__version__":  # a string: named in the text, not rendered from a docstring
+            if "`bc.__version__`" not in text:
+                missing.append(name)
+        elif name not in shown or shown[name] is not getattr(bc, name):
+            missing.append(name)
+    assert missing == [], f"public names missing from docs/reference.md: {missing}"
+
+
+def test_the_api_page_and_readme_name_ladder_fetch_and_every_variable():
+    from blackwell_compat.config import ALL_VARIABLES
+
+    api = (DOCS / "api.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "| `bc.ladder(" in api and "| `bc.GpuService` |" in api
+    assert "bc.ladder()" in readme
+    commands = api[api.index("## Command line") :]
+    for command in ("doctor", "list", "audit", "run", "fetch nvrtc|ptxas"):
+        assert f"`{command}" in commands, command
+    table = api[api.index("## Environment variables") : api.index("## Command line")]
+    public = [v for v in ALL_VARIABLES if not v.startswith("_")]
+    assert [v for v in public if f"| `{v}` |" not in table] == []

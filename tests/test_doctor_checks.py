@@ -491,7 +491,9 @@ def test_emulated_gb10_is_affected_with_patches_and_hints(nvrtc_libraries):
     nvrtc_check = report.check("nvrtc")
     assert nvrtc_check.status == FAIL
     assert nvrtc_check.summary.startswith("AFFECTED (emulated): emulated sm_121")
-    assert "this machine's NVRTC is not the cause" in nvrtc_check.summary
+    assert (
+        "this machine's NVRTC 13.0 lists sm_121, so a real one would be fine" in nvrtc_check.summary
+    )
     assert not nvrtc_check.summary.endswith(": emulated")  # the old, puzzling wording
     assert "Emulation only" in (nvrtc_check.hint or "")
     assert "python -m blackwell_compat run -- python your_script.py" in nvrtc_check.commands
@@ -599,14 +601,177 @@ def test_a_capable_nvrtc_the_remedy_found_is_named_first(nvrtc_libraries):
     )
     nvrtc = read_nvrtc(nvrtc_libraries["12.8.93"])
     check = build_report(machine([GB10], nvrtc=nvrtc, remedy=found)).check("nvrtc")
-    assert check.status == FAIL  # torch's own NVRTC still lacks the arch until the remedy runs
-    assert check.commands[0] == "python -m blackwell_compat run -- python your_script.py"
-    assert "fetch nvrtc" not in " ".join(check.commands)
+    # Issue 22: torch's own NVRTC lacks the arch, but the remedy will serve it: a warning whose
+    # one step is to run through the remedy, not a plain failure that says "fetch" again.
+    assert check.status == WARN
+    assert check.summary.endswith(
+        f"the NVRTC remedy will serve it with NVRTC 12.9 at {library} (the project's cache)"
+    )
+    assert check.commands == ("python -m blackwell_compat run -- python your_script.py",)
+    assert "fetch nvrtc" not in (check.hint or "")
     assert f"found a capable NVRTC: NVRTC 12.9 at {library}" in (check.hint or "")
     assert any(
         line.startswith("remedy ladder: the NVRTC remedy would load NVRTC 12.9")
         for line in check.details
     )
+
+
+# -- issue 22: right after every step ----------------------------------------------------------
+
+
+def _old_triton(version: str):
+    """Triton whose bundled ptxas 12.4 rejects sm_121a, with a capable CUDA 13.0 ptxas found
+    on the machine (as on the oldest stack: torch 2.6 brings triton 3.2)."""
+    from blackwell_compat.probing.ptxas import PtxasProbe, TritonFacts, triton_location
+
+    bundled = PtxasProbe(
+        path="/venv/triton/backends/nvidia/bin/ptxas",
+        role="ptxas",
+        source="bundled with triton",
+        version="12.4",
+        accepts={"sm_121a": False},
+        errors={"sm_121a": "ptxas fatal   : Value 'sm_121a' is not defined for option 'gpu-name'"},
+    )
+    toolkit = PtxasProbe(
+        path="/usr/local/cuda-13.0/bin/ptxas",
+        role="ptxas",
+        source="found on this machine",
+        version="13.0",
+        accepts={"sm_121a": True},
+    )
+    return TritonFacts(
+        installed=True,
+        version=version,
+        location=triton_location(),
+        tools=(bundled,),
+        uses={"sm_121": "ptxas"},
+        alternatives=(toolkit,),
+    )
+
+
+REFUSED = (
+    "this triton refuses ptxas {0}: "
+    "Triton only support CUDA 10.0 or higher, but got CUDA version: {0}"
+)
+
+
+def test_a_triton_that_refuses_every_capable_ptxas_is_told_to_upgrade_not_given_a_variable():
+    # Triton 3.2 (torch 2.6's) refuses any ptxas newer than 12.6; sm_121a needs 12.9+.
+    releases = {r: (False, REFUSED.format(r)) for r in ("13.0", "12.9")}
+    facts = machine(
+        [GB10],
+        triton=_old_triton("3.2.0"),
+        ptxas_releases=releases,
+        ptxas_fetch_release="12.9",
+    )
+    check = build_report(facts).check("triton")
+    assert check.status == FAIL
+    assert not any("TRITON_PTXAS" in c or "fetch ptxas" in c for c in check.commands)
+    assert (check.hint or "").startswith("Upgrade Triton: triton 3.2.0 refuses ptxas 12.9")
+    assert any(c.startswith("pip install --upgrade") for c in check.commands)
+    assert f"triton 3.2.0: {REFUSED.format('13.0')}" in check.details
+
+
+def test_a_capable_ptxas_the_triton_accepts_is_still_advised():
+    releases = {"13.0": (True, "ok"), "12.9": (True, "ok")}
+    facts = machine([GB10], triton=_old_triton("3.6.0"), ptxas_releases=releases)
+    check = build_report(facts).check("triton")
+    assert check.commands == ("export TRITON_PTXAS_PATH=/usr/local/cuda-13.0/bin/ptxas",)
+
+
+@pytest.mark.slow
+def test_the_triton_advice_follows_what_the_installed_triton_answers():
+    # The gate asked of the real Triton of this stack: triton 3.2 (torch 2.6) refuses 12.9 and
+    # 13.0, so the advice is an upgrade; triton 3.6 (torch 2.11) takes them, so a variable.
+    from blackwell_compat.probing.ptxas import triton_location
+    from blackwell_compat.remedies.ptxas import triton_accepts_release
+    from blackwell_compat.versions import installed_version
+
+    location = triton_location()
+    assert location is not None, "every torch session installs torch's triton"
+    releases = {r: triton_accepts_release(location, r) for r in ("13.0", "12.9")}
+    version = installed_version("triton") or "?"
+    facts = machine(
+        [GB10],
+        triton=_old_triton(version),
+        ptxas_releases=releases,
+        ptxas_fetch_release="12.9",
+    )
+    check = build_report(facts).check("triton")
+    if version.startswith("3.2."):
+        assert releases["12.9"][0] is False and releases["13.0"][0] is False, releases
+        assert (check.hint or "").startswith(f"Upgrade Triton: triton {version}")
+        assert not any("TRITON_PTXAS" in c for c in check.commands)
+    else:
+        assert releases["13.0"] == (True, "ok"), releases
+        assert "export TRITON_PTXAS_PATH=/usr/local/cuda-13.0/bin/ptxas" in check.commands
+
+
+def _torch26(gpus):
+    return torch_cu128(gpus, version="2.6.0+cu124", cuda="12.4", arch_list=CU124_ARCHS)
+
+
+def test_a_torch_without_kernels_for_the_gpu_is_the_first_failure_and_first_fix(
+    nvrtc_libraries,
+):
+    # A real GB10 with torch 2.6+cu124: no sm_12x kernels, every op fails whatever NVRTC.
+    nvrtc = read_nvrtc(nvrtc_libraries["12.6.77"])
+    report = build_report(machine([GB10], nvrtc=nvrtc, torch=_torch26([GB10])))
+    failed = [c.id for c in report.checks if c.status == FAIL]
+    assert failed[0] == "torch", failed
+    hinted = [c.id for c in report.checks if c.hint and c.status in (FAIL, WARN)]
+    assert hinted[0] == "torch"
+    assert "torch>=2.9" in report.check("torch").commands[0]
+    nvrtc_check = report.check("nvrtc")
+    assert (nvrtc_check.hint or "").startswith("First fix PyTorch (above)")
+    # No NVRTC reinstall is offered for a torch that cannot run on the GPU at all.
+    assert not any("nvidia-cuda-nvrtc" in c for c in nvrtc_check.commands)
+
+
+def test_the_same_torch_under_emulation_fails_the_same_way():
+    report = build_report(
+        machine(
+            [],
+            torch=_torch26([]),
+            emulated_arch="sm_121",
+            env={"BLACKWELL_COMPAT_EMULATE": "sm_121"},
+        )
+    )
+    torch_check = report.check("torch")
+    assert torch_check.status == FAIL
+    assert torch_check.data["emulated_only"] is True
+    assert any("every CUDA op fails on a real sm_121 GPU" in d for d in torch_check.details)
+
+
+def test_after_fetch_nvrtc_the_cached_library_serves_and_patches_wait(nvrtc_libraries):
+    from blackwell_compat.remedies.nvrtc import AVAILABLE, RemedyState
+
+    library = nvrtc_libraries["12.9.86"]
+    cached = RemedyState(
+        status=AVAILABLE,
+        reason="found",
+        needed=("sm_121",),
+        library=library,
+        version="12.9",
+        archs=frozenset({"sm_120", "sm_121"}),
+        origin="the project's cache (/cache/compilers/nvrtc/cu12/12.9.86)",
+    )
+    report = build_report(
+        machine(
+            [],
+            nvrtc=read_nvrtc(nvrtc_libraries["12.6.77"]),
+            torch=_torch26([]),
+            emulated_arch="sm_121",
+            env={"BLACKWELL_COMPAT_EMULATE": "sm_121"},
+            remedy=cached,
+        )
+    )
+    nvrtc_check = report.check("nvrtc")
+    assert nvrtc_check.status == WARN
+    assert "the NVRTC remedy will serve it with NVRTC 12.9 at" in nvrtc_check.summary
+    assert nvrtc_check.commands == ("python -m blackwell_compat run -- python your_script.py",)
+    assert "BLACKWELL_COMPAT_AUTO=1" in (nvrtc_check.hint or "")
+    assert "blackwell_compat.apply()" in (nvrtc_check.hint or "")
 
 
 # -- fused TorchScript kernels (issue 20): named among what fails, the fuser rung per GPU -------

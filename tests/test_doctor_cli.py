@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 
 from blackwell_compat.doctor.checks import CHECKS
 from blackwell_compat.doctor.render import load_schema
+from blackwell_compat.probing.locate import locate_torch
 
 pytestmark = pytest.mark.slow
 
@@ -155,3 +157,110 @@ def test_schema_option_prints_the_documented_schema():
     done = doctor("--schema")
     assert done.returncode == 0
     assert json.loads(done.stdout) == load_schema()
+
+
+# -- issue 22: no two lines contradict each other, before and after `fetch nvrtc` -------------
+
+MAJOR = locate_torch().cuda_major
+CAPABLE = {12: "12.9.86", 13: "13.0.88"}  # a real NVRTC of torch's CUDA major that lists sm_121
+
+#: Pairs of statements that must never appear in the same report (issue 22 found the first).
+CONTRADICTIONS = (
+    ("this machine's NVRTC is not the cause", "does not list sm_121 either"),
+    ("so a real one would be fine", "does not list sm_121 either"),
+    ("the NVRTC remedy will serve it", "$ python -m blackwell_compat fetch nvrtc"),
+    ("the NVRTC remedy will serve it", "[FAIL] NVRTC"),
+    ("the NVRTC remedy will serve it", "NVRTC remedy unavailable"),
+    ("would not apply (the NVRTC remedy would load", "[FAIL] NVRTC"),
+    ("refuses ptxas", "TRITON_PTXAS_PATH="),
+    ("refuses ptxas", "TRITON_PTXAS_BLACKWELL_PATH="),
+    ("refuses ptxas", "$ python -m blackwell_compat fetch ptxas"),
+    ("native library loads", "[FAIL] torchaudio"),
+    ("does not load with torch", "[PASS] torchaudio"),
+)
+
+
+def flat(text: str) -> str:
+    """The report as one line: wrapped lines and continued commands joined."""
+    return re.sub(r"\s+", " ", re.sub(r" \\\n\s*", " ", text))
+
+
+def contradictions(text: str) -> list[tuple[str, str]]:
+    joined = flat(text)
+    return [(a, b) for a, b in CONTRADICTIONS if a in joined and b in joined]
+
+
+def first_fail(text: str) -> str | None:
+    marks = [line for line in text.splitlines() if line.startswith("[FAIL] ")]
+    return marks[0][len("[FAIL] ") :].split(":", 1)[0] if marks else None
+
+
+@pytest.fixture
+def fetched(nvrtc_libraries, tmp_path) -> tuple[str, str]:
+    """A cache holding the real NVRTC `fetch nvrtc` would leave for this torch: (cache, lib)."""
+    from support.nvrtc_cache import fill_cache
+
+    if MAJOR not in CAPABLE:
+        pytest.fail(f"torch's CUDA major {MAJOR} has no capable NVRTC among the test wheels")
+    version = CAPABLE[MAJOR]
+    root = tmp_path / "fetched"
+    library = fill_cache(root, nvrtc_libraries[version], version, MAJOR)
+    return str(root), library
+
+
+def test_emulated_sm_121_before_fetch_nvrtc_is_consistent(tmp_path):
+    empty = tmp_path / "empty-cache"
+    done = doctor(BLACKWELL_COMPAT_EMULATE="sm_121", BLACKWELL_COMPAT_CACHE_DIR=str(empty))
+    text = done.stdout
+    assert done.returncode == 1, text + done.stderr
+    assert contradictions(text) == [], text
+    joined = flat(text)
+    if "its kernels do not cover sm_121" in joined:  # torch 2.6+cu124: no sm_12x kernels
+        assert first_fail(text) == "PyTorch", text
+    if "NVRTC remedy unavailable" in joined:  # no toolkit on this machine offers one
+        assert "$ python -m blackwell_compat fetch nvrtc" in joined, text
+        assert "[FAIL] NVRTC" in joined
+    assert "Traceback" not in done.stderr
+
+
+def test_emulated_sm_121_after_fetch_nvrtc_names_the_cached_library_and_run(fetched):
+    cache_dir, library = fetched
+    done = doctor(BLACKWELL_COMPAT_EMULATE="sm_121", BLACKWELL_COMPAT_CACHE_DIR=cache_dir)
+    text = done.stdout
+    assert contradictions(text) == [], text
+    joined = flat(text)
+    short = CAPABLE[MAJOR].rsplit(".", 1)[0]  # type: ignore[index]
+    assert f"the NVRTC remedy will serve it with NVRTC {short} at {library}" in joined, text
+    assert "[WARN] NVRTC (run-time compiled kernels)" in joined
+    hints = joined.split("How to fix:", 1)[1]
+    assert "$ python -m blackwell_compat run -- python your_script.py" in hints
+    assert "fetch nvrtc" not in hints
+    # apply() asks the remedy first: with the cached library, the op guard would not apply
+    # (patches that fix something else than NVRTC, e.g. coqui_tts_fork's checkpoint loading,
+    # still would).
+    assert re.search(
+        r"torch: torch [\d.]+ \(supports >=2\.6\): would not apply \(the NVRTC remedy would "
+        r"load NVRTC",
+        joined,
+    ), text
+    # The exit status is the torch build's (no sm_12x kernels in torch 2.6+cu124), not NVRTC's.
+    no_kernels = "its kernels do not cover sm_121" in joined
+    assert done.returncode == (1 if no_kernels else 0), text
+    if no_kernels:
+        assert first_fail(text) == "PyTorch"
+
+
+def test_smoke_after_fetch_nvrtc_runs_the_remedy_it_recommends(fetched):
+    cache_dir, _ = fetched
+    done = doctor(
+        "--json", "--smoke", BLACKWELL_COMPAT_EMULATE="sm_121", BLACKWELL_COMPAT_CACHE_DIR=cache_dir
+    )
+    smoke = checks(parsed(done))["smoke"]
+    assert smoke["status"] == "pass", smoke
+    assert "failure reproduced, the NVRTC remedy serves it" in smoke["summary"]
+    runs = {r["mode"]: r for r in smoke["data"]["runs"]}
+    assert sorted(runs) == ["remedy", "unpatched"]
+    assert runs["remedy"]["rungs"] == ["nvrtc-remedy"]
+    assert runs["remedy"]["results"] and all(
+        r["status"] == "pass" for r in runs["remedy"]["results"] if r["status"] != "skip"
+    )

@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+import pytest
+
 from blackwell_compat.doctor.facts import probe_stack, stack_facts_from
 from blackwell_compat.doctor.process import (
     MARKER,
@@ -203,3 +205,22 @@ def test_doctor_tests_native_libraries_afresh_with_its_timeout(monkeypatch):
     platform, error = facts._probe_platform(7.0)
     assert seen == [7.0] and error is None
     assert platform.affected is False
+
+
+@pytest.mark.targets
+@pytest.mark.torchaudio
+def test_the_installed_torchaudio_loads_and_names_its_cuda_build():
+    # Issue 22: torchaudio 2.6 has no torch.ops._torchaudio.cuda_version; the doctor read it
+    # there, reported "does not load" for a healthy install and advised reinstalling it.  It
+    # runs where each torchaudio is installed: 2.6 (tests-oldest-torch) and 2.11 (tests-full).
+    torch_facts, audio, child = probe_stack(timeout=300)
+    assert child.ok, child
+    installed = importlib.metadata.version("torchaudio")
+    assert audio.installed and audio.tried
+    assert (audio.version or "").split("+")[0] == installed.split("+")[0]
+    assert audio.error is None and audio.cuda_version_error is None, audio
+    assert audio.native_loaded is True
+    # The pinned torchaudio is the CUDA build made for the pinned torch (cu124 / cu130).
+    assert torch_facts.cuda is not None
+    assert audio.cuda_version == torch_facts.cuda
+    assert audio.cpu_only is False

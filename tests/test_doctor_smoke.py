@@ -159,7 +159,7 @@ def test_the_fused_gate_runs_on_real_gpus_only():
     assert entry["status"] == SKIP and entry["error"] == "runs on a real GPU only"
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_the_fused_gate_is_fusible_and_equals_the_eager_gate():
     """What it compiles on a GPU, seen on the CPU with CPU fusion on as the stand-in; op by op
     (CPU fusion off, torch's default) it equals the eager gate bit for bit."""

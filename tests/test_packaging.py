@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,7 @@ SDIST_SOURCES = (
     "pyproject.toml",
     "setup.py",
     "README.md",
+    "README-pypi.md",
     "LICENSE",
     "MANIFEST.in",
     "CHANGELOG.md",
@@ -174,6 +176,62 @@ def test_wheel_metadata(built):
     assert "chatterbox" not in extras  # chatterbox-tts pins torch==2.6.0: --no-deps only
     assert metadata["Description-Content-Type"] == "text/markdown"
     assert "pip install blackwell-compat" in (metadata.get_payload() or "")
+
+
+#: What only works for someone holding this repository: not for the package index's page.
+REPOSITORY_ONLY = (
+    "pip install .",
+    "pip install -e",
+    "python -m build",
+    "dist/",
+    "scripts/",
+    "requirements/",
+    "nox",
+    "docs/",
+    "examples/",
+    "tests/",
+    "mkdocs",
+    "CHANGELOG.md",
+)
+
+
+def long_description_problems(text: str) -> list[str]:
+    """Relative links, images and repository-only commands in a long description."""
+    problems = [
+        f"relative link {target!r}"
+        for target in re.findall(r"\]\(([^)\s]+)", text)
+        if not target.startswith(("https://", "http://", "#"))
+    ]
+    problems += [f"repository-only text {word!r}" for word in REPOSITORY_ONLY if word in text]
+    return problems
+
+
+def test_the_long_description_has_nothing_that_needs_the_repository():
+    # Issue 22: the README carries `bash scripts/...`, `pip install .` and links into docs/;
+    # the index page shows its own text (fast: it reads the file pyproject.toml names).
+    readme = pyproject()["project"]["readme"]  # type: ignore[index]
+    assert readme == {"file": "README-pypi.md", "content-type": "text/markdown"}
+    text = (ROOT / "README-pypi.md").read_text(encoding="utf-8")
+    assert long_description_problems(text) == []
+    assert "pip install blackwell-compat" in text
+    # The checker finds what the repository's README has (it is not a test that cannot fail).
+    repository = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = long_description_problems(repository)
+    assert any(p.startswith("relative link") for p in found), found
+    assert "repository-only text 'pip install .'" in found, found
+    # The wheel the README tells a reader to install is the one `python -m build` writes.
+    assert f"pip install dist/blackwell_compat-{source_version()}-py3-none-any.whl" in repository
+
+
+@pytest.mark.slow
+@pytest.mark.packaging
+def test_the_wheel_carries_that_long_description(built):
+    members = wheel_members(built["wheel"])
+    info = f"blackwell_compat-{source_version()}.dist-info"
+    metadata = Parser().parsestr(members[f"{info}/METADATA"].decode("utf-8"))
+    payload = (metadata.get_payload() or "").strip()
+    assert payload == (ROOT / "README-pypi.md").read_text(encoding="utf-8").strip()
+    assert long_description_problems(payload) == []
 
 
 @pytest.mark.slow

@@ -16,9 +16,7 @@ from blackwell_compat import engine, state
 from blackwell_compat.engine.gates import version_gate
 from blackwell_compat.patches.fuser import FuserPatch
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
 SWITCH = "torch._C._jit_override_can_fuse_on_gpu(False)"
 
@@ -101,6 +99,8 @@ def test_planned_ladder_says_what_apply_would_do() -> None:
 def test_the_users_setting_is_respected_and_named() -> None:
     torch._C._jit_override_can_fuse_on_gpu(False)
     with bc.emulate("sm_121"):
+        (planned,) = engine.ladder(planned=True)
+        assert planned.fuser.startswith("GPU fusion already off by the user")
         report = bc.apply(only="fuser")
         (service,) = report.gpus
         assert "already off by the user" in service.fuser
@@ -161,7 +161,7 @@ def test_too_late_for_a_plan_already_optimised() -> None:
     assert any("too late" in n for n in _fuser_status().notes)
 
 
-def test_cuda_torch_not_imported_waits(tmp_path: object) -> None:
+def test_applied_before_torch_is_imported_it_waits_for_it() -> None:
     """A fresh process: apply() before `import torch` waits, then turns GPU fusion off."""
     import subprocess
     import sys

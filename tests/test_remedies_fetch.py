@@ -618,3 +618,24 @@ def test_what_held_in_a_crafted_wheel_stays_refused(cache_root, tmp_path, case):
     assert compilers_listing(cache_root) == []
     with open("/proc/self/maps", encoding="utf-8") as handle:
         assert str(cache_root) not in handle.read()  # nothing of it mapped in this process
+
+
+def test_a_ptxas_the_installed_triton_refuses_is_flagged_as_no_help(cache_root, tmp_path):
+    # Issue 22: Triton 3.2 (torch 2.6's) refuses any ptxas newer than 12.6, so a cached 12.9
+    # can never serve it; fetch says so instead of implying it helps.  Triton 3.6 takes it.
+    from blackwell_compat.versions import installed_version
+
+    tool = Path(make_tool(tmp_path / "tool" / "ptxas", "12.9", rejects=()))
+    wheel = make_wheel(
+        tmp_path / PTXAS_WHEEL_NAME, {"nvidia/cuda_nvcc/bin/ptxas": tool.read_bytes()}
+    )
+    result = fetch("ptxas", cuda_major=12, wheel=wheel, archs=["sm_121"], trust_sha256=sha(wheel))
+    triton = installed_version("triton") or ""
+    assert triton, "every torch session installs torch's triton"
+    if triton.startswith("3.2."):
+        assert result.unusable is not None
+        assert "this triton refuses ptxas 12.9: Triton only support CUDA" in result.unusable
+        assert f"WARNING: {result.unusable}" in result.notes
+    else:
+        assert result.unusable is None, result.unusable
+    assert result.as_dict()["unusable"] == result.unusable

@@ -14,9 +14,7 @@ import torch
 from blackwell_compat import state
 from blackwell_compat.remedies import fuser
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
 
 @pytest.fixture(autouse=True)
@@ -152,5 +150,26 @@ def test_state_round_trips_as_a_dict() -> None:
         "reason": data["reason"],
         "before": True,
         "late": [],
+        "cuda_initialised": False,  # no GPU here
     }
     assert data["reason"].startswith("GPU fusion off (torch._C._jit_override_can_fuse_on_gpu")
+
+
+def test_cuda_initialised_before_the_rung_is_said() -> None:
+    state_ = fuser.FuserState(fuser.APPLIED, "GPU fusion off", before=True, cuda_initialised=True)
+    assert state_.describe().endswith(
+        "CUDA was initialised before it: a scripted function optimised on the GPU before "
+        "apply() keeps its fusion (none seen in the last plan run here)"
+    )
+    late = fuser.FuserState(
+        fuser.APPLIED, "GPU fusion off", late=("prim::TensorExprGroup (aten::mul) on cuda",)
+    )
+    assert "CUDA was initialised" not in late.describe()
+
+
+def test_a_cpu_only_torch_is_not_blamed_on_the_user() -> None:
+    cpu_only = types.SimpleNamespace(version=types.SimpleNamespace(cuda=None, hip=None))
+    assert fuser.off_why(cpu_only).endswith(  # type: ignore[arg-type]
+        "this torch is a CPU-only build, it has no GPU fuser"
+    )
+    assert fuser.off_why(torch).startswith("GPU fusion already off by the user")  # a CUDA build

@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         print("  (checked again just now; give --force to fetch it again)")
         for note in result.notes:
             print(f"  {note}")
+        if result.unusable:
+            print(_UNUSABLE)
         return EXIT_OK
     print(f"fetched {result.kind} {result.version} for CUDA {result.cuda_major}")
     print(f"  package: {result.package}=={result.version}")
@@ -110,5 +112,14 @@ def run(args: argparse.Namespace) -> int:
     for line in result.checked:
         print(f"  verified: {line}")
     print("  archs:   " + ", ".join(result.archs))
-    print("Nothing was installed into this environment; the remedy uses the cached copy.")
+    if result.unusable:
+        print(_UNUSABLE)
+    else:
+        print("Nothing was installed into this environment; the remedy uses the cached copy.")
     return EXIT_OK
+
+
+_UNUSABLE = (
+    "Nothing was installed into this environment; the installed Triton refuses this copy, so "
+    "the remedy will not use it (see the warning above)."
+)

@@ -28,8 +28,10 @@ from ..probing import (
 )
 from ..probing.ptxas import TritonFacts, probe_triton
 from ..remedies import nvrtc as nvrtc_remedy
+from ..remedies.fetch import FetchError, package_for
 from ..remedies.nvrtc import RemedyState
-from .hints import BLACKWELL_ARCHS
+from ..remedies.ptxas import triton_accepts_release
+from .hints import BLACKWELL_ARCHS, cuda_major
 from .process import ChildResult, Timeouts, child_env, module_argv, run_child
 from .smoke import SmokeReport, run_smoke, targets_for
 from .stack import TorchaudioFacts, TorchDevice, TorchFacts
@@ -67,6 +69,12 @@ class Facts:
     remedy: RemedyState | None = None
     """What the NVRTC remedy would do here (:func:`blackwell_compat.remedies.nvrtc.plan`);
     ``None``: not asked (no affected GPU, or facts built by hand)."""
+    ptxas_releases: Mapping[str, tuple[bool, str]] = field(default_factory=dict)
+    """``{"12.9": (False, "this triton refuses ptxas 12.9: ...")}``: whether the installed
+    Triton accepts a ptxas of each release (the ptxas remedy's gate), asked only when Triton's
+    own ptxas rejects a GPU here; empty: not asked."""
+    ptxas_fetch_release: str | None = None
+    """The ptxas release ``fetch ptxas`` would put in the cache for this torch (``12.9``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -180,6 +188,7 @@ def gather(
         torch_facts = TorchFacts(installed=False, error=stack.get("error"))
         audio_facts = TorchaudioFacts(installed=False)
 
+    releases, fetch_release = _ptxas_gate(triton, torch_facts, limits.tool)
     remedy = None
     if platform.affected:
         # Which NVRTC the remedy would load (candidates tested in child processes): the
@@ -188,7 +197,12 @@ def gather(
     smoke_report = None
     if smoke:
         targets = targets_for(platform, torch_facts)
-        smoke_report = run_smoke(targets, torch_facts, timeout=limits.smoke, env=environ)
+        # The rung the doctor recommends is the one the smoke test runs: the NVRTC remedy when
+        # it found a capable library (the NVRTC check's step), else the patches.
+        recommends_remedy = remedy is not None and remedy.status == nvrtc_remedy.AVAILABLE
+        smoke_report = run_smoke(
+            targets, torch_facts, timeout=limits.smoke, env=environ, remedy=recommends_remedy
+        )
     return Facts(
         platform=platform,
         torch=torch_facts,
@@ -199,7 +213,34 @@ def gather(
         smoke=smoke_report,
         probe_error=probe_error,
         remedy=remedy,
+        ptxas_releases=releases,
+        ptxas_fetch_release=fetch_release,
     )
+
+
+def _ptxas_gate(
+    triton: TritonFacts, torch_facts: TorchFacts, timeout: float
+) -> tuple[dict[str, tuple[bool, str]], str | None]:
+    """Ask the installed Triton (in child processes) whether it accepts the ptxas releases the
+    Triton check could advise: the capable alternatives found here and the one ``fetch ptxas``
+    would cache.  Only when Triton's own ptxas rejects a GPU (else nothing is advised)."""
+    major = cuda_major(torch_facts.cuda)
+    fetch_release = None
+    if major is not None:
+        try:
+            version = package_for("ptxas", major)[1]
+        except FetchError:  # a CUDA major fetch knows no ptxas for
+            version = ""
+        fetch_release = ".".join(version.split(".")[:2]) or None
+    rejected = any(not all(t.accepts.values()) or t.error for t in triton.tools)
+    if not triton.installed or triton.location is None or not rejected:
+        return {}, fetch_release
+    releases = [a.version for a in triton.alternatives if a.version and not a.error]
+    answers: dict[str, tuple[bool, str]] = {}
+    for release in dict.fromkeys([*releases, fetch_release]):
+        if release:
+            answers[release] = triton_accepts_release(triton.location, release, timeout)
+    return answers, fetch_release
 
 
 def _probe_platform(timeout: float | None = None) -> tuple[Platform, str | None]:

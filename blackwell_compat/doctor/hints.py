@@ -231,6 +231,26 @@ def torchaudio_fix(torch_version: str | None, torch_cuda: str | None) -> Fix:
     )
 
 
+def triton_upgrade_fix(
+    triton_version: str | None,
+    torch_version: str | None,
+    with_torchaudio: bool,
+    needed_release: str,
+) -> Fix:
+    """Triton itself is too old: it refuses every ptxas that knows the GPU (Triton 3.2 takes
+    ptxas up to 12.6; Blackwell's ``sm_XYa`` names need 12.9 or newer), so no variable and no
+    ``fetch ptxas`` helps.  Triton comes with torch, so the way out is a newer torch."""
+    commands = torch_cuda13_fix(torch_version, with_torchaudio).commands
+    return Fix(
+        f"Upgrade Triton: triton {triton_version or '?'} refuses ptxas {needed_release}, the "
+        "first release that knows this GPU, so neither TRITON_PTXAS_PATH nor `fetch ptxas` "
+        "can help torch.compile here (eager mode is not affected). Triton comes with torch, "
+        "which pins the Triton it was built with: upgrade torch; its CUDA 13.0 builds bring a "
+        "Triton that accepts a CUDA 13 ptxas:",
+        commands,
+    )
+
+
 def ptxas_wheel_path() -> str:
     """Where ``pip install nvidia-cuda-nvcc-cu12`` puts ``ptxas`` for this interpreter."""
     purelib = sysconfig.get_paths().get("purelib") or "site-packages"

@@ -87,22 +87,27 @@ def render_text(report: Report, width: int = WIDTH) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _emulation_note(report: Report, failed: int) -> str:
-    """Under emulation, say once that the NVRTC failure is the emulated GPU's, not this one's.
+_SHORT_NAMES = {"torch": "PyTorch", "nvrtc": "NVRTC"}
 
-    Only when no real GPU is affected: then the emulation alone makes the NVRTC check fail, and
-    a reader of ``Result: 1 failed`` must not take it for a problem of this machine.
+
+def _emulation_note(report: Report, failed: int) -> str:
+    """Under emulation, say once which failures are the emulated GPU's, not this machine's.
+
+    The checks mark a failure that only the emulated GPU causes (``data["emulated_only"]``:
+    the NVRTC check, and the PyTorch check when torch has no kernels for the emulated arch); a
+    reader of ``Result: 2 failed`` must not take them for problems of this machine.
     """
     arch = report.platform.get("emulated_arch")
-    gpus = report.platform.get("gpus") or ()
-    real_affected = any(g.get("affected") and not g.get("emulated") for g in gpus)
-    nvrtc = next((c for c in report.checks if c.id == "nvrtc"), None)
-    if not arch or real_affected or nvrtc is None or nvrtc.status != FAIL:
+    mine = [c for c in report.checks if c.status == FAIL and c.data.get("emulated_only")]
+    if not arch or not mine:
         return ""
-    others = failed - 1
+    names = " and ".join(_SHORT_NAMES.get(c.id, c.title) for c in mine)
+    which = "failure is" if len(mine) == 1 else "failures are"
+    they = "it shows" if len(mine) == 1 else "they show"
+    others = failed - len(mine)
     return (
-        f"The NVRTC failure is the emulated {arch}'s (BLACKWELL_COMPAT_EMULATE): it shows what "
-        f"an affected {arch} GPU reports, not a problem of this machine"
+        f"The {names} {which} the emulated {arch}'s (BLACKWELL_COMPAT_EMULATE): {they} what "
+        f"a real {arch} GPU meets with this stack, not a problem of this machine"
         + (f"; the other {others} failure(s) are this machine's" if others else "")
         + "."
     )

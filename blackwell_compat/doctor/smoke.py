@@ -7,9 +7,13 @@ error of a failing workload is reported exactly (for the NVRTC failure, its log 
 
 Modes: ``unpatched`` runs the stack as it is; ``patched`` runs it after
 ``blackwell_compat.apply(force=True)``, which makes the patches treat the device as affected
-even where it is not, so the rewrites are exercised on any GPU.  Without a GPU, a target
-``cpu`` under emulation (``BLACKWELL_COMPAT_EMULATE``) runs the same workloads on CPU tensors
-that fail as they would on the emulated GPU: that proves the machinery on this machine.
+even where it is not, so the rewrites are exercised on any GPU; ``remedy`` runs it after a plain
+``blackwell_compat.apply()`` called before ``import torch`` (what ``run`` and
+``BLACKWELL_COMPAT_AUTO=1`` do), and records which rung served: the doctor runs it instead of
+``patched`` when it recommends the NVRTC remedy, so the smoke test proves the step it advises.
+Without a GPU, a target ``cpu`` under emulation (``BLACKWELL_COMPAT_EMULATE``) runs the same
+workloads on CPU tensors that fail as they would on the emulated GPU: that proves the machinery
+on this machine.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ PASS = "pass"
 FAIL = "fail"
 SKIP = "skip"
 MODES = ("unpatched", "patched")
+REMEDY_MODES = ("unpatched", "remedy")
 _CHILD = "blackwell_compat.doctor.smoke"
 _NVRTC_MARK = NVRTC_ARCH_ERROR_MARK
 
@@ -216,10 +221,19 @@ def run_workloads(
 
     warnings.simplefilter("ignore")
     record: dict[str, Any] = {"section": "smoke", "device": device, "mode": mode}
+    from ..engine import apply, ladder
+
+    if mode == "remedy":
+        # As `run` and BLACKWELL_COMPAT_AUTO=1 do: before torch loads its own NVRTC.  The
+        # emulated arch, if any, comes from the environment (the emulation must be on when
+        # apply() asks which GPUs are affected).
+        report = apply()
+        record["applied"] = sorted(report.applied + report.pending)
+        record["apply_failed"] = dict(report.failed)
+        record["rungs"] = [service.rung for service in ladder()]
     import torch
 
     from ..emulation import emulate as emulate_arch
-    from ..engine import apply
 
     chosen = [w for w in WORKLOADS if only is None or w.name in only]
     references: dict[str, Any] = {}
@@ -271,7 +285,7 @@ def run_workloads(
 def child_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blackwell_compat.doctor.smoke")
     parser.add_argument("--device", required=True)
-    parser.add_argument("--mode", choices=MODES, required=True)
+    parser.add_argument("--mode", choices=(*MODES, "remedy"), required=True)
     parser.add_argument("--emulate", default=None)
     parser.add_argument("--only", default=None, help="comma list of workload names")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -334,6 +348,7 @@ class SmokeRun:
     error: str | None = None  # the child failed as a whole (crash, timeout)
     seconds: float = 0.0
     jiterator_kernels: int | None = None  # kernels NVRTC compiled during the run (CUDA)
+    rungs: tuple[str, ...] = ()  # remedy mode: the rung that served each GPU (engine.ladder())
 
     @property
     def failures(self) -> tuple[WorkloadResult, ...]:
@@ -352,6 +367,7 @@ class SmokeRun:
             "error": self.error,
             "seconds": round(self.seconds, 3),
             "jiterator_kernels": self.jiterator_kernels,
+            "rungs": list(self.rungs),
         }
 
 
@@ -397,13 +413,13 @@ def _run_one(
 
     cache = tempfile.mkdtemp(prefix="bc-smoke-kernels-")
     try:
-        environment = child_env(
-            env,
-            drop=(EMULATE, AUTO, "USE_PYTORCH_KERNEL_CACHE"),
-            set_={"PYTORCH_KERNEL_CACHE_PATH": cache},
-        )
+        extra = {"PYTORCH_KERNEL_CACHE_PATH": cache}
+        by_env = mode == "remedy" and target.emulate is not None
+        if by_env:
+            extra[EMULATE] = str(target.emulate)  # on from the start, as under `run`
+        environment = child_env(env, drop=(EMULATE, AUTO, "USE_PYTORCH_KERNEL_CACHE"), set_=extra)
         args = ["--device", target.device, "--mode", mode]
-        if target.emulate:
+        if target.emulate and not by_env:
             args += ["--emulate", target.emulate]
         if only:
             args += ["--only", ",".join(only)]
@@ -447,6 +463,7 @@ def _run_one(
         error=error,
         seconds=child.seconds,
         jiterator_kernels=kernels,
+        rungs=tuple(str(r) for r in record.get("rungs") or ()),
     )
 
 
@@ -457,8 +474,10 @@ def run_smoke(
     timeout: float,
     env: Mapping[str, str] | None = None,
     only: Sequence[str] | None = None,
+    remedy: bool = False,
 ) -> SmokeReport:
-    """Run the workloads on each target, unpatched then patched, each in its own child."""
+    """Run the workloads on each target, unpatched then patched (*remedy*: then through the
+    NVRTC remedy, the rung the doctor recommends), each in its own child."""
     if not torch_facts.installed:
         return SmokeReport(skipped="torch is not installed", targets=tuple(targets))
     if not targets:
@@ -468,7 +487,8 @@ def run_smoke(
                 "the workloads on CPU tensors under emulation"
             )
         )
-    runs = [_run_one(target, mode, timeout, env, only) for target in targets for mode in MODES]
+    modes = REMEDY_MODES if remedy else MODES
+    runs = [_run_one(target, mode, timeout, env, only) for target in targets for mode in modes]
     return SmokeReport(runs=tuple(runs), targets=tuple(targets))
 
 

@@ -107,6 +107,8 @@ class TorchaudioFacts:
     error: str | None = None
     tried: bool = True
     """False when the child died before it got to torchaudio (nothing is known about it)."""
+    cuda_version_error: str | None = None
+    """The native library loaded, but its CUDA version could not be read (not a load error)."""
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> TorchaudioFacts:
@@ -116,7 +118,8 @@ class TorchaudioFacts:
             native_loaded=record.get("native_loaded"),
             cuda_version=record.get("cuda_version"),
             cpu_only=record.get("cpu_only"),
-            error=record.get("error") or record.get("cuda_version_error"),
+            error=record.get("error"),
+            cuda_version_error=record.get("cuda_version_error"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -128,4 +131,5 @@ class TorchaudioFacts:
             "cpu_only": self.cpu_only,
             "error": self.error,
             "tried": self.tried,
+            "cuda_version_error": self.cuda_version_error,
         }

@@ -79,6 +79,24 @@ def torch_facts(touch_cuda: bool) -> dict[str, Any]:
     return record
 
 
+def _torchaudio_cuda_version() -> Any:
+    """The CUDA version torchaudio's native library was built for (``12040`` for 12.4,
+    ``None`` for a CPU-only build), asked where the installed torchaudio keeps it.
+
+    Newer torchaudio (2.11 here) registers it as the op ``torch.ops._torchaudio.cuda_version``;
+    torchaudio 2.6 has no such op and exposes it on its extension module
+    ``torchaudio.lib._torchaudio`` (what its own ``_check_cuda_version`` calls).
+    """
+    import torch
+
+    namespace = torch.ops._torchaudio
+    if hasattr(namespace, "cuda_version"):
+        return namespace.cuda_version()
+    from torchaudio.lib import _torchaudio
+
+    return _torchaudio.cuda_version()
+
+
 def torchaudio_facts() -> dict[str, Any]:
     record: dict[str, Any] = {"section": "torchaudio", "installed": False}
     if importlib.util.find_spec("torchaudio") is None:
@@ -100,10 +118,9 @@ def torchaudio_facts() -> dict[str, Any]:
     record["native_loaded"] = bool(_IS_TORCHAUDIO_EXT_AVAILABLE)
     if _IS_TORCHAUDIO_EXT_AVAILABLE:
         try:
-            import torch
-
-            version = torch.ops._torchaudio.cuda_version()
+            version = _torchaudio_cuda_version()
         except BaseException as exc:
+            # The library loaded; only its CUDA version could not be read (not a load failure).
             record["cuda_version_error"] = _short(exc)
         else:
             if version is None:

@@ -223,7 +223,7 @@ def evaluate(
 
     Raises:
         TypeError: *patch* is none of the accepted kinds.
-        ConfigError (a ``ValueError``): a name no registered patch has.
+        ConfigError: a name no registered patch has (``ConfigError`` is a ``ValueError``).
     """
     force = as_flag(force, source="evaluate(force=...)")
     with _lock:
@@ -419,7 +419,15 @@ def apply(
     force: bool = False,
     strategies: Mapping[str, str] | None = None,
 ) -> ApplyReport:
-    """Apply every selected patch whose conditions hold here.
+    """Serve every affected GPU here, cheapest rung first (docs/remedies.md).
+
+    First the NVRTC remedy: a capable NVRTC (from ``BLACKWELL_COMPAT_NVRTC``, the project's
+    cache that ``python -m blackwell_compat fetch nvrtc`` fills, a CUDA toolkit or another
+    NVIDIA wheel) is loaded for torch, so torch's own kernels run and nothing is patched; it
+    needs to run before the first CUDA use (``run`` and ``BLACKWELL_COMPAT_AUTO=1`` do it before
+    ``import torch``).  Then the ptxas remedy points Triton at a ``ptxas`` that knows each real
+    GPU.  Then every selected patch whose conditions hold is applied, for what the NVRTC remedy
+    does not serve.  ``ladder()`` says which rung serves each GPU.
 
     Args:
         only: apply just these patches (names as in ``list``).
@@ -433,8 +441,9 @@ def apply(
     Raises:
         TypeError: an argument of the wrong type (``only=b"torch"``, ``force="no"``,
             ``strategies="torchaudio=cpu"``), before anything changes.
-        ConfigError (a ``ValueError``): an unknown patch or strategy name, here or in
-            ``BLACKWELL_COMPAT_DISABLE`` / ``BLACKWELL_COMPAT_STRATEGY``.
+        ConfigError: an unknown patch or strategy name, here or in
+            ``BLACKWELL_COMPAT_DISABLE`` / ``BLACKWELL_COMPAT_STRATEGY`` (``ConfigError`` is a
+            ``ValueError``).
     """
     only_list = as_names(only, source="apply(only=...)")
     exclude_list = as_names(exclude, source="apply(exclude=...)") or []
@@ -522,7 +531,7 @@ def revert(names: str | Iterable[str] | None = None) -> None:
 
     Raises:
         TypeError: *names* is not a name or an iterable of names.
-        ConfigError (a ``ValueError``): a name no registered patch has.
+        ConfigError: a name no registered patch has (``ConfigError`` is a ``ValueError``).
     """
     selected = as_names(names, source="revert(names=...)")
     if selected is not None:

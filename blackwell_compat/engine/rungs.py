@@ -19,6 +19,8 @@ from .reports import (
 
 FUSER_PATCH = "fuser"
 """The patch that is the fuser rung (:mod:`blackwell_compat.patches.fuser`)."""
+FUSER_BY_REMEDY = "nothing to do: the NVRTC remedy compiles them (GPU fusion stays on)"
+"""The fuser line of a GPU the NVRTC remedy serves."""
 
 EMULATED_TRITON = (
     "nothing to do: the ptxas remedy serves real GPUs; CPU tensors standing in for the emulated "
@@ -46,20 +48,18 @@ def _triton_line(arch: str, *, emulated: bool, planned: bool) -> str:
 def _fuser_line(rung: str, patches: tuple[str, ...], *, planned: bool) -> str:
     """What serves fused TorchScript kernels on a GPU of this *rung*, or why nothing does."""
     if rung == RUNG_NVRTC_REMEDY:
-        return "nothing to do: the NVRTC remedy compiles them (GPU fusion stays on)"
+        return FUSER_BY_REMEDY
     if rung == RUNG_NOT_AFFECTED:
         return "nothing to do: torch's NVRTC compiles them for this GPU"
     if FUSER_PATCH not in patches:
-        on = fuser_rung.gpu_fusion_on()
-        if on is False:
-            return (
-                f"GPU fusion off by the user (torch._C.{fuser_rung.GETTER}() is False): "
-                "scripted functions run op by op"
-            )
+        if fuser_rung.gpu_fusion_on() is False:
+            return f"{fuser_rung.off_why()}: scripted functions run op by op"
         return (
             "NOT SERVED: fused kernels compile with torch's NVRTC and fail (the fuser rung is "
             "not applied: excluded, disabled or outside its torch range)"
         )
+    if planned and fuser_rung.gpu_fusion_on() is False:
+        return f"{fuser_rung.off_why()}: the fuser rung would leave it so"
     if planned:
         return (
             f"the fuser rung would turn GPU fusion off at apply() "

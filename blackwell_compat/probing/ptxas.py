@@ -172,6 +172,12 @@ def _triton_dir() -> str | None:
     return str(next(iter(spec.submodule_search_locations)))
 
 
+def triton_location() -> str | None:
+    """The folder of the ``triton`` package Python would import here (nothing is imported);
+    ``None`` when Triton is not installed."""
+    return _triton_dir()
+
+
 def _bundled(triton_dir: str, binary: str) -> str:
     for sub in (("backends", "nvidia", "bin"), ("third_party", "cuda", "bin")):
         candidate = os.path.join(triton_dir, *sub, binary + _EXE)

@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,10 @@ from .. import children, config, trusted
 from ..config import capability_to_arch
 from ..probing.isolation import read_nvml
 from ..probing.locate import locate_torch
-from ..probing.ptxas import probe_tool, triton_gpu_name
+from ..probing.ptxas import probe_tool, triton_gpu_name, triton_location
 from . import cache
 from . import nvrtc as nvrtc_remedy
+from .ptxas import triton_accepts_release
 from .wheel import FetchError, allowed_hashes, check_bytes, unpack, wheel_identity
 
 if sys.platform != "win32":  # fetch is Linux-only; the module still imports everywhere
@@ -106,6 +107,8 @@ class FetchResult:
     """Whether the wheel's SHA-256 is one the project pins (else the user named it)."""
     trust: str = ""
     """Why its bytes were accepted, in words."""
+    unusable: str | None = None
+    """Why the remedy will not use it here (a ptxas the installed Triton refuses), or None."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +128,7 @@ class FetchResult:
             "notes": list(self.notes),
             "pinned": self.pinned,
             "trust": self.trust,
+            "unusable": self.unusable,
         }
 
 
@@ -443,7 +447,7 @@ def fetch(
             removed = _clean_leftovers(folder)
             if removed:
                 notes.append(f"removed what an interrupted fetch left: {', '.join(removed)}")
-            return _fetch_locked(
+            done = _fetch_locked(
                 kind,
                 major,
                 package,
@@ -461,6 +465,30 @@ def fetch(
             )
     except OSError as exc:
         raise _disk_error(exc, folder) from None
+    if kind == "ptxas":
+        unusable = triton_refuses(version, min(timeout, 60.0))
+        if unusable is not None:
+            done = replace(done, notes=(*done.notes, f"WARNING: {unusable}"), unusable=unusable)
+    return done
+
+
+def triton_refuses(version: str, timeout: float = 60.0) -> str | None:
+    """Why the installed Triton will not use a ptxas of *version* (the ptxas remedy's gate,
+    asked of Triton itself in a child process), or ``None`` when it will, cannot be asked, or
+    Triton is not installed.  Triton 3.2 refuses every release newer than 12.6, so a cached
+    12.9 ptxas can never serve it: ``fetch ptxas`` says so instead of implying it helps."""
+    location = triton_location()
+    if location is None:
+        return None
+    release = ".".join(version.split(".")[:2])
+    ok, answer = triton_accepts_release(location, release, timeout)
+    if ok:
+        return None
+    return (
+        f"this will not help torch.compile here: {answer}. The ptxas remedy never "
+        "points Triton at a ptxas it refuses; Triton comes with torch, so upgrade torch (its "
+        "CUDA 13.0 builds bring a Triton that accepts a CUDA 13 ptxas)"
+    )
 
 
 def _interpreter(python: str | None) -> str:

@@ -42,6 +42,7 @@ __all__ = [
     "gpu_fusion_on",
     "late_groups",
     "missing_switches",
+    "off_why",
     "state",
 ]
 
@@ -77,6 +78,8 @@ class FuserState:
     """``torch._C._jit_can_fuse_on_gpu()`` when the rung ran: the user's own setting."""
     late: tuple[str, ...] = ()
     """Fusion groups of plans already optimised when the rung ran (it cannot reach them)."""
+    cuda_initialised: bool = False
+    """CUDA was initialised when the rung ran: scripted functions may have run on the GPU."""
 
     def describe(self) -> str:
         """One line: what the rung did, what it costs, and what it could not reach."""
@@ -88,6 +91,11 @@ class FuserState:
                 + " (a plan keeps the fusion groups it was optimised with; re-create the "
                 "scripted function or apply() before its first calls)"
             )
+        elif self.cuda_initialised and self.status in (APPLIED, TURNED_ON):
+            line += (
+                "; CUDA was initialised before it: a scripted function optimised on the GPU "
+                "before apply() keeps its fusion (none seen in the last plan run here)"
+            )
         return line
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,6 +104,7 @@ class FuserState:
             "reason": self.reason,
             "before": self.before,
             "late": list(self.late),
+            "cuda_initialised": self.cuda_initialised,
         }
 
 
@@ -190,6 +199,27 @@ def late_groups(torch: types.ModuleType, *, emulating: bool) -> tuple[str, ...]:
     return tuple(found)
 
 
+def off_why(torch: types.ModuleType | None = None) -> str:
+    """Why GPU fusion is off before the rung touched it: the user, or a torch without CUDA."""
+    module = _torch(torch)
+    version = getattr(module, "version", None)
+    if version is not None and getattr(version, "cuda", None) is None:
+        if getattr(version, "hip", None) is None:
+            return (
+                f"GPU fusion off (torch._C.{GETTER}() is False): this torch is a CPU-only "
+                "build, it has no GPU fuser"
+            )
+    return f"GPU fusion already off by the user (torch._C.{GETTER}() is False)"
+
+
+def _cuda_initialised(torch: types.ModuleType) -> bool:
+    check = getattr(getattr(torch, "cuda", None), "is_initialized", None)
+    try:
+        return bool(check()) if check is not None else False
+    except Exception:
+        return False
+
+
 def activate(torch: types.ModuleType, *, emulating: bool = False) -> FuserState:
     """Turn GPU fusion off unless the user already did; say what was too late."""
     with _lock:
@@ -198,14 +228,15 @@ def activate(torch: types.ModuleType, *, emulating: bool = False) -> FuserState:
             return state()
         before = gpu_fusion_on(torch)
         late = late_groups(torch, emulating=emulating)
+        cuda = _cuda_initialised(torch)
         if not before:
             return _set(
                 FuserState(
                     ALREADY_OFF,
-                    f"GPU fusion already off by the user (torch._C.{GETTER}() is False): "
-                    "nothing changed; scripted functions run op by op",
+                    f"{off_why(torch)}: nothing changed; scripted functions run op by op",
                     before=before,
                     late=late,
+                    cuda_initialised=cuda,
                 )
             )
         getattr(torch._C, SWITCH)(False)
@@ -216,6 +247,7 @@ def activate(torch: types.ModuleType, *, emulating: bool = False) -> FuserState:
                 f"compiled with torch's NVRTC; {COST}",
                 before=before,
                 late=late,
+                cuda_initialised=cuda,
             )
         )
 

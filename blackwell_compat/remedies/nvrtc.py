@@ -394,7 +394,13 @@ def find_capable(
     for path, origin in candidate_paths(soname, major, env):
         if any(same_file(path, other) for other in exclude):
             considered.append(
-                Candidate(path, origin, "torch's own NVRTC: it is what lacks the arch")
+                Candidate(
+                    path,
+                    origin,
+                    "torch's own NVRTC: the remedy loads another library in its place (on an "
+                    "affected GPU this one lacks the arch; under emulation it counts as lacking "
+                    "it)",
+                )
             )
             continue
         ok, why, info = judge(path, soname, needed, source=origin)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...engine import GpuService, evaluate_all
-from ...engine.rungs import services
+from ...engine.rungs import FUSER_BY_REMEDY, services
 from ...loader import same_file
 from ...probing.ptxas import PTXAS_BLACKWELL_ENV, PTXAS_ENV, PtxasProbe, triton_gpu_name
-from ...remedies.nvrtc import AVAILABLE
+from ...remedies.nvrtc import AVAILABLE, SERVED
 from ...versions import installed_version
 from ..facts import Facts
 from ..hints import (
@@ -17,11 +19,14 @@ from ..hints import (
     arch_sort_key,
     cuda_major,
     nvrtc_fixes,
+    nvrtc_remedy_fix,
     patch_route_fix,
     ptxas_fix,
+    triton_upgrade_fix,
 )
 from ..model import FAIL, PASS, SKIP, WARN, CheckResult, result, worse
 from .common import dedupe, label, short_list
+from .frameworks import uncovered_archs
 
 
 def _broken_nvrtc_fix(torch_cuda: str | None) -> Fix:
@@ -58,7 +63,7 @@ def check_nvrtc(facts: Facts) -> CheckResult:
     platform = facts.platform
     nvrtc = platform.nvrtc
     torch = facts.torch
-    data = {
+    data: dict[str, Any] = {
         "nvrtc": nvrtc.as_dict(),
         "verdicts": [
             {"index": g.index, "arch": g.arch, "affected": g.affected, "reason": g.reason}
@@ -111,15 +116,27 @@ def check_nvrtc(facts: Facts) -> CheckResult:
     affected = [g for g in gpus if g.affected]
     if affected:
         status = FAIL
+        data["emulated_only"] = all(g.emulated for g in affected)
         labels = ", ".join(label(g) for g in affected)
         if any(not g.emulated for g in affected):
             summary = f"AFFECTED: {labels}: NVRTC {nvrtc.version_string} cannot compile for it"
         else:
-            # Say once, plainly, that the failure shown is the emulation's, not this machine's.
-            summary = (
-                f"AFFECTED (emulated): {labels} fails as an affected GPU would; this "
-                "machine's NVRTC is not the cause"
-            )
+            # Say once, plainly, whose failure this is: the emulation's; and what this
+            # machine's NVRTC would do for a real GPU of that arch (the verdict line says the
+            # same, so the two never disagree).
+            summary = f"AFFECTED (emulated): {labels} fails as an affected GPU would"
+            verdicts = {nvrtc.supports(g.arch) for g in affected}
+            shown = ", ".join(dict.fromkeys(g.arch for g in affected))
+            if verdicts == {True}:
+                summary += (
+                    f"; this machine's NVRTC {nvrtc.version_string} lists {shown}, so a real "
+                    "one would be fine"
+                )
+            elif verdicts == {False}:
+                summary += (
+                    f"; this machine's NVRTC {nvrtc.version_string} does not list {shown} "
+                    "either, so a real one would fail the same way"
+                )
         details.append(
             "ops that fail: complex abs/angle/exp/sqrt/log…, complex32 arithmetic, lgamma, "
             "digamma, erfinv, i0, prod, gcd… (see docs/inventory.md), and fused TorchScript "
@@ -130,15 +147,48 @@ def check_nvrtc(facts: Facts) -> CheckResult:
         emulated = [g for g in affected if g.emulated]
         remedy = facts.remedy
         available = None
+        needed = {g.arch for g in affected}
         if remedy is not None:
             details.append(f"remedy ladder: {remedy.describe()}")
-            if remedy.status == AVAILABLE:
-                available = f"NVRTC {remedy.version} at {remedy.library} ({remedy.origin})"
+            if remedy.status in (AVAILABLE, SERVED) and needed <= remedy.archs:
+                available = remedy.source()
             ladder = _planned_ladder(facts)
             data["ladder"] = [service.as_dict() for service in ladder]
             for service in ladder:
-                if service.fuser and service.arch in {g.arch for g in affected}:
-                    details.append(f"fused TorchScript kernels on {service.gpu}: {service.fuser}")
+                # A remedy already serving (SERVED) is no plan: its GPUs read as affected there.
+                line = FUSER_BY_REMEDY if available is not None else service.fuser
+                if line and service.arch in needed:
+                    details.append(f"fused TorchScript kernels on {service.gpu}: {line}")
+        no_kernels = uncovered_archs(torch.arch_list, affected)
+        if no_kernels:
+            # Without kernels for the GPU every CUDA op fails, whatever NVRTC torch calls: the
+            # PyTorch check's fix comes first, and NVRTC advice alone would mislead.
+            fixes.append(
+                Fix(
+                    f"First fix PyTorch (above): its build has no kernels for "
+                    f"{', '.join(no_kernels)}, so every CUDA op fails there whatever NVRTC it "
+                    "loads; the CUDA 13.0 builds it names also bring an NVRTC that lists "
+                    f"{', '.join(no_kernels)}, which settles this check too. With this torch "
+                    "(e.g. to test under emulation), the ops it compiles at run time need the "
+                    "NVRTC remedy:"
+                )
+            )
+        if available is not None and remedy is not None:
+            # `fetch nvrtc` (or a toolkit) already provides a capable library: the remedy will
+            # serve every affected GPU, so the one step left is to run through it.
+            served_now = remedy.status == SERVED
+            status = PASS if served_now else WARN
+            summary += (
+                f"; served in this process by {available}"
+                if served_now
+                else f"; the NVRTC remedy will serve it with {available}"
+            )
+            if not served_now:
+                fixes.append(nvrtc_remedy_fix(available))
+            return result("nvrtc", title, status, summary, details, dedupe(fixes), data)
+        if no_kernels:
+            fixes.append(nvrtc_remedy_fix(None))
+            return result("nvrtc", title, status, summary, details, dedupe(fixes), data)
         if real_missing:
             fixes.extend(
                 nvrtc_fixes(
@@ -172,8 +222,19 @@ def check_nvrtc(facts: Facts) -> CheckResult:
                     )
                 )
             if not real_missing and (real_verdict is not False or not fixes):
-                fixes.append(patch_route_fix())
+                # Under emulation too, the remedy's first step is `fetch nvrtc` (the emulated
+                # GPU is served once a capable library is loaded), the patches the other way.
+                fixes.append(nvrtc_remedy_fix(None))
+                fixes.append(patch_route_fix(alternative=True))
     return result("nvrtc", title, status, summary, details, dedupe(fixes), data)
+
+
+def _accepted(facts: Facts, release: str | None) -> bool | None:
+    """Whether the installed Triton accepts a ptxas of *release* (asked of Triton itself by
+    :func:`blackwell_compat.remedies.ptxas.triton_accepts_release`); ``None``: not asked."""
+    if not release or release not in facts.ptxas_releases:
+        return None
+    return facts.ptxas_releases[release][0]
 
 
 def _tool_line(tool: PtxasProbe) -> str:
@@ -237,15 +298,38 @@ def check_triton(facts: Facts) -> CheckResult:
         for role in dict.fromkeys(r for _, r in rejected_any):
             env_var = PTXAS_BLACKWELL_ENV if role == "ptxas-blackwell" else PTXAS_ENV
             wanted = [n for n, r in rejected_any if r == role]
+            # The same gate the ptxas remedy uses: a ptxas that knows the GPU helps only if
+            # this Triton accepts its release (Triton 3.2 refuses anything newer than 12.6).
+            capable = [
+                alt
+                for alt in triton.alternatives
+                if not alt.error and all(alt.accepts.get(n) for n in wanted)
+            ]
             alternative = next(
-                (
-                    alt.path
-                    for alt in triton.alternatives
-                    if not alt.error and all(alt.accepts.get(n) for n in wanted)
-                ),
+                (alt.path for alt in capable if _accepted(facts, alt.version) is not False),
                 None,
             )
-            fixes.append(ptxas_fix(env_var, alternative))
+            refused = [
+                f"triton {triton.version or '?'}: {facts.ptxas_releases[release][1]}"
+                for release in dict.fromkeys(
+                    [a.version for a in capable if a.version] + [facts.ptxas_fetch_release or ""]
+                )
+                if release and _accepted(facts, release) is False
+            ]
+            details.extend(refused)
+            if alternative is not None:
+                fixes.append(ptxas_fix(env_var, alternative))
+            elif _accepted(facts, facts.ptxas_fetch_release) is False:
+                fixes.append(
+                    triton_upgrade_fix(
+                        triton.version,
+                        facts.torch.version or platform.torch,
+                        facts.torchaudio.installed,
+                        facts.ptxas_fetch_release or "?",
+                    )
+                )
+            else:
+                fixes.append(ptxas_fix(env_var, None))
     elif rejected_any:
         summary += f" (its ptxas would reject {', '.join(n for n, _ in rejected_any)})"
     else:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ...versions import release as release_of
 from ..facts import Facts
 from ..hints import Fix, arch_sort_key, torch_arch_fix, torchaudio_fix
 from ..model import FAIL, PASS, SKIP, WARN, CheckResult, result, worse
 from .common import label
+
+if TYPE_CHECKING:
+    from ...probing import GPU
 
 
 def arch_coverage(arch: str, arch_list: Sequence[str]) -> tuple[str, str | None]:
@@ -45,6 +49,15 @@ def arch_coverage(arch: str, arch_list: Sequence[str]) -> tuple[str, str | None]
     if best_ptx is not None:
         return "ptx", best_ptx[2]
     return "none", None
+
+
+def uncovered_archs(arch_list: Sequence[str], gpus: Sequence[GPU]) -> list[str]:
+    """The archs of *gpus* no kernel of torch's build covers (nothing is known without a
+    list): every CUDA op fails there with "no kernel image is available"."""
+    if not arch_list:
+        return []
+    found = [g.arch for g in gpus if arch_coverage(g.arch, arch_list)[0] == "none"]
+    return list(dict.fromkeys(found))
 
 
 def check_torch(facts: Facts) -> CheckResult:
@@ -124,17 +137,24 @@ def check_torch(facts: Facts) -> CheckResult:
                 f"{who}: precompiled kernels run via {by} PTX, JIT-compiled by the driver"
             )
         else:
+            where = f"on a real {gpu.arch} GPU" if gpu.emulated else "on it"
             details.append(
-                f'{who}: no compiled kernel covers it: every CUDA op fails with "no kernel '
-                'image is available for execution on the device"'
+                f'{who}: no compiled kernel covers it: every CUDA op fails {where} with "no '
+                'kernel image is available for execution on the device", whatever NVRTC '
+                "torch loads"
             )
             uncovered.append(gpu.arch)
-            status = FAIL if not gpu.emulated else worse(status, WARN)
+            # The first failure to fix, emulated or not: an emulated GPU shows what a real one
+            # of that arch meets with this build (issue 22).
+            status = FAIL
     if real and not torch.arch_list:
         status = worse(status, WARN)
     if uncovered:
-        summary += f": its kernels do not cover {', '.join(uncovered)}"
+        summary += f": its kernels do not cover {', '.join(dict.fromkeys(uncovered))}"
         fixes.append(torch_arch_fix(torch.version, with_audio))
+        data["emulated_only"] = not any(
+            not g.emulated for g in platform.gpus if g.arch in uncovered
+        ) and not (real and torch.cuda_available is False)
     return result("torch", title, status, summary, details, fixes, data)
 
 
@@ -203,6 +223,9 @@ def check_torchaudio(facts: Facts) -> CheckResult:
             fixes.append(fix)
     elif audio.cuda_version:
         details.append(f"built for CUDA {audio.cuda_version}")
+    elif audio.cuda_version_error:
+        # Loaded fine; only the version question failed (an API this doctor does not know).
+        details.append(f"CUDA build: not read ({audio.cuda_version_error})")
     if platform.affected:
         details.append(
             "on the affected GPU: kaldi.fbank/spectrogram/mfcc and functional.spectrogram "

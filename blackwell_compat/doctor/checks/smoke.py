@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...engine.reports import RUNG_NVRTC_REMEDY
 from ...errors import NVRTC_ARCH_ERROR_MARK
 from ..facts import Facts
 from ..hints import patch_route_fix
@@ -13,6 +14,8 @@ def _run_line(run: SmokeRun) -> list[str]:
     head = f"{run.target.label}, {run.mode} ({run.seconds:.1f} s)"
     if run.mode == "patched" and run.applied:
         head += f", applied: {', '.join(run.applied)}"
+    if run.rungs:
+        head += f", served by: {', '.join(run.rungs)}"
     if run.jiterator_kernels is not None:
         head += f"; NVRTC kernels compiled: {run.jiterator_kernels}"
     lines = [head + ":"]
@@ -42,7 +45,9 @@ def check_smoke(facts: Facts) -> CheckResult:
     verdicts: list[str] = []
     for target in smoke.targets:
         runs = {r.mode: r for r in smoke.runs if r.target == target}
-        plain, patched = runs.get("unpatched"), runs.get("patched")
+        plain = runs.get("unpatched")
+        served = runs.get("remedy")
+        patched = runs.get("patched") or served
         for run in (plain, patched):
             if run is not None:
                 details.extend(_run_line(run))
@@ -50,6 +55,28 @@ def check_smoke(facts: Facts) -> CheckResult:
             continue
         patched_ok = patched.error is None and not patched.failures and bool(patched.ran)
         plain_ok = plain.error is None and not plain.failures
+        if served is not None:
+            # The NVRTC remedy is the step the doctor recommends: prove that one.
+            by_remedy = bool(served.rungs) and all(r == RUNG_NVRTC_REMEDY for r in served.rungs)
+            rungs = ", ".join(served.rungs) or "none reported"
+            if not patched_ok:
+                status = FAIL
+                verdicts.append(f"{target.label}: workloads fail through the NVRTC remedy")
+            elif not by_remedy:
+                status = FAIL
+                verdicts.append(
+                    f"{target.label}: the NVRTC remedy did not serve (served by: {rungs})"
+                )
+            elif target.emulate and plain_ok:
+                status = FAIL
+                verdicts.append(f"{target.label}: emulation did not reproduce the NVRTC error")
+            else:
+                verdicts.append(
+                    f"{target.label}: "
+                    + ("failure reproduced, " if not plain_ok else "")
+                    + "the NVRTC remedy serves it, results match the CPU"
+                )
+            continue
         if target.emulate:
             nvrtc_failures = [r for r in plain.failures if r.error and _is_nvrtc(r.error)]
             reproduced = bool(nvrtc_failures) and len(nvrtc_failures) == len(plain.ran)
