@@ -35,7 +35,9 @@ and ``_jit_can_fuse_on_gpu()`` True, ``_jit_can_fuse_on_cpu()`` False,
 Known gaps (docs/audit.md, docs/concepts.md): NNC on the CPU fuses float32/float64 and
 integer chains but not float16/bfloat16, which CUDA fuses, so half-precision groups go unseen
 (never a false alarm); the legacy fuser (``torch.jit.fuser("fuser0")``, the legacy executor) is
-not emulated; the error is raised after the CPU ran the call (its in-place effects happened).
+not emulated; a call whose inputs require grad gets a ``prim::DifferentiableGraph`` that the
+CPU does not fuse (measured on the three versions), so training-mode calls go unseen; the
+error is raised after the CPU ran the call (its in-place effects happened).
 """
 
 from __future__ import annotations

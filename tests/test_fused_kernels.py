@@ -351,3 +351,25 @@ def test_long_kernel_names_are_shortened_as_nnc_does() -> None:
     assert len(name) <= fused_kernels.MAX_NAME
     assert name == "fused_mul_add_sub_m_<hash>"  # 19 characters, "_", the hash
     assert fused_kernels.kernel_name(("aten::tanh",) * 4) == "fused_tanh_tanh_tanh_tanh"
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_inference_calls_on_tensors_that_require_grad_raise(context: Any) -> None:
+    x = torch.randn(3, 10, requires_grad=True)
+    with bc.emulate("sm_121"), context():
+        index, text = _calls_until_error(_gate(), (x, x, 5))
+    assert index == 2 and "fused_tanh_sigmoid_mul" in text
+
+
+def test_traced_module_raises_too() -> None:
+    class Policy(torch.nn.Module):
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(obs * 0.5 + 0.1) * obs
+
+    traced = torch.jit.trace(Policy(), torch.randn(4, 3))
+    with bc.emulate("sm_121"):
+        index, text = _calls_until_error(traced, (torch.randn(4, 3),))
+    # trace()'s own check ran the traced graph once (the profiling run), as it does on a GPU:
+    # the first call after it is the one that fuses.
+    assert index == 1
+    assert "'Policy.forward'" in text and "fused_mul_add_tanh_mul" in text
