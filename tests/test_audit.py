@@ -452,6 +452,8 @@ def test_fused_kernel_sites_text_and_json(
     assert "fused fused_sin_cos_atan2 in wrap_to_pi [float32] x 3" in text
     assert "> q = normalize(quat_mul(q, dq))  # site: step" in text
     assert "fused ops of fused_clamp_unsqueeze_div: aten::clamp, aten::unsqueeze, aten::div" in text
+    assert "fused ops of fused_mul_mul_add_m_<hash>: aten::mul, aten::mul, aten::add," in text
+    assert ", ... (28 ops) (at " in text  # a long chain is abbreviated (JSON: all of them)
     assert "run a fused kernel of a scripted function" in text
 
     status = main(["audit", "--json", "--", str(script)])

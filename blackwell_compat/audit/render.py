@@ -11,6 +11,17 @@ def _shape_text(shapes: list[list[list[int]]]) -> str:
     return ", ".join(f"[{s}]" for s in shown) + more
 
 
+#: The fused ops the text report shows before it abbreviates (the JSON report has them all).
+SHOWN_OPS = 10
+
+
+def _ops_text(ops: list[str]) -> str:
+    """The fused ops, the first :data:`SHOWN_OPS` of a long chain and how many there are."""
+    if len(ops) <= SHOWN_OPS:
+        return ", ".join(ops)
+    return ", ".join(ops[:SHOWN_OPS]) + f", ... ({len(ops)} ops)"
+
+
 def _use_text(use: OpUse) -> str:
     """``abs [complex64] x 3``; a fused kernel ``fused <kernel> in <function> [float32] x 3``;
     a user kernel ``jiterator <name> (user kernel) [float32] x 1``."""
@@ -70,7 +81,7 @@ def render(report: AuditReport) -> str:
             if use.kind == "fused":
                 where = f" (at {short_path(use.source)})" if use.source else ""
                 lines.append(
-                    f"{'':<8}   fused ops of {use.kernel}: {', '.join(use.fused_ops)}{where}"
+                    f"{'':<8}   fused ops of {use.kernel}: {_ops_text(use.fused_ops)}{where}"
                 )
     failing, guarded = report.failing_sites, report.guarded_sites
     lines.append("")
