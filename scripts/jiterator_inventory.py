@@ -258,7 +258,9 @@ def markdown() -> str:
     lines += [
         "",
         "Other NVRTC users fail the same way and are outside this table: "
-        "`torch.cuda.jiterator._create_jit_fn` and the TorchScript CUDA fusers. "
+        "`torch.cuda.jiterator._create_jit_fn` (user kernels) and the TorchScript fuser's "
+        "fused kernels. Emulation and `audit` see both, and the ladder serves them: see "
+        "[Fused kernels](fused-kernels.md). "
         "Triton (`torch.compile`) is a separate problem (its `ptxas`).",
         "",
     ]
