@@ -127,7 +127,13 @@ gathered = [None] * world
 dist.all_gather_object(gathered, result)
 if rank == 0:
     print(sys.argv[1] + json.dumps(gathered), flush=True)
-dist.destroy_process_group()
+dist.barrier()
+# No destroy_process_group(): on torch 2.6 its gloo teardown can deadlock (the main thread joins
+# gloo's worker thread while holding the GIL, and that thread needs the GIL to free the last
+# all_gather tensors; seen here as two workers blocked forever). Every rank is done after the
+# barrier, so leave without the teardown.
+sys.stdout.flush()
+os._exit(0)
 """
 )
 
@@ -183,10 +189,45 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below *pid* (torchrun starts its workers in sessions of their own, so
+    killing the job's process group would miss them)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    found, queue = [], [pid]
+    while queue:
+        for child in parents.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
 def launch(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
-    )
+    """Run a job within ten minutes; past that, kill it with every worker it started (a hung
+    job must not leave workers behind) and fail."""
+    with subprocess.Popen(
+        argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as job:
+        try:
+            out, err = job.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            for pid in [*descendants(job.pid), job.pid]:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            out, err = job.communicate()
+            pytest.fail(
+                f"job timed out after 600 s\nstdout:\n{out[-4000:]}\nstderr:\n{err[-6000:]}"
+            )
+    return subprocess.CompletedProcess(argv, job.returncode, out, err)
 
 
 def results_of(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
