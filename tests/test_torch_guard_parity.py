@@ -737,3 +737,25 @@ def test_overlap_refusal_of_the_issue_example(guarded: None) -> None:
     y = x.clone()
     assert torch.exp2(y, out=y) is y  # out= the input itself stays allowed
     assert torch.equal(y, reference(lambda: torch.exp2(x)))
+
+
+def test_overlap_refusals_on_the_emulated_cuda_device() -> None:
+    """On the emulated CUDA device the guard sees the device's CPU memory: same decisions."""
+    with bc.emulate("sm_121", device="cuda"), bc.patched(only="torch") as report:
+        assert "torch" in report.applied
+        x = torch.linspace(0.1, 0.9, 5, device="cuda")
+        z = x.to(torch.complex64) * (1 + 0.5j)
+        assert x.is_cuda and z.is_cuda
+        for call in (
+            lambda: torch.exp2(x[1:4], out=x[0:3]),
+            lambda: torch.exp(z[1:4], out=z[0:3]),
+            lambda: z[0:3].mul_(z[1:4]),
+            lambda: torch.sinc(x[0:3], out=x[1:4]),
+        ):
+            with pytest.raises(RuntimeError, match="some elements of the input tensor and the"):
+                call()
+        with pytest.raises(RuntimeError, match="more than one element of the written-to"):
+            torch.exp(z[:3], out=torch.zeros(1, dtype=z.dtype, device="cuda").expand(3))
+        before = z.cpu()
+        assert torch.exp(z, out=z) is z  # exact overlap stays allowed
+        torch.testing.assert_close(z.cpu(), reference(lambda: torch.exp(before)))
