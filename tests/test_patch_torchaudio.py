@@ -589,3 +589,52 @@ def test_example_runs_offline_and_shows_failure_then_parity() -> None:
     )
     assert "with the patch: kaldi fbank (vmap)" in result.stdout
     assert "with the patch: MelSpectrogram" in result.stdout
+
+
+# -- the emulated CUDA device --------------------------------------------------------------------
+
+
+def _convolve_grid() -> list[tuple[Any, tuple[int, ...], int, int, str]]:
+    import itertools
+
+    import torchaudio.functional as F
+
+    return [
+        (fn, lead, n, m, mode)
+        for fn in (F.convolve, F.fftconvolve)
+        for lead, (n, m), mode in itertools.product(
+            [(), (2,), (3, 2)], [(10, 4), (4, 10), (7, 7)], ["full", "valid", "same"]
+        )
+    ]
+
+
+def _convolve_all(device: str) -> list[torch.Tensor]:
+    results = []
+    for fn, lead, n, m, mode in _convolve_grid():
+        gen = torch.Generator().manual_seed(n * 100 + m)
+        x = torch.randn(*lead, n, generator=gen)
+        y = torch.randn(*lead, m, generator=gen)
+        results.append(fn(x.to(device), y.to(device), mode=mode).cpu())
+    return results
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["emulated", "emulated + apply"])
+def test_convolve_on_the_emulated_device_has_no_false_alarm(patched: bool) -> None:
+    """torchaudio's ``convolve`` multiplies a CPU shape tensor (``torch.tensor(x.shape[:-1])
+    .prod()``): a jitted int64 ``prod`` when the CPU plays the GPU, never on a real GPU, where
+    that tensor stays on the CPU.  With the emulated CUDA device it stays on the CPU too."""
+    import torchaudio.functional as F
+
+    want = reference(lambda: _convolve_all("cpu"))
+    with bc.emulate("sm_121"), pytest.raises(RuntimeError, match=NVRTC_ERROR):
+        F.convolve(torch.randn(2, 10), torch.randn(2, 4))  # the false alarm of device="cpu"
+    with bc.emulate("sm_121", device="cuda"):
+        if patched:
+            with bc.patched() as report:
+                assert {"torch", PATCH} <= set(report.applied), str(report)
+                got = _convolve_all("cuda")
+        else:
+            got = _convolve_all("cuda")
+    assert len(got) == len(want) == 54
+    for g, w in zip(got, want, strict=True):
+        assert_identical(g, w)
