@@ -95,7 +95,7 @@ def per_op(repeat: int, calls: int) -> None:
                         best[(kind, name)] = min(best[(kind, name)], _time(fn, calls))
                     except Exception as exc:  # reported in the table, not fatal
                         failures[(kind, name)] = f"{type(exc).__name__}: {str(exc)[:60]}"
-    print(f"\nper-op time, us (overhead = emulated - plain; target < 20 us)")
+    print("\nper-op time, us (overhead = emulated - plain; target < 20 us)")
     print(f"  {'op':<20}" + "".join(f"{k:>20}" for k in kinds) + f"{'overhead':>12}{'+apply':>10}")
     overheads = []
     for name in names:
@@ -153,7 +153,7 @@ def kokoro(repeat: int) -> None:
                 with bc.emulate(ARCH, device="cuda"), bc.patched():
                     on_device = model.to("cuda")
                     out = forward(on_device, "cuda")
-                    emulated = min(emulated, _time(lambda: forward(on_device, "cuda"), 1))
+                    emulated = min(emulated, _time(lambda m=on_device: forward(m, "cuda"), 1))
                     audio = out.audio if hasattr(out, "audio") else out
                     got = audio.cpu()
                 want = reference.audio if hasattr(reference, "audio") else reference
