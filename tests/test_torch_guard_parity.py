@@ -676,6 +676,7 @@ def _assert_same_outcome(
     )
     for g, w in pairs:
         assert g.shape == w.shape and g.stride() == w.stride(), case.id
+        g = g.cpu() if g.is_cuda else g  # the emulated device's memory, for the comparison
         if widen:
             assert g.dtype == {torch.complex64: torch.complex32}.get(w.dtype, g.dtype), case.id
         else:
@@ -692,21 +693,21 @@ def _assert_same_outcome(
             assert_parity(g, w)
 
 
-@pytest.mark.parametrize(("spec", "dtype"), OVERLAP_PARAMS)
-def test_out_and_inplace_overlap_refused_or_computed_as_pytorch_does(
-    guarded: None, spec: OverloadSpec, dtype: torch.dtype
-) -> None:
+def _overlap_sweep(spec: OverloadSpec, dtype: torch.dtype, device: str) -> None:
+    """Every arrangement of one overload and dtype, guarded on *device*, against the CPU."""
     with emulation.suspended():
-        cases = overlap_cases.cases(spec, dtype)
+        references = overlap_cases.cases(spec, dtype)
         twins = [
             {c.arrangement + c.role: c for c in overlap_cases.cases(*t)}
             for t in _twins(spec, dtype)
         ]
-    assert cases
+    cases = overlap_cases.cases(spec, dtype, device)
+    assert cases and len(cases) == len(references)
     refused = 0
-    for case in cases:
+    for case, plain in zip(cases, references, strict=True):
+        assert case.id == plain.id
         with emulation.suspended():
-            want = overlap_cases.outcome(case)
+            want = overlap_cases.outcome(plain)
         got = overlap_cases.outcome(case)
         widen = False
         if _cpu_lacks(want) and got != want:
@@ -724,6 +725,31 @@ def test_out_and_inplace_overlap_refused_or_computed_as_pytorch_does(
         _assert_same_outcome(got, want, case, widen=widen)
     # every elementwise overload refuses at least an output aliasing itself; reductions never
     assert bool(refused) == (spec.entry.name not in REDUCTIONS)
+
+
+@pytest.mark.parametrize(("spec", "dtype"), OVERLAP_PARAMS)
+def test_out_and_inplace_overlap_refused_or_computed_as_pytorch_does(
+    guarded: None, spec: OverloadSpec, dtype: torch.dtype
+) -> None:
+    _overlap_sweep(spec, dtype, "cpu")
+
+
+@pytest.fixture
+def on_emulated_device() -> Iterator[None]:
+    """The emulated CUDA device with the guard applied (per test: conftest resets the state)."""
+    with bc.emulate("sm_121", device="cuda"), bc.patched(only="torch") as report:
+        assert report.applied == ["torch"]
+        yield
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("spec", "dtype"), OVERLAP_PARAMS)
+def test_overlap_on_the_emulated_cuda_device_as_pytorch_does(
+    on_emulated_device: None, spec: OverloadSpec, dtype: torch.dtype
+) -> None:
+    """The same sweep with every tensor on the emulated CUDA device (the guard sees its CPU
+    memory): the same refusals and results as PyTorch's CPU kernel."""
+    _overlap_sweep(spec, dtype, "cuda")
 
 
 def test_overlap_refusal_of_the_issue_example(guarded: None) -> None:

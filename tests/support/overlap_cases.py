@@ -67,8 +67,8 @@ def _values(dtype: torch.dtype, count: int, seed: int) -> torch.Tensor:
     return torch.randint(1, 40, (count,), generator=g).to(dtype)
 
 
-def _storage_tensor(dtype: torch.dtype, count: int, seed: int) -> torch.Tensor:
-    return _values(dtype, count, seed).clone()
+def _storage_tensor(dtype: torch.dtype, count: int, seed: int, device: str) -> torch.Tensor:
+    return _values(dtype, count, seed).clone().to(device)
 
 
 def _view(base: torch.Tensor, offset: int, shape: tuple[int, ...], stride: tuple[int, ...]) -> Any:
@@ -207,7 +207,11 @@ def _functional(spec: OverloadSpec) -> Callable[..., Any]:
 
 
 def _materialise(
-    spec: OverloadSpec, args: dict[str, Any], given: dict[str, torch.Tensor], seed: int
+    spec: OverloadSpec,
+    args: dict[str, Any],
+    given: dict[str, torch.Tensor],
+    seed: int,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     result = {}
     for index, (name, value) in enumerate(args.items()):
@@ -215,7 +219,7 @@ def _materialise(
             result[name] = given[name]
         elif isinstance(value, tuple) and value and value[0] == "tensor":
             count = _numel(SHAPE)
-            result[name] = _storage_tensor(value[1], count, seed + index).reshape(SHAPE)
+            result[name] = _storage_tensor(value[1], count, seed + index, device).reshape(SHAPE)
         else:
             result[name] = value
     return result
@@ -246,8 +250,9 @@ def tensor_roles(spec: OverloadSpec) -> list[str]:
     return roles
 
 
-def cases(spec: OverloadSpec, dtype: torch.dtype) -> list[Case]:
-    """Every arrangement of shared memory for one overload and dtype (see the module doc)."""
+def cases(spec: OverloadSpec, dtype: torch.dtype, device: str = "cpu") -> list[Case]:
+    """Every arrangement of shared memory for one overload and dtype (see the module doc), with
+    the tensors on *device* (``cuda``: the emulated CUDA device, inside its emulation)."""
     inplace = bool(spec.mutable) and spec.mutable[0] == "self"
     written = spec.mutable[0]
     if inplace:
@@ -258,27 +263,31 @@ def cases(spec: OverloadSpec, dtype: torch.dtype) -> list[Case]:
     roles = tensor_roles(spec)
     for arrangement in ARRANGEMENTS:
         if arrangement == "internal":
-            result.append(_internal_case(spec, dtype, out_dtype, out_shape, written))
+            result.append(_internal_case(spec, dtype, out_dtype, out_shape, written, device))
             continue
         if arrangement == "identity":
             if inplace:
                 # the op's own self is its input: a plain in-place call, and self passed again
-                result.append(_identity_case(spec, dtype, written, None))
+                result.append(_identity_case(spec, dtype, written, None, device))
                 for role in roles:
-                    result.append(_identity_case(spec, dtype, written, role))
+                    result.append(_identity_case(spec, dtype, written, role, device))
             else:
                 for role in roles:
                     if out_dtype == _base_args(spec, dtype, SHAPE)[role][1] and out_shape == SHAPE:
-                        result.append(_identity_case(spec, dtype, written, role))
+                        result.append(_identity_case(spec, dtype, written, role, device))
             continue
         for role in roles:
             in_dtype = _base_args(spec, dtype, SHAPE)[role][1]
             if in_dtype.itemsize != out_dtype.itemsize:
                 # one storage for both needs elements of one size; a complex input and its real
                 # result are covered by 'partial' on the byte level below
-                result.append(_mixed_case(spec, dtype, arrangement, role, out_dtype, out_shape))
+                result.append(
+                    _mixed_case(spec, dtype, arrangement, role, out_dtype, out_shape, device)
+                )
                 continue
-            result.append(_shared_case(spec, dtype, arrangement, role, out_dtype, out_shape))
+            result.append(
+                _shared_case(spec, dtype, arrangement, role, out_dtype, out_shape, device)
+            )
     return [case for case in result if case is not None]
 
 
@@ -295,6 +304,7 @@ def _shared_case(
     role: str,
     out_dtype: torch.dtype,
     out_shape: tuple[int, ...],
+    device: str,
 ) -> Case | None:
     base = _base_args(spec, dtype, SHAPE)
     in_dtype = base[role][1]
@@ -304,7 +314,7 @@ def _shared_case(
     written_name = spec.mutable[0]
 
     def run() -> Any:
-        storage = _storage_tensor(in_dtype, layout.size, seed=7)
+        storage = _storage_tensor(in_dtype, layout.size, 7, device)
         x = _view(
             storage, layout.input_offset, SHAPE, layout.input_stride or _contiguous_stride(SHAPE)
         )
@@ -318,7 +328,7 @@ def _shared_case(
             out_shape,
             layout.out_stride or _contiguous_stride(out_shape),
         )
-        args = _materialise(spec, base, {role: x, written_name: out}, seed=11)
+        args = _materialise(spec, base, {role: x, written_name: out}, 11, device)
         args[written_name] = out
         return _finish(spec, args)
 
@@ -332,6 +342,7 @@ def _mixed_case(
     role: str,
     out_dtype: torch.dtype,
     out_shape: tuple[int, ...],
+    device: str,
 ) -> Case | None:
     """Input and output of different element sizes in one storage (complex in, real out)."""
     if arrangement not in ("partial", "partial-after", "same-view", "disjoint"):
@@ -352,11 +363,11 @@ def _mixed_case(
     size += (-size) % unit
 
     def run() -> Any:
-        raw = torch.zeros(size, dtype=torch.uint8)
+        raw = torch.zeros(size, dtype=torch.uint8, device=device)
         x = raw[offsets[0] : offsets[0] + n_in].view(in_dtype).reshape(SHAPE)
-        x.copy_(_values(in_dtype, _numel(SHAPE), 7).reshape(SHAPE))
+        x.copy_(_values(in_dtype, _numel(SHAPE), 7).reshape(SHAPE).to(device))
         out = raw[offsets[1] : offsets[1] + n_out].view(out_dtype).reshape(out_shape)
-        args = _materialise(spec, base, {role: x, written_name: out}, seed=11)
+        args = _materialise(spec, base, {role: x, written_name: out}, 11, device)
         args[written_name] = out
         return _finish(spec, args)
 
@@ -364,12 +375,12 @@ def _mixed_case(
 
 
 def _identity_case(
-    spec: OverloadSpec, dtype: torch.dtype, written_name: str, role: str | None
+    spec: OverloadSpec, dtype: torch.dtype, written_name: str, role: str | None, device: str
 ) -> Case:
     base = _base_args(spec, dtype, SHAPE)
 
     def run() -> Any:
-        args = _materialise(spec, base, {}, seed=11)
+        args = _materialise(spec, base, {}, 11, device)
         if written_name not in args:
             args[written_name] = args[role] if role is not None else None
         elif role is not None:
@@ -379,7 +390,7 @@ def _identity_case(
     if written_name != "self":
         # out= the input itself: the input is made as the written-to tensor
         def run_out() -> Any:
-            args = _materialise(spec, base, {}, seed=11)
+            args = _materialise(spec, base, {}, 11, device)
             args[written_name] = args[role]
             return _finish(spec, args)
 
@@ -393,17 +404,18 @@ def _internal_case(
     out_dtype: torch.dtype,
     out_shape: tuple[int, ...],
     written_name: str,
+    device: str,
 ) -> Case:
     base = _base_args(spec, dtype, SHAPE)
 
     def run() -> Any:
-        args = _materialise(spec, base, {}, seed=11)
+        args = _materialise(spec, base, {}, 11, device)
         if written_name == "self":
-            args["self"] = _values(dtype, 1, 3).reshape((1,) * len(SHAPE)).expand(SHAPE)
+            one = _values(dtype, 1, 3).reshape((1,) * len(SHAPE)).to(device)
+            args["self"] = one.expand(SHAPE)
         else:
-            args[written_name] = torch.zeros((1,) * len(out_shape), dtype=out_dtype).expand(
-                out_shape
-            )
+            one = torch.zeros((1,) * len(out_shape), dtype=out_dtype, device=device)
+            args[written_name] = one.expand(out_shape)
         return _finish(spec, args)
 
     return Case(spec.qualified, dtype, "internal", "-", run)
