@@ -72,14 +72,26 @@ _RANDOM_FACTORIES = frozenset(
 )
 
 
+_PARSE_TO = torch._C._nn._parse_to
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class DeviceMode(TorchFunctionMode):
     """Makes ``device="cuda"`` factories on the CPU and wraps what they return."""
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
     ) -> Any:
+        if func is _PARSE_TO and args and _is_index(args[0]):
+            # nn.Module.to(0): torch 2.6 resolves a bare index through the accelerator in C++.
+            args = (torch.device("cuda", args[0]), *args[1:])
         if kwargs:
             device = kwargs.get("device")
+            if _is_index(device):
+                device = kwargs["device"] = torch.device("cuda", device)
             if device is not None:
                 target = as_device(device)
                 if target.type == "cuda":
@@ -104,7 +116,7 @@ class DeviceMode(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-class _GeneratorMeta(type):
+class _GeneratorMeta(type(torch._C.Generator)):  # type: ignore[misc]
     def __instancecheck__(cls, obj: Any) -> bool:
         return isinstance(obj, torch._C.Generator)
 
@@ -155,7 +167,11 @@ def tensor_methods(pinned: PinnedSet) -> dict[str, Callable[..., Any]]:
     original_pin = torch._C.TensorBase.pin_memory
 
     def to(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        if any(_cuda_like(a) for a in args) or _cuda_like(kwargs.get("device")):
+        if (
+            isinstance(self, EmulatedTensor)
+            or any(_cuda_like(a) for a in args)
+            or _cuda_like(kwargs.get("device"))
+        ):
             return move(self, args, kwargs, original_to)
         return original_to(self, *args, **kwargs)
 
