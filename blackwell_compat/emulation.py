@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from . import config, emulated_device, state
-from .errors import NVRTC_ARCH_ERROR_LINE, ConfigError, logger
+from .errors import NVRTC_ARCH_ERROR_LINE, ConfigError
 from .ops import dispatcher, kernel
 from .ops.spec import JitCall
 from .probing import probe
@@ -113,20 +113,8 @@ def activate_from_environment() -> None:
 def sync_device_when_torch_imported() -> None:
     """Install the emulated CUDA device ``BLACKWELL_COMPAT_EMULATE_DEVICE=cuda`` asks for now
     if torch is imported, else just after ``import torch`` (the device wraps torch)."""
-    if state.env_device != "cuda":
-        return
-    if "torch" in sys.modules and hasattr(sys.modules["torch"], "cuda"):
+    if state.env_device == "cuda":
         emulated_device.sync()
-        return
-    import wrapt  # only when torch is not imported yet (import cost)
-
-    def on_torch(module: object) -> None:
-        try:
-            emulated_device.sync()
-        except Exception as exc:  # never break `import torch`
-            logger.warning("blackwell-compat: installing the emulated CUDA device failed: %s", exc)
-
-    wrapt.register_post_import_hook(on_torch, "torch")
 
 
 # -- the error ------------------------------------------------------------------------------------

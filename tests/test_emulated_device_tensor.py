@@ -23,7 +23,9 @@ def _on_device(t: torch.Tensor) -> bool:
     return isinstance(t, EmulatedTensor) and t.device == torch.device("cuda", 0) and t.is_cuda
 
 
-@pytest.mark.parametrize("device", ["cuda", "cuda:0", 0, torch.device("cuda"), torch.device(0)])
+@pytest.mark.parametrize(
+    "device", ["cuda", "cuda:0", 0, torch.device("cuda"), torch.device("cuda", 0)]
+)
 def test_factories_with_every_device_form(cuda: None, device: object) -> None:
     for make in (
         lambda: torch.zeros(2, 3, device=device),

@@ -16,7 +16,10 @@ the affected GPU), DLPack, data pointers and storages of device tensors.
 
 from __future__ import annotations
 
+import sys
+
 from .. import state
+from ..errors import logger
 
 __all__ = ["sync", "wanted_arch"]
 
@@ -34,7 +37,19 @@ def wanted_arch() -> str | None:
 
 
 def sync() -> None:
-    """Install, re-target or remove the emulated device to match the emulation in force."""
+    """Install, re-target or remove the emulated device to match the emulation in force.
+
+    Before ``import torch`` has finished, installing waits for it (a post-import hook calls
+    this again): the device wraps torch, and importing torch here would cost every program
+    that asks for emulation before it uses torch.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "cuda"):
+        if wanted_arch() is not None:
+            import wrapt  # the post-import hook (the dispatcher kernels use the same)
+
+            wrapt.register_post_import_hook(_sync_after_import, "torch")
+        return
     with state.lock:
         arch = wanted_arch()
         current = state.emulated_cuda
@@ -53,6 +68,13 @@ def sync() -> None:
             state.device_mode = True
         elif current.arch != arch:
             current.set_arch(arch)
+
+
+def _sync_after_import(module: object) -> None:
+    try:
+        sync()
+    except Exception as exc:  # never break `import torch`
+        logger.warning("blackwell-compat: installing the emulated CUDA device failed: %s", exc)
 
 
 def _reset() -> None:

@@ -17,15 +17,17 @@ from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils import _device as _device_utils
 
 from .. import state
-from .tensor import CPU, EmulatedTensor, as_device, check_index, from_cpu, move, wrap
+from .tensor import CPU, CUDA0, EmulatedTensor, as_device, check_index, from_cpu, move, wrap
 
 __all__ = [
     "DeviceMode",
     "EmulatedGenerator",
     "PinnedSet",
     "emulated_load",
+    "refresh",
     "tensor_methods",
 ]
 
@@ -72,14 +74,66 @@ _RANDOM_FACTORIES = frozenset(
 )
 
 
+_PARSE_TO = torch._C._nn._parse_to
+#: The functions torch.set_default_device gives a device (torch's own list).
+_CONSTRUCTORS = _device_utils._device_constructors()
+
+
+def _default_device_is_cuda() -> bool:
+    # Read without torch.get_default_device(), which makes a tensor to answer.
+    context = getattr(getattr(torch, "_GLOBAL_DEVICE_CONTEXT", None), "device_context", None)
+    device = getattr(context, "device", None)
+    return isinstance(device, torch.device) and device.type == "cuda"
+
+
+def refresh(tensor: EmulatedTensor) -> None:
+    """Give a device tensor the sizes and strides its CPU tensor has now.
+
+    An op that changes them in place (an ``out=`` tensor resized, ``resize_``, ``unsqueeze_``)
+    changes the CPU tensor inside ``__torch_dispatch__``, where the wrapper's own metadata
+    cannot be changed; here, above the dispatcher, the wrapper is swapped for an up-to-date one
+    (same Python object, same data).
+    """
+    elem = tensor._elem
+    if (
+        tensor.shape == elem.shape
+        and tensor.stride() == elem.stride()
+        and tensor.storage_offset() == elem.storage_offset()
+    ):
+        return
+    fresh = EmulatedTensor(elem, requires_grad=tensor.requires_grad and tensor.is_leaf)
+    torch.utils.swap_tensors(tensor, fresh)  # type: ignore[no-untyped-call]
+
+
+def _refresh_all(out: Any) -> None:
+    if isinstance(out, EmulatedTensor):
+        refresh(out)
+    elif isinstance(out, (list, tuple)):
+        for item in out:
+            if isinstance(item, EmulatedTensor):
+                refresh(item)
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class DeviceMode(TorchFunctionMode):
     """Makes ``device="cuda"`` factories on the CPU and wraps what they return."""
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
     ) -> Any:
-        if kwargs:
-            device = kwargs.get("device")
+        if func is _PARSE_TO and args and _is_index(args[0]):
+            # nn.Module.to(0): torch 2.6 resolves a bare index through the accelerator in C++.
+            args = (torch.device("cuda", args[0]), *args[1:])
+        device = kwargs.get("device") if kwargs else None
+        if device is None and func in _CONSTRUCTORS and _default_device_is_cuda():
+            device = CUDA0  # torch.set_default_device("cuda"): its mode sits below this one
+            kwargs = dict(kwargs or {}, device=device)
+        if device is not None and kwargs:
+            if _is_index(device):
+                device = kwargs["device"] = torch.device("cuda", device)
             if device is not None:
                 target = as_device(device)
                 if target.type == "cuda":
@@ -94,17 +148,30 @@ class DeviceMode(TorchFunctionMode):
                         kwargs.setdefault("generator", device_state.generator)
                     if kwargs.get("pin_memory"):
                         kwargs["pin_memory"] = False
-                    return _wrap_result(func(*args, **kwargs))
+                    # The factory computes on the device (kaiser_window is a Jiterator op).
+                    local = state.local
+                    local.on_device += 1
+                    try:
+                        made = func(*args, **kwargs)
+                    finally:
+                        local.on_device -= 1
+                    return _wrap_result(made)
         if _on_device(args):
             args = tuple(map(_lift_cpu_scalar, args))
         if torch.is_autocast_enabled("cuda") and _on_device(args):
             dtype = torch.get_autocast_dtype("cuda")
             with torch.autocast("cpu", dtype=dtype):
-                return func(*args, **(kwargs or {}))
-        return func(*args, **(kwargs or {}))
+                result = func(*args, **(kwargs or {}))
+        else:
+            result = func(*args, **(kwargs or {}))
+        if kwargs and "out" in kwargs:
+            _refresh_all(kwargs["out"])
+        elif args and isinstance(args[0], EmulatedTensor) and func.__name__.endswith("_"):
+            refresh(args[0])
+        return result
 
 
-class _GeneratorMeta(type):
+class _GeneratorMeta(type(torch._C.Generator)):  # type: ignore[misc]
     def __instancecheck__(cls, obj: Any) -> bool:
         return isinstance(obj, torch._C.Generator)
 
@@ -155,7 +222,11 @@ def tensor_methods(pinned: PinnedSet) -> dict[str, Callable[..., Any]]:
     original_pin = torch._C.TensorBase.pin_memory
 
     def to(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        if any(_cuda_like(a) for a in args) or _cuda_like(kwargs.get("device")):
+        if (
+            isinstance(self, EmulatedTensor)
+            or any(_cuda_like(a) for a in args)
+            or _cuda_like(kwargs.get("device"))
+        ):
             return move(self, args, kwargs, original_to)
         return original_to(self, *args, **kwargs)
 

@@ -272,14 +272,14 @@ def _dispatch(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             f"cuda:0 and cpu! ({func}; a CPU tensor that is not a 0-dim scalar cannot meet a "
             "cuda tensor, as on a real GPU: move it with `.to('cuda')`)"
         )
-    to_host = False
     if "device" in ukwargs and ukwargs["device"] is not None:
+        # A CPU device here is the wrapper's own C++ device (autograd's ToCopyBackward, a
+        # factory C++ derives from a device tensor): the result stays on the device.  Moving
+        # to the host happens above the dispatcher (`.cpu()`, `.to("cpu")`).
         target = as_device(ukwargs["device"])
         if target.type == "cuda":
             check_index(target)
-            ukwargs["device"] = CPU
-        elif target.type == "cpu":
-            to_host = True
+        ukwargs["device"] = CPU
     if ukwargs.get("pin_memory"):
         ukwargs["pin_memory"] = False
     emulated = state.emulated_cuda
@@ -293,8 +293,6 @@ def _dispatch(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         out = func(*uargs, **ukwargs)
     finally:
         local.on_device -= 1
-    if to_host:
-        return out
     return _rewrap(out, args, uargs, kwargs, ukwargs)
 
 
