@@ -61,11 +61,10 @@ def run(
     and the round trip into copies, so neither would notice.
     """
     rewrite = REWRITES.get(spec.entry.name)
+    bound = spec.bind(args, kwargs) if spec.mutable or rewrite is not None else {}
     if spec.mutable:
-        bound = spec.bind(args, kwargs)
         overlap.check(spec, bound)
     if rewrite is not None:
-        bound = spec.bind(args, kwargs)
         result = rewrite(spec, bound)
         if result is not NotImplemented:
             return deliver(spec, bound, _with_native_layout(spec, bound, result))
