@@ -109,7 +109,8 @@ def _honour_environment() -> None:
 
     Each costs one dictionary lookup when unset (``tests/test_init.py`` holds the import cheap):
 
-    - ``BLACKWELL_COMPAT_EMULATE``: emulation for the whole process.  The architecture is read
+    - ``BLACKWELL_COMPAT_EMULATE``: emulation for the whole process.  The architecture (and
+      the device of ``BLACKWELL_COMPAT_EMULATE_DEVICE``) is read
       here (the probe reports it from now on); the emulation itself (its kernels) is set up when
       torch is first imported, or at the first use of the API.  A malformed value raises here,
       except under the command line, which reports it as a usage error (one line, exit status 2)
@@ -128,6 +129,7 @@ def _honour_environment() -> None:
 
         try:
             state.env_arch = config.emulated_arch_from_env()
+            state.env_device = config.emulated_device_from_env()
         except ConfigError:
             if not running_the_cli():
                 raise
@@ -148,10 +150,13 @@ def _honour_environment() -> None:
 
 
 def _start_emulation() -> None:
-    """Install the emulation's kernels for the architecture read at import (at ``import torch``)."""
-    from .emulation import sync_kernels  # the ops layer and wrapt: see _honour_environment
+    """Install the emulation's kernels for the architecture read at import (at ``import torch``),
+    and the emulated CUDA device once torch is imported when ``BLACKWELL_COMPAT_EMULATE_DEVICE``
+    asks for it."""
+    from .emulation import sync_device_when_torch_imported, sync_kernels  # see above
 
     sync_kernels()
+    sync_device_when_torch_imported()
 
 
 # Children of ``os.fork()`` get the package's locks free (see ``_forksafe``).

@@ -16,6 +16,9 @@ from .errors import ConfigError
 
 DISABLE = "BLACKWELL_COMPAT_DISABLE"
 EMULATE = "BLACKWELL_COMPAT_EMULATE"
+#: Which device plays the emulated GPU: ``cpu`` (CPU tensors fail, the default) or ``cuda`` (an
+#: emulated CUDA device backed by CPU memory; only its tensors fail).
+EMULATE_DEVICE = "BLACKWELL_COMPAT_EMULATE_DEVICE"
 AUTO = "BLACKWELL_COMPAT_AUTO"
 STRATEGY = "BLACKWELL_COMPAT_STRATEGY"
 FORCE = "BLACKWELL_COMPAT_FORCE"
@@ -33,6 +36,7 @@ HELPER_MARK = "_BLACKWELL_COMPAT_HELPER"
 ALL_VARIABLES = (
     DISABLE,
     EMULATE,
+    EMULATE_DEVICE,
     AUTO,
     STRATEGY,
     FORCE,
@@ -56,6 +60,8 @@ FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 #: driver of the CUDA 12/13 era runs, larger ones are typing slips (``sm_999``, ``sm_12``).
 MIN_MAJOR, MAX_MAJOR = 3, 19
 ARCH_FORMS = "'sm_121' (also 'sm_121a'/'sm_121f'), '121' or '12.1'"
+#: The devices emulation can play the GPU on (see :func:`parse_emulated_device`).
+EMULATED_DEVICES = ("cpu", "cuda")
 
 
 def parse_arch(value: str, *, source: str = "arch") -> str:
@@ -147,6 +153,32 @@ def emulated_arch_from_env(env: Mapping[str, str] | None = None) -> str | None:
     if not raw or raw.lower() in FALSE_WORDS:
         return None
     return parse_arch(raw, source=EMULATE)
+
+
+def parse_emulated_device(value: object, *, source: str = "device") -> str:
+    """``"cpu"`` or ``"cuda"`` (case and surrounding blanks ignored); anything else is a
+    :class:`ConfigError` (a non-``str`` a ``TypeError``) naming the accepted values."""
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{source}: expected a str, one of {', '.join(map(repr, EMULATED_DEVICES))}; "
+            f"got {type(value).__name__} {value!r}"
+        )
+    text = value.strip().lower()
+    if text not in EMULATED_DEVICES:
+        raise ConfigError(
+            f"{source}={value!r}: unknown emulated device; accepted: "
+            f"{', '.join(map(repr, EMULATED_DEVICES))} ('cpu': CPU tensors fail as on the GPU; "
+            "'cuda': an emulated CUDA device backed by CPU memory, only its tensors fail)"
+        )
+    return text
+
+
+def emulated_device_from_env(env: Mapping[str, str] | None = None) -> str:
+    """The device ``BLACKWELL_COMPAT_EMULATE_DEVICE`` names (``"cpu"`` when unset or empty)."""
+    raw = (os.environ if env is None else env).get(EMULATE_DEVICE, "").strip()
+    if not raw:
+        return "cpu"
+    return parse_emulated_device(raw, source=EMULATE_DEVICE)
 
 
 def absolute_path(name: str, env: Mapping[str, str] | None = None) -> str | None:
@@ -244,6 +276,10 @@ def environment_problems(
     try:
         emulated_arch_from_env(source)
     except (ConfigError, TypeError) as exc:
+        problems.append(str(exc))
+    try:
+        emulated_device_from_env(source)
+    except ConfigError as exc:
         problems.append(str(exc))
     try:
         disabled = disabled_names(source)

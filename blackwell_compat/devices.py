@@ -2,7 +2,9 @@
 
 - A CUDA device is affected when its architecture is missing from the loaded NVRTC's list
   (decided once per device index), or when the patches were applied with ``force=True``.
-- A CPU tensor counts as living on the affected device while emulation is active.
+- A CPU tensor counts as living on the affected device while emulation is active, unless the
+  emulated CUDA device is installed: then its tensors (``cuda:0``) are on the affected device
+  and CPU tensors are plain CPU tensors.
 
 On a machine with several GPUs only tensors on affected devices take the rewrites; tensors on
 other GPUs reach the original kernels.
@@ -52,12 +54,14 @@ def device_targeted(device: Any) -> bool:
     """Whether ops on *device* (a ``torch.device``) must avoid the Jiterator."""
     kind = device.type
     if kind == "cuda":
+        if state.device_mode:  # the emulated CUDA device: affected while emulation is active
+            return state.emulation_active()
         if state.forced:
             return True
         index = device.index if device.index is not None else 0
         return cuda_device_affected(index)
     if kind == "cpu":
-        return state.emulation_active()
+        return state.emulation_active() and not state.device_mode
     return False
 
 

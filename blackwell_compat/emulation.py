@@ -24,8 +24,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from . import config, fused_kernels, state, user_kernels
-from .errors import NVRTC_ARCH_ERROR_LINE
+from . import config, emulated_device, fused_kernels, state, user_kernels
+from .errors import NVRTC_ARCH_ERROR_LINE, ConfigError
 from .fused_kernels import FusedGroup
 from .ops import dispatcher, kernel
 from .ops.spec import JitCall
@@ -58,33 +58,50 @@ def sync_kernels() -> None:
     user_kernels.sync()
 
 
-def emulate(arch: str = "sm_121") -> AbstractContextManager[str]:
-    """Inside the block, Jiterator-bound ops on CPU tensors raise the affected GPU's error.
+def emulate(arch: str = "sm_121", device: str = "cpu") -> AbstractContextManager[str]:
+    """Inside the block, Jiterator-bound ops raise the affected GPU's error.
 
-    Blocks may nest (the innermost arch wins).  The argument is checked by the call itself,
-    before any block is entered: a non-``str`` (``emulate(None)``, ``emulate(123)``) is a
-    ``TypeError``, a malformed name a :class:`~blackwell_compat.ConfigError`, both naming
-    the accepted forms.
+    ``device="cpu"`` (the default, the behaviour every existing suite relies on): CPU tensors
+    play the GPU and fail.  ``device="cuda"``: the process gets an emulated CUDA device backed
+    by CPU memory (:mod:`blackwell_compat.emulated_device`); only its tensors fail, CPU tensors
+    never do, and the program's own GPU code path (``.to("cuda")``, ``torch.cuda.*``) runs.
+
+    Blocks may nest (the innermost arch wins; a ``cpu`` block inside a ``cuda`` one is refused:
+    the device's tensors would stay).  The arguments are checked by the call itself, before any
+    block is entered: a non-``str`` (``emulate(None)``, ``emulate(123)``) is a ``TypeError``, a
+    malformed value a :class:`~blackwell_compat.ConfigError`, both naming the accepted forms.
     """
-    return _emulation(config.parse_arch(arch, source="emulate(arch=...)"))
+    normalised = config.parse_arch(arch, source="emulate(arch=...)")
+    kind = config.parse_emulated_device(device, source="emulate(device=...)")
+    return _emulation(normalised, kind)
 
 
 @contextmanager
-def _emulation(normalised: str) -> Iterator[str]:
+def _emulation(normalised: str, device: str = "cpu") -> Iterator[str]:
     stack = state.emulation_stack
     with state.lock:
+        if device == "cpu" and state.device_mode:
+            raise ConfigError(
+                "emulate(device='cpu') inside emulation with device='cuda': the emulated CUDA "
+                "device and its tensors stay until that emulation ends; end it first, or "
+                "nest emulate(arch, device='cuda')"
+            )
         stack.append(normalised)
+        state.device_stack.append(device)
     try:
         sync_kernels()
+        emulated_device.sync()
         yield normalised
     finally:
         with state.lock:
             # Remove the innermost occurrence: blocks may nest with the same arch.
             for i in range(len(stack) - 1, -1, -1):
-                if stack[i] == normalised:
+                if stack[i] == normalised and state.device_stack[i] == device:
                     del stack[i]
+                    del state.device_stack[i]
                     break
         if "torch" in sys.modules:
+            emulated_device.sync()
             dispatcher.sync()
         fused_kernels.sync()
         user_kernels.sync()
@@ -95,8 +112,18 @@ def activate_from_environment() -> None:
     arch = config.emulated_arch_from_env()  # raises ConfigError when malformed
     if arch is None:
         return
+    device = config.emulated_device_from_env()
     state.env_arch = arch
+    state.env_device = device
     sync_kernels()
+    sync_device_when_torch_imported()
+
+
+def sync_device_when_torch_imported() -> None:
+    """Install the emulated CUDA device ``BLACKWELL_COMPAT_EMULATE_DEVICE=cuda`` asks for now
+    if torch is imported, else just after ``import torch`` (the device wraps torch)."""
+    if state.env_device == "cuda":
+        emulated_device.sync()
 
 
 # -- the error ------------------------------------------------------------------------------------

@@ -46,6 +46,16 @@ emulation_stack: list[str] = []
 env_arch: str | None = None
 """The architecture ``BLACKWELL_COMPAT_EMULATE`` named when it was read (once, when the package
 honoured it): a program that changes the variable later changes nothing here."""
+device_stack: list[str] = []
+"""The emulated device (``"cpu"`` or ``"cuda"``) of each open ``bc.emulate()`` block, innermost
+last (parallel to :data:`emulation_stack`)."""
+env_device: str | None = None
+"""The device ``BLACKWELL_COMPAT_EMULATE_DEVICE`` named when the package honoured the variables."""
+device_mode: bool = False
+"""Whether the emulated CUDA device is installed (:mod:`blackwell_compat.emulated_device`): then
+only work on its tensors fails, never work on CPU tensors (read per op: no lock)."""
+emulated_cuda: Any = None
+"""The installed emulated CUDA device (an ``EmulatedCuda`` object), or ``None``."""
 
 # -- targeting ------------------------------------------------------------------------------------
 
@@ -125,6 +135,9 @@ class _ThreadState(threading.local):
     """Depth of calls into original kernels: the dispatcher kernel lets them through."""
     suspended = 0
     """Depth of :func:`suspended` blocks: this thread sees no emulation."""
+    on_device = 0
+    """Depth of ops running for tensors of the emulated CUDA device: the CPU kernels they reach
+    are the device's kernels (the Jiterator inventory fails there)."""
 
 
 local = _ThreadState()
@@ -224,6 +237,7 @@ def reset_for_tests() -> None:
         logger.warning("reset_for_tests: undoing a patch was incomplete: %s", problem)
     with lock:
         emulation_stack.clear()
+        device_stack.clear()
         # A library the NVRTC remedy loaded stays loaded (the remedy's tests run it in child
         # processes).
         for variable, value in list(ptxas_set.items()):
@@ -243,3 +257,4 @@ def reset_for_tests() -> None:
             callback()
     local.bypass = 0
     local.suspended = 0
+    local.on_device = 0

@@ -434,6 +434,15 @@ ROBOT = textwrap.dedent(
     for _ in range(4):
         q, yaw = step(q, dq, yaw)
     print(f"q={float(q.sum()):.6f} yaw={float(yaw.sum()):.6f}")
+GPU_PROGRAM = textwrap.dedent(
+    """
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.linspace(-2, 2, 8, device=device)
+    shape = torch.tensor(x.shape).prod()  # a CPU shape tensor: never a GPU call
+    y = torch.exp2(x)  # site: device exp2
+    print(device, int(shape), f"{float(y.sum().cpu()):.4f}")
     """
 )
 
@@ -546,3 +555,36 @@ def test_model_names_match_the_emulation() -> None:
     assert model.USER_OP == user_kernels.USER_OP
     modes = {spec.MODE_EMULATE, spec.MODE_GUARD, spec.MODE_FUSER, spec.MODE_REMEDY}
     assert set(model.RUNGS) == modes
+def test_audit_device_cuda_runs_the_gpu_path_and_lists_only_device_calls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "gpu_program.py"
+    script.write_text(GPU_PROGRAM)
+    assert main(["audit", "--device", "cuda", "--json", "--", str(script)]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["device"] == "cuda" and report["arch"] == "sm_121"
+    assert "cuda 8 " in captured.err  # the program took its GPU branch, with correct results
+    (site,) = report["sites"]
+    assert site["line"] == 7 and site["failing"]
+    (use,) = site["ops"]
+    assert use["entry"] == "exp2" and use.get("device", "cuda:0") == "cuda:0"
+    assert not torch_cuda_available_after()
+    # The default device (cpu) runs the CPU branch: the shape product is a (false) site there.
+    assert main(["audit", "--json", "--", str(script)]) == 1
+    cpu_report = json.loads(capsys.readouterr().out)
+    assert cpu_report["device"] == "cpu"
+    assert {o["entry"] for s in cpu_report["sites"] for o in s["ops"]} == {"exp2", "prod"}
+
+
+def torch_cuda_available_after() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def test_audit_device_bad_value_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:  # argparse's own usage error
+        main(["audit", "--device", "gpu", "--", "x.py"])
+    assert info.value.code == 2
+    assert "--device: invalid choice: 'gpu' (choose from" in capsys.readouterr().err

@@ -164,3 +164,23 @@ def test_verbose_is_a_strict_boolean():
     assert problem == (
         "BLACKWELL_COMPAT_VERBOSE='loud' is not a boolean; use 1/0, true/false, yes/no or on/off"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("cuda", "cuda"), (" CUDA ", "cuda"), ("cpu", "cpu")]
+)
+def test_emulated_device_forms(raw, expected):
+    assert config.parse_emulated_device(raw) == expected
+    assert config.emulated_device_from_env({config.EMULATE_DEVICE: raw}) == expected
+
+
+def test_emulated_device_defaults_to_cpu_and_refuses_others_naming_the_accepted():
+    assert config.emulated_device_from_env({}) == "cpu"
+    assert config.EMULATE_DEVICE in config.ALL_VARIABLES
+    for bad in ("gpu", "cuda:0", "mps", "1"):
+        with pytest.raises(ConfigError, match="accepted: 'cpu', 'cuda'"):
+            config.emulated_device_from_env({config.EMULATE_DEVICE: bad})
+    with pytest.raises(TypeError, match="expected a str"):
+        config.parse_emulated_device(0)
+    problems = config.environment_problems({}, {config.EMULATE_DEVICE: "gpu"})
+    assert len(problems) == 1 and config.EMULATE_DEVICE in problems[0]

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -310,6 +311,81 @@ def test_signature_and_torchscript_still_see_torchaudio_code() -> None:
         assert_identical(scripted(wave), scripted_ref)
 
 
+def _scripted_cases() -> dict[str, tuple[Callable[[], Any], Callable[[Any, torch.dtype], Any]]]:
+    """name -> (make the scripted callable, run it on float32 or float64 input)."""
+    import math
+
+    import torchaudio.functional as F
+    import torchaudio.transforms as T
+
+    gen = torch.Generator().manual_seed(0)
+    wave = torch.randn(1, 8000, generator=gen, dtype=torch.float64)
+    window = torch.hann_window(400, dtype=torch.float64)
+    spec = torch.stft(wave, 400, 100, window=window, return_complex=True)
+    advance = torch.linspace(0, math.pi * 100, 201, dtype=torch.float64)[..., None]
+    complex_of = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+    def pitch_shift() -> Any:
+        module = T.PitchShift(16000, 4)
+        module(wave.float())  # a lazy module: its kernel exists after one call
+        return module
+
+    def griffin_lim(m: Any, d: torch.dtype) -> Any:
+        torch.manual_seed(1)  # its initial phases are random
+        return m(spec.abs().to(d))
+
+    return {
+        "TimeStretch": (
+            lambda: T.TimeStretch(hop_length=100, n_freq=201, fixed_rate=1.25),
+            lambda m, d: m(spec.to(complex_of[d])),
+        ),
+        "phase_vocoder": (
+            lambda: F.phase_vocoder,
+            lambda f, d: f(spec.to(complex_of[d]), 1.25, advance.to(d)),
+        ),
+        "PitchShift": (pitch_shift, lambda m, d: m.to(d)(wave.to(d))),
+        "Spectrogram": (T.Spectrogram, lambda m, d: m.to(d)(wave.to(d))),
+        "MelSpectrogram": (T.MelSpectrogram, lambda m, d: m.to(d)(wave.to(d))),
+        "MFCC": (T.MFCC, lambda m, d: m.to(d)(wave.to(d))),
+        "GriffinLim": (lambda: T.GriffinLim(n_fft=400, n_iter=8), griffin_lim),
+    }
+
+
+#: Scripted transforms whose output under the op guard differs from the CPU's (documented).
+SCRIPTED_NOT_IDENTICAL = ("TimeStretch", "phase_vocoder", "PitchShift")
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", list(_scripted_cases()))
+def test_torchscript_transforms_run_through_the_op_guard(name: str) -> None:
+    """A ``torch.jit.script``ed transform runs torchaudio's original source, so under
+    ``bc.apply()`` its complex ops reach the op guard, not this patch: even with the ``cpu``
+    strategy the phase vocoder (``TimeStretch``, ``PitchShift``) is not bit-identical to the CPU
+    run.  The documented bound: no farther from the float32 CPU result than that result is
+    from the same computation in float64.  The magnitude-only transforms stay identical."""
+    make, run = _scripted_cases()[name]
+
+    def scripted_run(dtype: torch.dtype) -> Any:
+        return run(torch.jit.script(make()), dtype)
+
+    want = reference(lambda: scripted_run(torch.float32))
+    exact = reference(lambda: scripted_run(torch.float64))
+    with bc.emulate("sm_121"), pytest.raises(RuntimeError, match=NVRTC_ERROR):
+        scripted_run(torch.float32)  # the scripted code meets the emulated failure unpatched
+    with bc.emulate("sm_121"), bc.patched(strategies={PATCH: "cpu"}) as report:
+        assert {PATCH, "torch"} <= set(report.applied), str(report)
+        got = scripted_run(torch.float32)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if name not in SCRIPTED_NOT_IDENTICAL:
+        assert_identical(got, want)
+        return
+    difference = float((got - want).abs().max())
+    reference_error = float((want.to(exact.dtype) - exact).abs().max())
+    assert difference <= reference_error, (difference, reference_error)
+
+
 # -- revert, drift, lazy import -----------------------------------------------------------------
 
 TARGETS = {
@@ -513,3 +589,52 @@ def test_example_runs_offline_and_shows_failure_then_parity() -> None:
     )
     assert "with the patch: kaldi fbank (vmap)" in result.stdout
     assert "with the patch: MelSpectrogram" in result.stdout
+
+
+# -- the emulated CUDA device --------------------------------------------------------------------
+
+
+def _convolve_grid() -> list[tuple[Any, tuple[int, ...], int, int, str]]:
+    import itertools
+
+    import torchaudio.functional as F
+
+    return [
+        (fn, lead, n, m, mode)
+        for fn in (F.convolve, F.fftconvolve)
+        for lead, (n, m), mode in itertools.product(
+            [(), (2,), (3, 2)], [(10, 4), (4, 10), (7, 7)], ["full", "valid", "same"]
+        )
+    ]
+
+
+def _convolve_all(device: str) -> list[torch.Tensor]:
+    results = []
+    for fn, lead, n, m, mode in _convolve_grid():
+        gen = torch.Generator().manual_seed(n * 100 + m)
+        x = torch.randn(*lead, n, generator=gen)
+        y = torch.randn(*lead, m, generator=gen)
+        results.append(fn(x.to(device), y.to(device), mode=mode).cpu())
+    return results
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["emulated", "emulated + apply"])
+def test_convolve_on_the_emulated_device_has_no_false_alarm(patched: bool) -> None:
+    """torchaudio's ``convolve`` multiplies a CPU shape tensor (``torch.tensor(x.shape[:-1])
+    .prod()``): a jitted int64 ``prod`` when the CPU plays the GPU, never on a real GPU, where
+    that tensor stays on the CPU.  With the emulated CUDA device it stays on the CPU too."""
+    import torchaudio.functional as F
+
+    want = reference(lambda: _convolve_all("cpu"))
+    with bc.emulate("sm_121"), pytest.raises(RuntimeError, match=NVRTC_ERROR):
+        F.convolve(torch.randn(2, 10), torch.randn(2, 4))  # the false alarm of device="cpu"
+    with bc.emulate("sm_121", device="cuda"):
+        if patched:
+            with bc.patched() as report:
+                assert {"torch", PATCH} <= set(report.applied), str(report)
+                got = _convolve_all("cuda")
+        else:
+            got = _convolve_all("cuda")
+    assert len(got) == len(want) == 54
+    for g, w in zip(got, want, strict=True):
+        assert_identical(g, w)

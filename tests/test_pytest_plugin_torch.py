@@ -392,6 +392,25 @@ def test_user_kernel():
     if torch.cuda.is_available():
         x = x.cuda()
     assert torch.equal(fn(x), x * 2.0)
+# -- the emulated CUDA device (issue 23) -------------------------------------------------------
+
+GPU_SUITE = """
+import pytest
+import torch
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_gpu
+def test_gpu_path():
+    model = torch.nn.Linear(4, 4).to("cuda")
+    x = torch.randn(2, 4, device="cuda")
+    assert model(x).is_cuda
+    torch.exp2(model(x))
+
+
+def test_cpu_shape_product():
+    assert torch.tensor(torch.ones(2, 3, 5).shape[:-1]).prod().item() == 6
 """
 
 
@@ -421,3 +440,29 @@ def test_fused_and_user_kernels_fail_under_emulation_with_a_hint(
             "*emulated here*a Jiterator kernel your code wrote*",
         ]
     )
+def test_emulate_device_cuda_runs_the_gpu_path_three_ways(pytester: pytest.Pytester) -> None:
+    """A GPU suite and the worked example of docs/emulated-device.md, three ways."""
+    pytester.makepyfile(test_gpu=GPU_SUITE)
+    example = EXAMPLE.parent / "emulated_device" / "test_vocoder_gpu.py"
+    shutil.copy(example, pytester.path / example.name)
+    plain = run(pytester)
+    plain.assert_outcomes(passed=1, skipped=2)
+    on_cpu = run(pytester, "--blackwell-emulate=sm_121")
+    on_cpu.assert_outcomes(failed=1, skipped=2)  # the CPU shape product: a false alarm
+    emulated = run(pytester, "--blackwell-emulate-device=cuda")
+    emulated.assert_outcomes(passed=1, failed=2)
+    emulated.stdout.fnmatch_lines([NVRTC])
+    emulated.stdout.fnmatch_lines(["*emulation: sm_121*"])
+    patched = run(pytester, "--blackwell-emulate-device=cuda", "--blackwell-compat=on")
+    patched.assert_outcomes(passed=3)
+
+
+def test_emulate_device_ini_and_bad_value(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_gpu=GPU_SUITE)
+    pytester.makeini("[pytest]\nblackwell_emulate = sm_120\nblackwell_emulate_device = cuda\n")
+    result = run(pytester, "-k", "gpu_path")
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*emulation of sm_120*"])
+    bad = run(pytester, "--blackwell-emulate-device=gpu")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--blackwell-emulate-device='gpu'*accepted: 'cpu', 'cuda'*"])

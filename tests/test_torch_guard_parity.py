@@ -26,11 +26,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import jit_samples
+from support import jit_samples, overlap_cases
 
 import blackwell_compat as bc
 from blackwell_compat import emulation, state
 from blackwell_compat.ops import inventory
+from blackwell_compat.ops.discovery import overload_specs
+from blackwell_compat.ops.spec import OverloadSpec
 
 warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
 
@@ -608,3 +610,178 @@ def test_real_special_function_gradients(guarded: None) -> None:
     x = torch.linspace(0.2, 0.8, 5, dtype=torch.float64)
     for fn in (torch.lgamma, torch.digamma, torch.erfc, torch.erfinv, torch.special.i0e):
         assert_parity(_grad(fn, x), reference(lambda fn=fn: _grad(fn, x)))
+
+
+# -- out= and in-place calls whose tensors share memory --------------------------------------------
+#
+# PyTorch refuses an output that partially overlaps an input, or whose elements alias each other,
+# before computing (``torch.exp2(x[1:4], out=x[0:3])``); the guard must refuse the same calls with
+# the same error and compute the others as PyTorch does.  Every intercepted overload that writes
+# (out=, in-place) is run on every dtype with each arrangement of tests/support/overlap_cases.py,
+# once guarded and once with PyTorch's own CPU kernel.
+
+WRITING_SPECS = [spec for spec in overload_specs() if spec.mutable]
+REDUCTIONS = ("sum", "nansum", "prod")
+OVERLAP_PARAMS = [
+    pytest.param(spec, dtype, id=f"{spec.impl_name}-{_ids(dtype)}")
+    for spec in WRITING_SPECS
+    for dtype in sorted(spec.dtypes, key=str)
+]
+
+
+def _cpu_lacks(outcome: tuple[str, Any]) -> bool:
+    """PyTorch's CPU has no kernel for the call (complex32, complex nansum); CUDA has one."""
+    kind, value = outcome
+    # NotImplementedError since torch 2.7, RuntimeError before
+    return kind == "raised" and (
+        "not implemented for 'ComplexHalf'" in value[1]
+        or "does not support complex inputs" in value[1]  # nansum: "(on CPU) does not..."
+    )
+
+
+def _twins(spec: OverloadSpec, dtype: torch.dtype) -> list[tuple[OverloadSpec, torch.dtype]]:
+    """Calls whose CPU outcome stands in where the CPU lacks a kernel: complex64 for complex32,
+    ``sum`` for ``nansum`` (the sample values hold no NaN)."""
+    specs = [spec]
+    if spec.entry.name == "nansum":
+        specs += [s for s in WRITING_SPECS if s.qualified == "aten::sum.IntList_out"]
+    dtypes = [dtype] + ([torch.complex64] if dtype == torch.complex32 else [])
+    return [(s, d) for s in specs for d in dtypes if (s, d) != (spec, dtype)]
+
+
+def _assert_same_outcome(
+    got: tuple[str, Any], want: tuple[str, Any], case: overlap_cases.Case, *, widen: bool = False
+) -> None:
+    """Same refusal (type and message), or same result, written-to tensor and inputs (dtype,
+    shape, strides, values within the tolerances of this module's other tests).
+
+    *widen*: *got* is complex32 and *want* the complex64 twin (the CPU has no complex32 kernel).
+    """
+    assert got[0] == want[0], (case.id, got, want)
+    if got[0] == "raised":
+        assert got[1] == want[1], case.id
+        return
+    (got_result, got_written, got_args), (want_result, want_written, want_args) = got[1], want[1]
+    assert (got_result is got_written) == (want_result is want_written), case.id
+    pairs = [(got_result, want_result)] + [
+        (got_args[name], want_args[name])
+        for name in want_args
+        if isinstance(want_args[name], torch.Tensor)
+    ]
+    undefined = case.overload.split("::")[1].split(".")[0] in REDUCTIONS and case.arrangement in (
+        "partial",
+        "partial-after",
+        "same-view",
+        "internal",
+    )
+    for g, w in pairs:
+        assert g.shape == w.shape and g.stride() == w.stride(), case.id
+        g = g.cpu() if g.is_cuda else g  # the emulated device's memory, for the comparison
+        if widen:
+            assert g.dtype == {torch.complex64: torch.complex32}.get(w.dtype, g.dtype), case.id
+        else:
+            assert g.dtype == w.dtype, case.id
+        if undefined:
+            # PyTorch's reductions check no overlap: the kernel writes the output while it
+            # still reads the input (or writes one location many times), so the values depend
+            # on the kernel's order and differ between CPU and CUDA.  The guard computes the
+            # reduction of the input as it was and writes it out.
+            continue
+        if widen:
+            torch.testing.assert_close(g.to(w.dtype), w, rtol=2e-3, atol=2e-3, msg=case.id)
+        else:
+            assert_parity(g, w)
+
+
+def _overlap_sweep(spec: OverloadSpec, dtype: torch.dtype, device: str) -> None:
+    """Every arrangement of one overload and dtype, guarded on *device*, against the CPU."""
+    with emulation.suspended():
+        references = overlap_cases.cases(spec, dtype)
+        twins = [
+            {c.arrangement + c.role: c for c in overlap_cases.cases(*t)}
+            for t in _twins(spec, dtype)
+        ]
+    cases = overlap_cases.cases(spec, dtype, device)
+    assert cases and len(cases) == len(references)
+    refused = 0
+    for case, plain in zip(cases, references, strict=True):
+        assert case.id == plain.id
+        with emulation.suspended():
+            want = overlap_cases.outcome(plain)
+        got = overlap_cases.outcome(case)
+        widen = False
+        if _cpu_lacks(want) and got != want:
+            # No CPU kernel to compare with, but the guard computes: the first twin call the
+            # CPU can run decides refusal and values.
+            for twin_cases in twins:
+                twin = twin_cases[case.arrangement + case.role]
+                with emulation.suspended():
+                    want = overlap_cases.outcome(twin)
+                if not _cpu_lacks(want):
+                    widen = twin.dtype != case.dtype
+                    break
+            assert not _cpu_lacks(want), case.id
+        refused += want[0] == "raised" and want[1][1].startswith("unsupported operation")
+        _assert_same_outcome(got, want, case, widen=widen)
+    # every elementwise overload refuses at least an output aliasing itself; reductions never
+    assert bool(refused) == (spec.entry.name not in REDUCTIONS)
+
+
+@pytest.mark.parametrize(("spec", "dtype"), OVERLAP_PARAMS)
+def test_out_and_inplace_overlap_refused_or_computed_as_pytorch_does(
+    guarded: None, spec: OverloadSpec, dtype: torch.dtype
+) -> None:
+    _overlap_sweep(spec, dtype, "cpu")
+
+
+@pytest.fixture
+def on_emulated_device() -> Iterator[None]:
+    """The emulated CUDA device with the guard applied (per test: conftest resets the state)."""
+    with bc.emulate("sm_121", device="cuda"), bc.patched(only="torch") as report:
+        assert report.applied == ["torch"]
+        yield
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("spec", "dtype"), OVERLAP_PARAMS)
+def test_overlap_on_the_emulated_cuda_device_as_pytorch_does(
+    on_emulated_device: None, spec: OverloadSpec, dtype: torch.dtype
+) -> None:
+    """The same sweep with every tensor on the emulated CUDA device (the guard sees its CPU
+    memory): the same refusals and results as PyTorch's CPU kernel."""
+    _overlap_sweep(spec, dtype, "cuda")
+
+
+def test_overlap_refusal_of_the_issue_example(guarded: None) -> None:
+    x = torch.arange(5, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="some elements of the input tensor and the written-to"):
+        torch.exp2(x[1:4], out=x[0:3])
+    assert torch.equal(x, torch.arange(5, dtype=torch.float32))  # nothing written
+    z = torch.tensor([0.5 + 0.25j] * 5)
+    with pytest.raises(RuntimeError, match="some elements of the input tensor and the written-to"):
+        torch.exp(z[1:4], out=z[0:3])
+    y = x.clone()
+    assert torch.exp2(y, out=y) is y  # out= the input itself stays allowed
+    assert torch.equal(y, reference(lambda: torch.exp2(x)))
+
+
+def test_overlap_refusals_on_the_emulated_cuda_device() -> None:
+    """On the emulated CUDA device the guard sees the device's CPU memory: same decisions."""
+    with bc.emulate("sm_121", device="cuda"), bc.patched(only="torch") as report:
+        assert "torch" in report.applied
+        x = torch.linspace(0.1, 0.9, 5, device="cuda")
+        z = x.to(torch.complex64) * (1 + 0.5j)
+        assert x.is_cuda and z.is_cuda
+        for call in (
+            lambda: torch.exp2(x[1:4], out=x[0:3]),
+            lambda: torch.exp(z[1:4], out=z[0:3]),
+            lambda: z[0:3].mul_(z[1:4]),
+            lambda: torch.sinc(x[0:3], out=x[1:4]),
+        ):
+            with pytest.raises(RuntimeError, match="some elements of the input tensor and the"):
+                call()
+        with pytest.raises(RuntimeError, match="more than one element of the written-to"):
+            torch.exp(z[:3], out=torch.zeros(1, dtype=z.dtype, device="cuda").expand(3))
+        before = z.cpu()
+        assert torch.exp(z, out=z) is z  # exact overlap stays allowed
+        torch.testing.assert_close(z.cpu(), reference(lambda: torch.exp(before)))

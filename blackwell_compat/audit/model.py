@@ -122,6 +122,9 @@ class AuditReport:
     patches: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     processes: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    """The device that played the GPU: ``cpu`` (CPU tensors) or ``cuda`` (the emulated CUDA
+    device: only its tensors)."""
 
     @property
     def uncovered(self) -> list[str]:
@@ -151,6 +154,7 @@ class AuditReport:
             "tool": "blackwell-compat audit",
             "version": _library_version(),
             "arch": self.arch,
+            "device": self.device,
             "fix": self.fix,
             "target": {
                 "kind": self.target.kind,

@@ -346,12 +346,18 @@ def collect(spool: str, root: Process) -> dict[str, Any]:
 
 
 @contextmanager
-def every_process(recorder: Recorder, arch: str, fix: bool) -> Iterator[Process]:
+def every_process(
+    recorder: Recorder, arch: str, fix: bool, device: str = "cpu"
+) -> Iterator[Process]:
     """Make the program's child processes join this audit, for the duration of the block."""
     global _current
     spool = tempfile.mkdtemp(prefix="blackwell-compat-audit-")
     process = Process(spool, recorder, root=True)
-    variables = {AUDIT_VARIABLE: spool, "BLACKWELL_COMPAT_EMULATE": arch}
+    variables = {
+        AUDIT_VARIABLE: spool,
+        "BLACKWELL_COMPAT_EMULATE": arch,
+        "BLACKWELL_COMPAT_EMULATE_DEVICE": device,
+    }
     if fix:
         variables["BLACKWELL_COMPAT_AUTO"] = "1"
     saved = {name: os.environ.get(name) for name in variables}

@@ -36,6 +36,7 @@ def render(report: AuditReport) -> str:
     """The text report (how to read it: docs/audit.md)."""
     lines = [
         f"blackwell-compat audit of `{report.target.describe()}` (emulating {report.arch}"
+        + (" on an emulated CUDA device" if report.device == "cuda" else "")
         + (", with --fix" if report.fix else "")
         + ")",
         f"program exit code: {report.exit_code}"

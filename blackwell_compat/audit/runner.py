@@ -111,6 +111,7 @@ def run(
     *,
     arch: str = "sm_121",
     fix: bool = False,
+    device: str = "cpu",
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     on_exit: Any = None,
@@ -128,6 +129,7 @@ def run(
     from ..ops import dispatcher as dispatch
 
     arch = config.parse_arch(arch, source="audit --arch")
+    device = config.parse_emulated_device(device, source="audit --device")
     check_target(target)
     recorder = Recorder()
     exit_code, error = 0, None
@@ -136,9 +138,9 @@ def run(
     started = time.perf_counter()
     processes: dict[str, Any] = {}
     with (
-        emulation.emulate(arch),
+        emulation.emulate(arch, device=device),
         _program_streams(out_stream, err_stream) as (out, err),
-        every_process(recorder, arch, fix) as root,
+        every_process(recorder, arch, fix, device) as root,
     ):
         applied: list[str] = []
         if fix:
@@ -160,6 +162,7 @@ def run(
             report = AuditReport(
                 target=target,
                 arch=arch,
+                device=device,
                 fix=fix,
                 sites=[],
                 exit_code=status,
@@ -211,6 +214,7 @@ def run(
     return AuditReport(
         target=target,
         arch=arch,
+        device=device,
         fix=fix,
         sites=recorder.ordered(),
         exit_code=exit_code,

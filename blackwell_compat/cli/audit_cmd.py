@@ -1,4 +1,4 @@
-"""``audit [--fix] [--json] [--arch ARCH] -- script.py [args]`` (or ``-m module [args]``).
+"""``audit [--fix] [--json] [--arch ARCH] [--device DEV] -- script.py [args]``
 
 Runs the program on the CPU as if on an affected GPU (:mod:`blackwell_compat.audit`) and lists
 every call site that reaches a Jiterator kernel, grouped by site with counts.  The program runs
@@ -60,6 +60,18 @@ def add_parser(subparsers: Any) -> None:
         "--arch",
         default="sm_121",
         help="the GPU architecture to emulate (default sm_121, DGX Spark / GB10)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        type=str.lower,
+        choices=("cpu", "cuda"),
+        help=(
+            "the device that plays the GPU: 'cpu' (default: CPU tensors fail, for programs that "
+            "run on the CPU) or 'cuda' (an emulated CUDA device backed by CPU memory: the "
+            'program\'s own GPU path runs, `.to("cuda")` and torch.cuda included, and only its '
+            "tensors fail; use it for a GPU program)"
+        ),
     )
     parser.add_argument(
         "-m",
@@ -137,7 +149,12 @@ def run(args: argparse.Namespace) -> int:
 
         with redirect:
             report = audit.run(
-                target, arch=args.arch, fix=args.fix, stdout=sys.stderr, on_exit=emit_json
+                target,
+                arch=args.arch,
+                fix=args.fix,
+                device=args.device,
+                stdout=sys.stderr,
+                on_exit=emit_json,
             )
         emit_json(report)
     else:
@@ -146,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
             real_stdout.flush()
             print(audit.render(report), file=real_stderr, flush=True)
 
-        report = audit.run(target, arch=args.arch, fix=args.fix, on_exit=emit_text)
+        report = audit.run(
+            target, arch=args.arch, fix=args.fix, device=args.device, on_exit=emit_text
+        )
         emit_text(report)
     return report.exit_status

@@ -5,7 +5,8 @@ Call by call it chooses between three outcomes:
 * the op guard is on and the call is on a targeted device -> a Jiterator-free rewrite
   (:mod:`.rewrites`);
 * emulation is on, the guard is not, and the call is on a CPU tensor -> the ``RuntimeError`` an
-  affected GPU raises (or, for ``audit``, a record and the correct result);
+  affected GPU raises (or, for ``audit``, a record and the correct result); with the emulated
+  CUDA device installed only CPU work done for its tensors counts (``state.local.on_device``);
 * anything else (another dtype, another device, an empty tensor) -> the original kernel.
 
 The ops layer never imports the emulation: the emulation registers the error it raises with
@@ -88,6 +89,9 @@ def decide(
     elif kind == "cpu":
         if not state.emulation_active():
             return None, None, None
+        if state.device_mode and not state.local.on_device:
+            # The emulated CUDA device plays the GPU: plain CPU tensors never fail.
+            return None, None, None
         outcome = MODE_GUARD if state.guard_enabled else MODE_EMULATE
     else:
         return None, None, None
@@ -95,6 +99,13 @@ def decide(
     if dtype is None or _has_empty_input(args):
         return None, None, None
     return outcome, dtype, device
+
+
+def _shown(device: Any) -> Any:
+    """The device a record names: ``cuda:0`` for work on the emulated CUDA device."""
+    if state.local.on_device and device.type == "cpu":
+        return "cuda:0"
+    return device
 
 
 def make_kernel(spec: OverloadSpec, original: Original) -> Callable[..., Any]:
@@ -130,9 +141,9 @@ def make_kernel(spec: OverloadSpec, original: Original) -> Callable[..., Any]:
         recorder = state.recorder
         if outcome == MODE_GUARD:
             if recorder is not None:
-                recorder(make_call(spec, args, kwargs, dtype, device, MODE_GUARD))
+                recorder(make_call(spec, args, kwargs, dtype, _shown(device), MODE_GUARD))
             return rewrites.run(spec, keyset, args, kwargs, device, call_original)
-        call = make_call(spec, args, kwargs, dtype, device, MODE_EMULATE)
+        call = make_call(spec, args, kwargs, dtype, _shown(device), MODE_EMULATE)
         if recorder is not None:
             recorder(call)
             return call_original(keyset, args, kwargs)

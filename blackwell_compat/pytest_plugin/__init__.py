@@ -16,6 +16,9 @@ Offers (see ``docs/pytest-plugin.md``):
 - ``--blackwell-emulate[=ARCH]`` / ini ``blackwell_emulate``: run every test (setup, call and
   teardown) under :func:`blackwell_compat.emulate`, so CPU tensors fail as they would on a GPU
   whose architecture the loaded NVRTC lacks.
+- ``--blackwell-emulate-device={cpu,cuda}`` / ini ``blackwell_emulate_device``: ``cuda`` runs the
+  tests on an emulated CUDA device backed by CPU memory (their GPU code path; only device tensors
+  fail); ``cpu`` (the default) keeps CPU tensors failing.
 - markers ``blackwell_compat(patches=..., strategies=...)`` and ``requires_affected_gpu``;
 - fixtures ``blackwell_platform``, ``blackwell_patched`` and ``assert_cpu_parity``;
 - a report header line, and a hint attached to every failure that shows the NVRTC error.
@@ -84,8 +87,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "lacks is present (e.g. GB10 sm_121 with NVRTC 12.8); skipped elsewhere",
     )
     settings = read_settings(config)
-    emulation = Emulation(settings.emulate) if settings.emulate else None
+    emulation = Emulation(settings.emulate, settings.emulate_device) if settings.emulate else None
     config.stash[STATE_KEY] = State(settings=settings, emulation=emulation)
+    if emulation is not None and emulation.device == "cuda" and not config.option.collectonly:
+        # The device must exist when test modules are collected: `skipif(not
+        # torch.cuda.is_available())` is evaluated then.  CPU tensors never fail on it, so
+        # collection itself is safe (the device waits for `import torch`).
+        emulation.start()
 
 
 # -- session-wide patches -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from .. import config
+from ..config import parse_emulated_device
 from ..errors import ConfigError
 
 MODES = ("auto", "on", "off")
@@ -23,10 +24,12 @@ class Settings:
 
     mode: str = "off"
     emulate: str | None = None
+    emulate_device: str = "cpu"
 
 
 def add_options(parser: pytest.Parser) -> None:
-    """``--blackwell-compat``, ``--blackwell-emulate`` and their ini twins."""
+    """``--blackwell-compat``, ``--blackwell-emulate``, ``--blackwell-emulate-device`` and
+    their ini twins."""
     group = parser.getgroup(
         "blackwell-compat",
         "blackwell-compat (GPUs whose architecture the installed NVRTC does not know)",
@@ -55,6 +58,24 @@ def add_options(parser: pytest.Parser) -> None:
             "--blackwell-emulate=ARCH, since a bare word after the flag is taken as ARCH; "
             "'off' disables an ini setting)"
         ),
+    )
+    group.addoption(
+        "--blackwell-emulate-device",
+        dest="blackwell_emulate_device",
+        default=None,
+        metavar="DEVICE",
+        help=(
+            "which device plays the emulated GPU: 'cpu' (CPU tensors fail, the default) or "
+            "'cuda' (an emulated CUDA device backed by CPU memory: the tests' GPU code path "
+            "runs and only its tensors fail; turns emulation of "
+            f"{DEFAULT_ARCH} on unless --blackwell-emulate names another arch or 'off')"
+        ),
+    )
+    parser.addini(
+        "blackwell_emulate_device",
+        help="the device that plays the emulated GPU: cpu (default) or cuda",
+        type="string",
+        default="",
     )
     parser.addini(
         "blackwell_compat",
@@ -116,6 +137,20 @@ def read_settings(config: pytest.Config) -> Settings:
         else:
             raw_arch = config.getini("blackwell_emulate")
             arch = parse_emulate(raw_arch or "", source="ini option blackwell_emulate")
+        option_device = config.getoption("blackwell_emulate_device")
+        if option_device is not None:
+            device = parse_device(option_device, source="--blackwell-emulate-device")
+        else:
+            raw_device = config.getini("blackwell_emulate_device") or "cpu"
+            device = parse_device(raw_device, source="ini option blackwell_emulate_device")
+        written = option_arch if option_arch is not None else config.getini("blackwell_emulate")
+        if device == "cuda" and arch is None and not str(written or "").strip():
+            arch = DEFAULT_ARCH  # the device alone asks for emulation, of the default arch
     except ConfigError as exc:
         raise pytest.UsageError(f"blackwell-compat: {exc}") from None
-    return Settings(mode=mode, emulate=arch)
+    return Settings(mode=mode, emulate=arch, emulate_device=device)
+
+
+def parse_device(value: object, *, source: str) -> str:
+    """Validate an emulated device: ``cpu`` or ``cuda`` (:func:`.config.parse_emulated_device`)."""
+    return parse_emulated_device(str(value), source=source)

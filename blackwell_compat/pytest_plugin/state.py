@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 class Emulation:
     """The plugin's own :func:`blackwell_compat.emulate` block, switched on per test loop."""
 
-    def __init__(self, arch: str) -> None:
+    def __init__(self, arch: str, device: str = "cpu") -> None:
         self.arch = arch
+        self.device = device
         self._block: AbstractContextManager[str] | None = None
 
     def start(self) -> None:
@@ -27,7 +28,7 @@ class Emulation:
             # Imported here: loading the plugin must not load the emulation (issue 11).
             from ..emulation import emulate
 
-            block = emulate(self.arch)
+            block = emulate(self.arch, device=self.device)
             block.__enter__()
             self._block = block
 

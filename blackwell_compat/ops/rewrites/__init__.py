@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import state
+from .. import overlap
 from ..spec import OverloadSpec
 from . import complex_ops, real_ops, reductions
 
@@ -53,10 +54,17 @@ def run(
     device: Any,
     call_original: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any],
 ) -> Any:
-    """Compute the call without the Jiterator and return what the overload returns."""
+    """Compute the call without the Jiterator and return what the overload returns.
+
+    An ``out=`` or in-place call whose output overlaps an input as PyTorch refuses is refused
+    first, with PyTorch's message (:mod:`..overlap`): the rewrite computes into a new tensor
+    and the round trip into copies, so neither would notice.
+    """
     rewrite = REWRITES.get(spec.entry.name)
+    bound = spec.bind(args, kwargs) if spec.mutable or rewrite is not None else {}
+    if spec.mutable:
+        overlap.check(spec, bound)
     if rewrite is not None:
-        bound = spec.bind(args, kwargs)
         result = rewrite(spec, bound)
         if result is not NotImplemented:
             return deliver(spec, bound, _with_native_layout(spec, bound, result))
@@ -164,7 +172,8 @@ def deliver(spec: OverloadSpec, bound: dict[str, Any], result: Any) -> Any:
         if complex_target or name not in _CONTIGUOUS_OUT:
             strides = _layout_probe(spec, bound, result.shape)
         resize_output(target, result.shape, strides)
-    target.copy_(result)
+    written, result = overlap.distinct_targets(target, result)
+    written.copy_(result)
     return target
 
 

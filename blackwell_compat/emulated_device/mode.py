@@ -1,0 +1,324 @@
+"""The entry points onto the emulated device that PyTorch's C++ would take to the CUDA runtime.
+
+Factories with ``device="cuda"`` (and ``0``, ``"cuda:0"``, ``torch.device``) call CUDA's lazy
+initialisation in C++ before any dispatch mode runs, and some paths abort the process from
+there; the :class:`DeviceMode` (a ``TorchFunctionMode``) sees every such call first and makes the
+tensor on the CPU, then wraps it.  ``Tensor.to``/``.cuda``/``.pin_memory``/``.is_pinned`` and
+``torch.load`` are replaced at the class or module level instead (process-wide: the DataLoader's
+pinning thread and ``nn.Module.to`` in any thread take them).  Under ``torch.autocast("cuda")``
+calls on device tensors run under CPU autocast with the CUDA autocast dtype.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils import _device as _device_utils
+
+from .. import state
+from .tensor import CPU, CUDA0, EmulatedTensor, as_device, check_index, from_cpu, move, wrap
+
+__all__ = [
+    "DeviceMode",
+    "EmulatedGenerator",
+    "PinnedSet",
+    "emulated_load",
+    "refresh",
+    "tensor_methods",
+]
+
+
+def _on_device(args: tuple[Any, ...]) -> bool:
+    for arg in args:
+        if isinstance(arg, EmulatedTensor):
+            return True
+        if isinstance(arg, (list, tuple)) and any(isinstance(a, EmulatedTensor) for a in arg):
+            return True
+    return False
+
+
+def _lift_cpu_scalar(arg: Any) -> Any:
+    """A 0-dim CPU tensor that needs a gradient, meeting device tensors, moved to the device
+    through a differentiable copy.  CUDA lets a CPU scalar meet a device tensor; its gradient
+    then comes back as a device scalar, which the autograd engine moves to the CPU.  The
+    engine sees the wrapper's C++ device (the CPU) and cannot: the explicit copy does it."""
+    if (
+        isinstance(arg, torch.Tensor)
+        and arg.requires_grad
+        and arg.dim() == 0
+        and not isinstance(arg, EmulatedTensor)
+    ):
+        return from_cpu(arg)
+    return arg
+
+
+def _wrap_result(result: Any) -> Any:
+    if isinstance(result, EmulatedTensor) or not isinstance(result, torch.Tensor):
+        return result
+    if result.requires_grad and result.is_leaf:
+        wrapper = EmulatedTensor(result.detach(), requires_grad=True)
+        if state.emulated_cuda is not None:
+            state.emulated_cuda.memory.track(wrapper._elem)
+        return wrapper
+    return wrap(result)
+
+
+#: Random factories: with ``device="cuda"`` they draw from the device's generator, which
+#: ``torch.cuda.manual_seed`` seeds (the CPU's stream stays the CPU's).
+_RANDOM_FACTORIES = frozenset(
+    {torch.rand, torch.randn, torch.randint, torch.randperm, torch.normal}
+)
+
+
+_PARSE_TO = torch._C._nn._parse_to
+#: The functions torch.set_default_device gives a device (torch's own list).
+_CONSTRUCTORS = _device_utils._device_constructors()
+
+
+def _default_device_is_cuda() -> bool:
+    # Read without torch.get_default_device(), which makes a tensor to answer.
+    context = getattr(getattr(torch, "_GLOBAL_DEVICE_CONTEXT", None), "device_context", None)
+    device = getattr(context, "device", None)
+    return isinstance(device, torch.device) and device.type == "cuda"
+
+
+def refresh(tensor: EmulatedTensor) -> None:
+    """Give a device tensor the sizes and strides its CPU tensor has now.
+
+    An op that changes them in place (an ``out=`` tensor resized, ``resize_``, ``unsqueeze_``)
+    changes the CPU tensor inside ``__torch_dispatch__``, where the wrapper's own metadata
+    cannot be changed; here, above the dispatcher, the wrapper is swapped for an up-to-date one
+    (same Python object, same data).
+    """
+    elem = tensor._elem
+    if (
+        tensor.shape == elem.shape
+        and tensor.stride() == elem.stride()
+        and tensor.storage_offset() == elem.storage_offset()
+    ):
+        return
+    fresh = EmulatedTensor(elem, requires_grad=tensor.requires_grad and tensor.is_leaf)
+    torch.utils.swap_tensors(tensor, fresh)  # type: ignore[no-untyped-call]
+
+
+def _refresh_all(out: Any) -> None:
+    if isinstance(out, EmulatedTensor):
+        refresh(out)
+    elif isinstance(out, (list, tuple)):
+        for item in out:
+            if isinstance(item, EmulatedTensor):
+                refresh(item)
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class DeviceMode(TorchFunctionMode):
+    """Makes ``device="cuda"`` factories on the CPU and wraps what they return."""
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        if func is _PARSE_TO and args and _is_index(args[0]):
+            # nn.Module.to(0): torch 2.6 resolves a bare index through the accelerator in C++.
+            args = (torch.device("cuda", args[0]), *args[1:])
+        device = kwargs.get("device") if kwargs else None
+        if device is None and func in _CONSTRUCTORS and _default_device_is_cuda():
+            device = CUDA0  # torch.set_default_device("cuda"): its mode sits below this one
+            kwargs = dict(kwargs or {}, device=device)
+        if device is not None and kwargs:
+            if _is_index(device):
+                device = kwargs["device"] = torch.device("cuda", device)
+            if device is not None:
+                target = as_device(device)
+                if target.type == "cuda":
+                    check_index(target)
+                    kwargs = dict(kwargs)
+                    if _on_device(args):
+                        del kwargs["device"]  # computed on the device already
+                        return func(*args, **kwargs)
+                    kwargs["device"] = CPU
+                    device_state = state.emulated_cuda
+                    if func in _RANDOM_FACTORIES and device_state is not None:
+                        kwargs.setdefault("generator", device_state.generator)
+                    if kwargs.get("pin_memory"):
+                        kwargs["pin_memory"] = False
+                    # The factory computes on the device (kaiser_window is a Jiterator op).
+                    local = state.local
+                    local.on_device += 1
+                    try:
+                        made = func(*args, **kwargs)
+                    finally:
+                        local.on_device -= 1
+                    return _wrap_result(made)
+        if _on_device(args):
+            args = tuple(map(_lift_cpu_scalar, args))
+        if torch.is_autocast_enabled("cuda") and _on_device(args):
+            dtype = torch.get_autocast_dtype("cuda")
+            with torch.autocast("cpu", dtype=dtype):
+                result = func(*args, **(kwargs or {}))
+        else:
+            result = func(*args, **(kwargs or {}))
+        if kwargs and "out" in kwargs:
+            _refresh_all(kwargs["out"])
+        elif args and isinstance(args[0], EmulatedTensor) and func.__name__.endswith("_"):
+            refresh(args[0])
+        return result
+
+
+class _GeneratorMeta(type(torch._C.Generator)):  # type: ignore[misc]
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, torch._C.Generator)
+
+
+class EmulatedGenerator(torch._C.Generator, metaclass=_GeneratorMeta):
+    """``torch.Generator`` while the device is installed: ``Generator("cuda")`` is a CPU
+    generator that reports ``cuda:0``; every other device is PyTorch's own."""
+
+    def __new__(cls, device: Any = "cpu") -> Any:
+        target = as_device(device)
+        if target.type != "cuda":
+            return torch._C.Generator(device)
+        check_index(target)
+        return super().__new__(cls, "cpu")  # type: ignore[call-arg]
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return torch.device("cuda", 0)
+
+
+def _cuda_like(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.startswith("cuda")
+    if isinstance(value, torch.device):
+        return value.type == "cuda"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return True
+    return isinstance(value, EmulatedTensor)
+
+
+class PinnedSet:
+    """The CPU tensors ``pin_memory()`` returned, by identity (tensors compare elementwise)."""
+
+    def __init__(self) -> None:
+        self._ids: set[int] = set()
+
+    def add(self, tensor: Any) -> None:
+        self._ids.add(id(tensor))
+        weakref.finalize(tensor, self._ids.discard, id(tensor))
+
+    def __contains__(self, tensor: Any) -> bool:
+        return id(tensor) in self._ids
+
+
+def tensor_methods(pinned: PinnedSet) -> dict[str, Callable[..., Any]]:
+    """Replacements for ``torch.Tensor`` methods that reach CUDA for a CPU tensor."""
+    original_to = torch._C.TensorBase.to
+    original_pin = torch._C.TensorBase.pin_memory
+
+    def to(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if (
+            isinstance(self, EmulatedTensor)
+            or any(_cuda_like(a) for a in args)
+            or _cuda_like(kwargs.get("device"))
+        ):
+            return move(self, args, kwargs, original_to)
+        return original_to(self, *args, **kwargs)
+
+    def cuda(
+        self: torch.Tensor, device: Any = None, non_blocking: bool = False, **kwargs: Any
+    ) -> Any:
+        if device is not None:
+            check_index(as_device(device))
+        memory_format = kwargs.get("memory_format", torch.preserve_format)
+        source = (
+            self
+            if memory_format is torch.preserve_format
+            else original_to(self, memory_format=memory_format)
+        )
+        return from_cpu(source)
+
+    def pin_memory(self: torch.Tensor, device: Any = None) -> torch.Tensor:
+        if self in pinned:
+            return self
+        if self.layout != torch.strided:
+            return original_pin(self)  # PyTorch's own refusal
+        copy = self.clone()
+        pinned.add(copy)
+        return copy
+
+    def is_pinned(self: torch.Tensor, device: Any = None) -> bool:
+        return self in pinned
+
+    return {"to": to, "cuda": cuda, "pin_memory": pin_memory, "is_pinned": is_pinned}
+
+
+def _walk(value: Any, convert: Callable[[torch.Tensor], Any]) -> Any:
+    if isinstance(value, torch.Tensor):
+        return convert(value)
+    if isinstance(value, torch.nn.Module):
+        return value._apply(convert)  # type: ignore[no-untyped-call]
+    if isinstance(value, list):
+        return type(value)(_walk(v, convert) for v in value)
+    if isinstance(value, tuple):
+        items = [_walk(v, convert) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        rebuilt = value.copy()
+        for key, item in value.items():
+            rebuilt[key] = _walk(item, convert)
+        return rebuilt
+    return value
+
+
+def emulated_load(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.load`` that puts tensors headed for CUDA (``map_location`` or the file's own
+    location) on the emulated device: storages load on the CPU, then their tensors are wrapped
+    (sharing kept).  A ``map_location`` callable is called as usual."""
+
+    def load(f: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> Any:
+        headed: set[int] = set()
+
+        def locate(storage: Any, location: str) -> Any:
+            if callable(map_location):
+                result = map_location(storage, location)
+                if result is not None:
+                    return result
+                target: Any = location
+            elif isinstance(map_location, dict):
+                target = map_location.get(location, location)
+            elif map_location is None:
+                target = location
+            else:
+                target = map_location
+            device = as_device(target)
+            if device.type == "cuda":
+                check_index(device)
+                headed.add(storage.data_ptr())
+                return storage
+            if device.type == "cpu":
+                return storage
+            return storage.to(device)
+
+        result = original(f, locate, *args, **kwargs)
+        if not headed:
+            return result
+
+        def convert(tensor: torch.Tensor) -> Any:
+            if isinstance(tensor, EmulatedTensor):
+                return tensor
+            if tensor.untyped_storage().data_ptr() in headed:
+                if isinstance(tensor, torch.nn.Parameter):
+                    return torch.nn.Parameter(wrap(tensor.detach()), tensor.requires_grad)
+                return _wrap_result(tensor)
+            return tensor
+
+        return _walk(result, convert)
+
+    load.__wrapped__ = original  # type: ignore[attr-defined]
+    return load
