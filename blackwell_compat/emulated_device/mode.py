@@ -247,9 +247,11 @@ class DeviceMode(TorchFunctionMode):
                     finally:
                         local.on_device -= 1
                     return _wrap_result(made)
-        if _on_device(args):
-            args = tuple(map(_lift_cpu_scalar, args))
-        if torch.is_autocast_enabled("cuda") and _on_device(args):
+        on_device = _on_device(args)
+        if not on_device:
+            return func(*args, **(kwargs or {}))
+        args = tuple(map(_lift_cpu_scalar, args))
+        if torch.is_autocast_enabled("cuda"):
             dtype = torch.get_autocast_dtype("cuda")
             with torch.autocast("cpu", dtype=dtype):
                 result = func(*args, **(kwargs or {}))
@@ -259,9 +261,9 @@ class DeviceMode(TorchFunctionMode):
             _refresh_all(kwargs["out"])
         elif args and isinstance(args[0], EmulatedTensor) and func.__name__.endswith("_"):
             refresh(args[0])
-        if func not in _HOST_RESULTS and _on_device(args):
-            return _onto_device(result, _HOST_POSITIONS.get(getattr(func, "__name__", "")))
-        return result
+        if func in _HOST_RESULTS or isinstance(result, EmulatedTensor):
+            return result
+        return _onto_device(result, _HOST_POSITIONS.get(getattr(func, "__name__", "")))
 
 
 class _GeneratorMeta(type(torch._C.Generator)):  # type: ignore[misc]
