@@ -240,3 +240,14 @@ def test_repr_says_cuda(cuda: None) -> None:
     t = torch.tensor([1.0, 2.0], device="cuda", requires_grad=True)
     assert repr(t) == "tensor([1., 2.], device='cuda:0', requires_grad=True)"
     assert "device='cuda:0'" in repr(t * 2) and "grad_fn" in repr(t * 2)
+
+
+def test_composite_ops_that_reshape_in_place_give_true_shapes(cuda: None) -> None:
+    # torch.stft ends with in-place squeeze/transpose inside C++ (on the CPU tensor).
+    signal = torch.randn(1000)
+    window = torch.hann_window(400)
+    expected = torch.stft(signal, 400, 160, window=window, return_complex=True)
+    got = torch.stft(signal.cuda(), 400, 160, window=window.cuda(), return_complex=True)
+    assert got.shape == expected.shape and got.stride() == expected.stride()
+    assert torch.equal(got.cpu(), expected)
+    assert got.tolist() == expected.tolist()

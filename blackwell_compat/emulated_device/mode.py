@@ -28,6 +28,7 @@ from .tensor import (
     check_index,
     from_cpu,
     move,
+    refuse,
     to_cpu,
     wrap,
 )
@@ -106,6 +107,35 @@ def refresh(tensor: EmulatedTensor) -> None:
         return
     fresh = EmulatedTensor(elem, requires_grad=tensor.requires_grad and tensor.is_leaf)
     torch.utils.swap_tensors(tensor, fresh)  # type: ignore[no-untyped-call]
+
+
+def _true_metadata(result: EmulatedTensor, func: Any) -> torch.Tensor:
+    """*result* with the sizes and strides of its CPU tensor.
+
+    A C++ composite that changes an intermediate tensor's metadata in place (``stft`` ends with
+    ``squeeze_``/``transpose_``) changes the CPU tensor inside ``__torch_dispatch__``, where the
+    wrapper's own metadata cannot follow.  A result without autograd history is rewrapped; one
+    with history cannot be, and is refused rather than returned with a wrong shape.
+    """
+    elem = result._elem
+    if (
+        result.shape == elem.shape
+        and result.stride() == elem.stride()
+        and result.storage_offset() == elem.storage_offset()
+    ):
+        return result
+    if result.grad_fn is None:
+        return wrap(elem) if not result.requires_grad else EmulatedTensor(elem, True)
+    name = getattr(func, "__name__", str(func))
+    raise refuse(
+        f"Differentiating through {name} (a composite op that reshapes a tensor in place)",
+        "Run it under torch.no_grad(), or on CPU tensors.",
+    )
+
+
+def _in_place(func: Any) -> bool:
+    name = getattr(func, "__name__", "")
+    return name.endswith("_") and not name.endswith("__")
 
 
 def _refresh_all(out: Any) -> None:
@@ -259,9 +289,15 @@ class DeviceMode(TorchFunctionMode):
             result = func(*args, **(kwargs or {}))
         if kwargs and "out" in kwargs:
             _refresh_all(kwargs["out"])
-        elif args and isinstance(args[0], EmulatedTensor) and func.__name__.endswith("_"):
+        elif args and isinstance(args[0], EmulatedTensor) and _in_place(func):
             refresh(args[0])
-        if func in _HOST_RESULTS or isinstance(result, EmulatedTensor):
+        if isinstance(result, EmulatedTensor):
+            return _true_metadata(result, func)
+        if isinstance(result, (list, tuple)) and not hasattr(result, "_fields"):
+            result = type(result)(
+                _true_metadata(r, func) if isinstance(r, EmulatedTensor) else r for r in result
+            )
+        if func in _HOST_RESULTS:
             return result
         return _onto_device(result, _HOST_POSITIONS.get(getattr(func, "__name__", "")))
 

@@ -196,6 +196,9 @@ class EmulatedTensor(torch.Tensor):
             "tensor to host memory first."
         )
 
+    def tolist(self) -> Any:
+        return self._elem.tolist()
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
         return self.numpy()
 
