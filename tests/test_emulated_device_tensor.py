@@ -251,3 +251,12 @@ def test_composite_ops_that_reshape_in_place_give_true_shapes(cuda: None) -> Non
     assert got.shape == expected.shape and got.stride() == expected.stride()
     assert torch.equal(got.cpu(), expected)
     assert got.tolist() == expected.tolist()
+
+
+def test_differentiating_through_an_in_place_reshaping_composite_is_refused(cuda: None) -> None:
+    signal = torch.randn(1000, device="cuda", requires_grad=True)
+    window = torch.hann_window(400, device="cuda")
+    with pytest.raises(EmulatedDeviceError, match=r"torch\.no_grad"):
+        torch.stft(signal, 400, 160, window=window, return_complex=True)
+    with torch.no_grad():
+        assert torch.stft(signal, 400, 160, window=window, return_complex=True).shape == (201, 7)
