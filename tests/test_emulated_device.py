@@ -179,7 +179,7 @@ with bc.emulate("sm_121", device="cuda"):
     torch.empty(2, device="cuda").new_zeros(3)
     torch.cuda.synchronize(); torch.cuda.empty_cache()
     for bad in (lambda: torch.zeros(1, device="cuda:1"), lambda: x.to("cuda:3"),
-                lambda: torch.cuda.CUDAGraph(), lambda: x.data_ptr(), lambda: x.numpy()):
+                lambda: torch.cuda.CUDAGraph(), lambda: x.untyped_storage(), lambda: x.numpy()):
         try:
             bad()
         except (RuntimeError, TypeError) as e:

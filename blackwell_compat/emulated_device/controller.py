@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.backends.cudnn
 import torch.cuda.jiterator
 
 from .. import state
@@ -30,8 +31,9 @@ class EmulatedCuda:
         self.arch = arch
         self.properties = device_properties(arch)
         self.memory = MemoryBook()
-        self.generator = torch._C.Generator("cpu")
-        self.generator.manual_seed(torch.initial_seed())
+        # One random stream for the CPU and the device: a program draws the same numbers on
+        # the emulated device as on the CPU, so its results can be compared with a CPU run.
+        self.generator = torch.default_generator
         self.streams = Streams()
         self.pinned = PinnedSet()
         self._saved: list[tuple[Any, str, Any, bool]] = []
@@ -77,6 +79,8 @@ class EmulatedCuda:
         for name, value in tensor_methods(self.pinned).items():
             self._replace(torch.Tensor, name, value)
         self._replace(torch, "Generator", EmulatedGenerator)
+        # No cuDNN kernels on the device: RNNs take PyTorch's own path (the flags stay settings).
+        self._replace(torch.backends.cudnn, "is_acceptable", _no_cudnn)
         self._replace(torch, "load", emulated_load(torch.load))
         self._mode = DeviceMode()
         self._mode.__enter__()
@@ -91,3 +95,7 @@ class EmulatedCuda:
             else:
                 delattr(owner, name)
         self._saved.clear()
+
+
+def _no_cudnn(tensor: Any) -> bool:
+    return False

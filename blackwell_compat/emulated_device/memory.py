@@ -11,6 +11,8 @@ import threading
 import weakref
 from typing import Any
 
+import torch
+
 __all__ = ["MemoryBook"]
 
 
@@ -25,6 +27,8 @@ class MemoryBook:
 
     def track(self, elem: Any) -> None:
         """Count *elem*'s storage while *elem* (the CPU tensor behind a device tensor) lives."""
+        if elem.layout is not torch.strided:
+            return  # sparse and other layouts: their parts are dense tensors of their own
         storage = elem.untyped_storage()
         nbytes = storage.nbytes()
         if nbytes == 0:

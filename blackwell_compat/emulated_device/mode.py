@@ -20,7 +20,18 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _device as _device_utils
 
 from .. import state
-from .tensor import CPU, CUDA0, EmulatedTensor, as_device, check_index, from_cpu, move, wrap
+from .tensor import (
+    CPU,
+    CUDA0,
+    EmulatedTensor,
+    as_device,
+    check_index,
+    from_cpu,
+    move,
+    refuse,
+    to_cpu,
+    wrap,
+)
 
 __all__ = [
     "DeviceMode",
@@ -67,13 +78,6 @@ def _wrap_result(result: Any) -> Any:
     return wrap(result)
 
 
-#: Random factories: with ``device="cuda"`` they draw from the device's generator, which
-#: ``torch.cuda.manual_seed`` seeds (the CPU's stream stays the CPU's).
-_RANDOM_FACTORIES = frozenset(
-    {torch.rand, torch.randn, torch.randint, torch.randperm, torch.normal}
-)
-
-
 _PARSE_TO = torch._C._nn._parse_to
 #: The functions torch.set_default_device gives a device (torch's own list).
 _CONSTRUCTORS = _device_utils._device_constructors()
@@ -105,6 +109,35 @@ def refresh(tensor: EmulatedTensor) -> None:
     torch.utils.swap_tensors(tensor, fresh)  # type: ignore[no-untyped-call]
 
 
+def _true_metadata(result: EmulatedTensor, func: Any) -> torch.Tensor:
+    """*result* with the sizes and strides of its CPU tensor.
+
+    A C++ composite that changes an intermediate tensor's metadata in place (``stft`` ends with
+    ``squeeze_``/``transpose_``) changes the CPU tensor inside ``__torch_dispatch__``, where the
+    wrapper's own metadata cannot follow.  A result without autograd history is rewrapped; one
+    with history cannot be, and is refused rather than returned with a wrong shape.
+    """
+    elem = result._elem
+    if (
+        result.shape == elem.shape
+        and result.stride() == elem.stride()
+        and result.storage_offset() == elem.storage_offset()
+    ):
+        return result
+    if result.grad_fn is None:
+        return wrap(elem) if not result.requires_grad else EmulatedTensor(elem, True)
+    name = getattr(func, "__name__", str(func))
+    raise refuse(
+        f"Differentiating through {name} (a composite op that reshapes a tensor in place)",
+        "Run it under torch.no_grad(), or on CPU tensors.",
+    )
+
+
+def _in_place(func: Any) -> bool:
+    name = getattr(func, "__name__", "")
+    return name.endswith("_") and not name.endswith("__")
+
+
 def _refresh_all(out: Any) -> None:
     if isinstance(out, EmulatedTensor):
         refresh(out)
@@ -118,12 +151,103 @@ def _is_index(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _type_as(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # C++ takes the other tensor's options, whose device is the wrapper's C++ device (CPU).
+    if len(args) != 2 or kwargs:
+        return NotImplemented
+    tensor, other = args
+    on_device, other_on_device = (
+        isinstance(tensor, EmulatedTensor),
+        isinstance(other, EmulatedTensor),
+    )
+    if on_device == other_on_device:
+        return NotImplemented
+    return move(tensor, (CUDA0 if other_on_device else CPU, other.dtype), {})
+
+
+def _new_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # Tensor.new_tensor is no ATen op: C++ makes it on the wrapper's C++ device (the CPU).
+    if not args or not isinstance(args[0], EmulatedTensor) or "device" in kwargs:
+        return NotImplemented
+    made = torch._C.TensorBase.new_tensor(args[0]._elem, *args[1:], **kwargs)
+    return _wrap_result(made)
+
+
+def _type(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # t.type("torch.cuda.FloatTensor") / t.type(torch.cuda.FloatTensor) on a CPU tensor.
+    if len(args) < 2 or isinstance(args[0], EmulatedTensor):
+        return NotImplemented
+    name = args[1] if isinstance(args[1], str) else getattr(args[1], "__module__", "") + "."
+    name += "" if isinstance(args[1], str) else getattr(args[1], "__name__", "")
+    if not name.startswith("torch.cuda."):
+        return NotImplemented
+    host = torch._C.TensorBase.type(args[0], "torch." + name.removeprefix("torch.cuda."))
+    return from_cpu(host)
+
+
+def _cpu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not args or not isinstance(args[0], EmulatedTensor):
+        return NotImplemented
+    return to_cpu(args[0])
+
+
+def _onto_device(result: Any, host: frozenset[int] | None) -> Any:
+    """A call on device tensors whose result C++ made on the wrapper's C++ device (the CPU):
+    composite ops create tensors from an input's options (``_pad_packed_sequence``).  On CUDA
+    they are device tensors, so they are moved there (no copy unless autograd needs one);
+    *host* positions stay on the CPU, as CUDA keeps them."""
+    if isinstance(result, EmulatedTensor):
+        return result
+    if isinstance(result, torch.Tensor):
+        if result.requires_grad:
+            return from_cpu(result)
+        return wrap(result)
+    if isinstance(result, tuple) and any(
+        isinstance(r, torch.Tensor) and not isinstance(r, EmulatedTensor) for r in result
+    ):
+        items = [r if host and i in host else _onto_device(r, None) for i, r in enumerate(result)]
+        return type(result)(*items) if hasattr(result, "_fields") else type(result)(items)
+    return result
+
+
+#: Calls whose tensor results belong to the CPU even with device tensors among the arguments.
+_HOST_RESULTS = frozenset(
+    {
+        torch.autograd.grad,
+        torch.autograd.backward,
+        torch.Tensor.backward,
+        torch.Tensor.numpy,
+        torch.Tensor.tolist,
+        torch.Tensor.item,
+        torch.Tensor.__dlpack__,
+    }
+)
+#: Result positions CUDA keeps on the CPU: a packed sequence's batch sizes and lengths.
+_HOST_POSITIONS = {
+    "_pack_padded_sequence": frozenset({1}),
+    "_pad_packed_sequence": frozenset({1}),
+}
+
+
+_SPECIAL = {
+    torch.Tensor.cpu: _cpu,
+    torch.Tensor.type_as: _type_as,
+    torch.Tensor.new_tensor: _new_tensor,
+    torch.Tensor.type: _type,
+}
+
+
 class DeviceMode(TorchFunctionMode):
     """Makes ``device="cuda"`` factories on the CPU and wraps what they return."""
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
     ) -> Any:
+        special = _SPECIAL.get(func)
+        if special is not None:
+            answer = special(args, kwargs or {})
+            if answer is not NotImplemented:
+                return answer
         if func is _PARSE_TO and args and _is_index(args[0]):
             # nn.Module.to(0): torch 2.6 resolves a bare index through the accelerator in C++.
             args = (torch.device("cuda", args[0]), *args[1:])
@@ -143,9 +267,6 @@ class DeviceMode(TorchFunctionMode):
                         del kwargs["device"]  # computed on the device already
                         return func(*args, **kwargs)
                     kwargs["device"] = CPU
-                    device_state = state.emulated_cuda
-                    if func in _RANDOM_FACTORIES and device_state is not None:
-                        kwargs.setdefault("generator", device_state.generator)
                     if kwargs.get("pin_memory"):
                         kwargs["pin_memory"] = False
                     # The factory computes on the device (kaiser_window is a Jiterator op).
@@ -156,9 +277,11 @@ class DeviceMode(TorchFunctionMode):
                     finally:
                         local.on_device -= 1
                     return _wrap_result(made)
-        if _on_device(args):
-            args = tuple(map(_lift_cpu_scalar, args))
-        if torch.is_autocast_enabled("cuda") and _on_device(args):
+        on_device = _on_device(args)
+        if not on_device:
+            return func(*args, **(kwargs or {}))
+        args = tuple(map(_lift_cpu_scalar, args))
+        if torch.is_autocast_enabled("cuda"):
             dtype = torch.get_autocast_dtype("cuda")
             with torch.autocast("cpu", dtype=dtype):
                 result = func(*args, **(kwargs or {}))
@@ -166,9 +289,17 @@ class DeviceMode(TorchFunctionMode):
             result = func(*args, **(kwargs or {}))
         if kwargs and "out" in kwargs:
             _refresh_all(kwargs["out"])
-        elif args and isinstance(args[0], EmulatedTensor) and func.__name__.endswith("_"):
+        elif args and isinstance(args[0], EmulatedTensor) and _in_place(func):
             refresh(args[0])
-        return result
+        if isinstance(result, EmulatedTensor):
+            return _true_metadata(result, func)
+        if isinstance(result, (list, tuple)) and not hasattr(result, "_fields"):
+            result = type(result)(
+                _true_metadata(r, func) if isinstance(r, EmulatedTensor) else r for r in result
+            )
+        if func in _HOST_RESULTS:
+            return result
+        return _onto_device(result, _HOST_POSITIONS.get(getattr(func, "__name__", "")))
 
 
 class _GeneratorMeta(type(torch._C.Generator)):  # type: ignore[misc]

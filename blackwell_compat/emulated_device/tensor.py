@@ -11,7 +11,6 @@ with a CPU tensor that is not a 0-dim scalar, ``numpy()``, pinning a device tens
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -82,17 +81,19 @@ _CROSS_DEVICE_NAMES = frozenset(
         "lift_fresh",
         "detach",
         "alias",
+        # packed sequences keep their lengths and batch sizes on the CPU, on CUDA too
+        "_pack_padded_sequence",
+        "_pad_packed_sequence",
+        "lstm",
+        "gru",
+        "rnn_tanh",
+        "rnn_relu",
     }
 )
 
 
-@functools.lru_cache(maxsize=4096)
-def _generator_arg(func: Any) -> str | None:
-    """The name of *func*'s ``Generator?`` argument (cached), or ``None``."""
-    for argument in func._schema.arguments:
-        if "Generator" in str(argument.type):
-            return str(argument.name)
-    return None
+#: Outputs CUDA keeps on the CPU (by position): a packed sequence's batch sizes and lengths.
+_HOST_OUTPUTS = {"_pack_padded_sequence": frozenset({1}), "_pad_packed_sequence": frozenset({1})}
 
 
 class EmulatedTensor(torch.Tensor):
@@ -195,6 +196,9 @@ class EmulatedTensor(torch.Tensor):
             "tensor to host memory first."
         )
 
+    def tolist(self) -> Any:
+        return self._elem.tolist()
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
         return self.numpy()
 
@@ -206,13 +210,20 @@ class EmulatedTensor(torch.Tensor):
 
     def type(self, dtype: Any = None, non_blocking: bool = False, **kwargs: Any) -> Any:
         if dtype is None:
-            return "torch.cuda." + torch.Tensor.type(self._elem).split(".")[-1]
-        raise refuse(
-            f"Tensor.type({dtype!r})", "Use `t.to(dtype)` or `t.to('cuda', dtype)` instead."
-        )
+            return "torch.cuda." + torch._C.TensorBase.type(self._elem).split(".")[-1]
+        if isinstance(dtype, torch.dtype):
+            return move(self, (dtype,), {})
+        name = dtype if isinstance(dtype, str) else f"{dtype.__module__}.{dtype.__name__}"
+        if name.startswith("torch.cuda."):
+            host_name = "torch." + name.removeprefix("torch.cuda.")
+            target = torch._C.TensorBase.type(torch.empty(0), host_name).dtype
+            return move(self, (target,), {})
+        return torch._C.TensorBase.type(to_cpu(self), name)
 
     def data_ptr(self) -> int:
-        raise refuse("Tensor.data_ptr()", "Compare tensors by value, or run on a real GPU.")
+        # The CPU address: aliasing checks (nn.LSTM.flatten_parameters) compare these; no CUDA
+        # API that would take it as a device address is offered.
+        return self._elem.data_ptr()
 
     def untyped_storage(self) -> Any:
         raise refuse("Tensor.untyped_storage()", "Use `t.cpu().untyped_storage()`.")
@@ -282,17 +293,17 @@ def _dispatch(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         ukwargs["device"] = CPU
     if ukwargs.get("pin_memory"):
         ukwargs["pin_memory"] = False
-    emulated = state.emulated_cuda
-    if emulated is not None:
-        name = _generator_arg(func)
-        if name is not None and ukwargs.get(name) is None:
-            ukwargs[name] = emulated.generator
     local = state.local
     local.on_device += 1
     try:
         out = func(*uargs, **ukwargs)
     finally:
         local.on_device -= 1
+    host = _HOST_OUTPUTS.get(func._opname)
+    if host is not None and isinstance(out, tuple):
+        return tuple(
+            o if i in host else _rewrap(o, args, uargs, kwargs, ukwargs) for i, o in enumerate(out)
+        )
     return _rewrap(out, args, uargs, kwargs, ukwargs)
 
 
