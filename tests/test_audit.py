@@ -434,15 +434,6 @@ ROBOT = textwrap.dedent(
     for _ in range(4):
         q, yaw = step(q, dq, yaw)
     print(f"q={float(q.sum()):.6f} yaw={float(yaw.sum()):.6f}")
-GPU_PROGRAM = textwrap.dedent(
-    """
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    x = torch.linspace(-2, 2, 8, device=device)
-    shape = torch.tensor(x.shape).prod()  # a CPU shape tensor: never a GPU call
-    y = torch.exp2(x)  # site: device exp2
-    print(device, int(shape), f"{float(y.sum().cpu()):.4f}")
     """
 )
 
@@ -555,6 +546,21 @@ def test_model_names_match_the_emulation() -> None:
     assert model.USER_OP == user_kernels.USER_OP
     modes = {spec.MODE_EMULATE, spec.MODE_GUARD, spec.MODE_FUSER, spec.MODE_REMEDY}
     assert set(model.RUNGS) == modes
+
+
+GPU_PROGRAM = textwrap.dedent(
+    """
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.linspace(-2, 2, 8, device=device)
+    shape = torch.tensor(x.shape).prod()  # a CPU shape tensor: never a GPU call
+    y = torch.exp2(x)  # site: device exp2
+    print(device, int(shape), f"{float(y.sum().cpu()):.4f}")
+    """
+)
+
+
 def test_audit_device_cuda_runs_the_gpu_path_and_lists_only_device_calls(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -392,25 +392,6 @@ def test_user_kernel():
     if torch.cuda.is_available():
         x = x.cuda()
     assert torch.equal(fn(x), x * 2.0)
-# -- the emulated CUDA device (issue 23) -------------------------------------------------------
-
-GPU_SUITE = """
-import pytest
-import torch
-
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-@needs_gpu
-def test_gpu_path():
-    model = torch.nn.Linear(4, 4).to("cuda")
-    x = torch.randn(2, 4, device="cuda")
-    assert model(x).is_cuda
-    torch.exp2(model(x))
-
-
-def test_cpu_shape_product():
-    assert torch.tensor(torch.ones(2, 3, 5).shape[:-1]).prod().item() == 6
 """
 
 
@@ -440,6 +421,31 @@ def test_fused_and_user_kernels_fail_under_emulation_with_a_hint(
             "*emulated here*a Jiterator kernel your code wrote*",
         ]
     )
+
+
+# -- the emulated CUDA device (issue 23) -------------------------------------------------------
+
+GPU_SUITE = """
+import pytest
+import torch
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_gpu
+def test_gpu_path():
+    model = torch.nn.Linear(4, 4).to("cuda")
+    x = torch.randn(2, 4, device="cuda")
+    assert model(x).is_cuda
+    torch.exp2(model(x))
+
+
+def test_cpu_shape_product():
+    assert torch.tensor(torch.ones(2, 3, 5).shape[:-1]).prod().item() == 6
+"""
+
+
+@pytest.mark.slow
 def test_emulate_device_cuda_runs_the_gpu_path_three_ways(pytester: pytest.Pytester) -> None:
     """A GPU suite and the worked example of docs/emulated-device.md, three ways."""
     pytester.makepyfile(test_gpu=GPU_SUITE)
