@@ -179,6 +179,7 @@ class _StandIn:
         self.lock = threading.Lock()
         self.depth = 0
         self.saved: tuple[bool, bool, bool, bool] | None = None
+        self.touched: set[str] = set()
 
     def user_values(self) -> tuple[bool, bool]:
         """``(texpr enabled, can fuse on GPU)`` as the user has them (not as set here)."""
@@ -189,7 +190,10 @@ class _StandIn:
                 return self.saved[2], self.saved[3]
         return torch._C._jit_texpr_fuser_enabled(), torch._C._jit_can_fuse_on_gpu()
 
-    def enter(self, *, texpr: bool) -> None:
+    def enter(self, *, texpr: bool, cpu: bool = True, gpu_off: bool = False) -> None:
+        """Set, until the matching :meth:`exit`: CPU fusion on (*cpu*), the TensorExpr fuser on
+        (*texpr*), GPU fusion off (*gpu_off*: a call on the emulated CUDA device, whose tensors
+        NNC must never try to compile for a GPU that is not there)."""
         import torch
 
         c: Any = torch._C  # private switches, not in torch's stubs on every version
@@ -201,11 +205,18 @@ class _StandIn:
                     c._jit_texpr_fuser_enabled(),
                     c._jit_can_fuse_on_gpu(),
                 )
+                self.touched = set()
             self.depth += 1
-            c._jit_override_can_fuse_on_cpu(True)
-            c._jit_set_te_must_use_llvm_cpu(False)
+            if cpu:
+                self.touched.add("cpu")
+                c._jit_override_can_fuse_on_cpu(True)
+                c._jit_set_te_must_use_llvm_cpu(False)
             if texpr:
+                self.touched.add("texpr")
                 c._jit_set_texpr_fuser_enabled(True)
+            if gpu_off:
+                self.touched.add("gpu")
+                c._jit_override_can_fuse_on_gpu(False)
 
     def exit(self) -> None:
         import torch
@@ -215,11 +226,16 @@ class _StandIn:
             self.depth -= 1
             if self.depth or self.saved is None:
                 return
-            cpu, llvm, texpr, _gpu = self.saved
+            cpu, llvm, texpr, gpu = self.saved
             self.saved = None
-            c._jit_override_can_fuse_on_cpu(cpu)
-            c._jit_set_te_must_use_llvm_cpu(llvm)
-            c._jit_set_texpr_fuser_enabled(texpr)
+            if "cpu" in self.touched:
+                c._jit_override_can_fuse_on_cpu(cpu)
+                c._jit_set_te_must_use_llvm_cpu(llvm)
+            if "texpr" in self.touched:
+                c._jit_set_texpr_fuser_enabled(texpr)
+            if "gpu" in self.touched:
+                c._jit_override_can_fuse_on_gpu(gpu)
+            self.touched = set()
 
 
 class _Watch:
@@ -233,6 +249,9 @@ class _Watch:
         self.local = _Local()
         self.failure: Callable[[str, FusedGroup, str], BaseException] | None = None
         self.hooked = False
+        self.twins: dict[int, tuple[Any, Any, Any]] = {}
+        """Per scripted function called on the emulated device: ``(function, twin for its
+        calls on CPU memory, twin for its calls on device tensors)`` (see :meth:`_twin`)."""
 
     # -- installation ---------------------------------------------------------------------------
 
@@ -288,6 +307,7 @@ class _Watch:
                 logger.warning("blackwell-compat: %s.__call__ was replaced; not restored", cls)
             del self.originals[cls]
             del self.wrappers[cls]
+        self.twins.clear()
 
     def installed(self) -> bool:
         with self.lock:
@@ -313,15 +333,104 @@ class _Watch:
         served = arch in state.nvrtc_served_archs
         recorder = state.recorder
         gpu = gpu_fuser_on(self.stand_in.user_values())
+        if state.device_mode:
+            return self._device_call(original, target, args, kwargs, arch)
         if recorder is None and (served or not gpu):
             return original(target, *args, **kwargs)  # nothing would fail: the CPU as it is
+        return self._observed(original, target, args, kwargs, arch)
+
+    def _device_call(
+        self,
+        original: Callable[..., Any],
+        target: Any,
+        args: tuple[Any, ...],
+        kwargs: Any,
+        arch: str,
+    ) -> Any:
+        """A scripted call under the emulated CUDA device (``emulate(device="cuda")``).
+
+        CPU tensors never fail there: a call without device tensors runs as it is.  A call with
+        device tensors never lets NNC compile for the GPU that is not there (that crashed the
+        process): GPU fusion is off around it.  Where the GPU would compile a fused kernel
+        (fuser on, the NVRTC remedy not serving the arch, or under ``audit``), a scripted
+        function's call runs on the tensors' CPU memory with the stand-in, as the CPU form of
+        the emulation does (raising or recording the same way; the work counts as the device's,
+        so Jiterator ops in it fail as there) and its results go back to the device.  Calls on
+        tensors that require grad, and scripted modules' methods (whose parameters stay on the
+        device), run op by op on the device without that check (the CPU form has the same gap
+        for grad)."""
+        import torch
+
+        from .emulated_device.tensor import EmulatedTensor, wrap
+
+        flat = [*_flat(args), *_flat(tuple(kwargs.values()))]
+        on_device = any(isinstance(t, EmulatedTensor) for t in flat)
+        method = isinstance(target, torch._C.ScriptMethod)
+        if not on_device and not method:
+            return original(target, *args, **kwargs)
+        served = arch in state.nvrtc_served_archs
+        check = state.recorder is not None or (
+            not served and gpu_fuser_on(self.stand_in.user_values())
+        )
+        grad = torch.is_grad_enabled() and any(
+            isinstance(t, torch.Tensor) and t.requires_grad for t in flat
+        )
+        if check and not method and not grad:
+            elems = {id(t._elem): t for t in flat if isinstance(t, EmulatedTensor)}
+            plain_args = _unwrapped(args, EmulatedTensor)
+            plain_kwargs = {k: _unwrapped(v, EmulatedTensor) for k, v in kwargs.items()}
+            local = state.local
+            local.on_device += 1
+            try:
+                result = self._observed(
+                    original, target, plain_args, plain_kwargs, arch, self._twin(target, 0)
+                )
+            finally:
+                local.on_device -= 1
+            return _rewrapped(result, elems, wrap)
+        self.stand_in.enter(texpr=False, cpu=False, gpu_off=True)
+        try:
+            return original(target if method else self._twin(target, 1), *args, **kwargs)
+        finally:
+            self.stand_in.exit()
+
+    def _twin(self, target: Any, kind: int) -> Any:
+        """A function of *target*'s graph with an executor (and so optimised plans) of its own:
+        *kind* 0 runs the device's calls on CPU memory with the stand-in, 1 on the device's
+        tensors.  The plans of the user's own CPU calls are never built from device calls (a
+        CPU plan fused by the stand-in would give CPU calls NNC's rounding), and each executor
+        only ever meets one kind of tensor."""
+        import torch
+
+        with self.lock:
+            entry = self.twins.get(id(target))
+            if entry is None or entry[0] is not target:
+                make: Any = torch._C._create_function_from_graph  # not in torch's stubs
+                entry = (target, make(target.name, target.graph), make(target.name, target.graph))
+                self.twins[id(target)] = entry
+            return entry[1 + kind]
+
+    def _observed(
+        self,
+        original: Callable[..., Any],
+        target: Any,
+        args: tuple[Any, ...],
+        kwargs: Any,
+        arch: str,
+        runner: Any = None,
+    ) -> Any:
+        """The call (of *runner* where given, a twin of *target*) with CPU fusion as the
+        stand-in; its fusion groups raise or are recorded."""
+        served = arch in state.nvrtc_served_archs
+        recorder = state.recorder
+        gpu = gpu_fuser_on(self.stand_in.user_values())
         self.local.calls += 1
         started = self.local.calls
         # Under audit, observe groups even where the GPU would not fuse (to say which rung
         # served them): texpr on for the call, whatever the user set.
         self.stand_in.enter(texpr=recorder is not None)
         try:
-            result = original(target, *args, **kwargs)
+            result = original(target if runner is None else runner, *args, **kwargs)
         finally:
             self.stand_in.exit()
         if self.local.calls != started:
@@ -355,6 +464,42 @@ class _Watch:
             return factory(name, group, arch)
         # Only reachable if emulation state was switched on without the emulation module.
         return RuntimeError(f"{NVRTC_ARCH_ERROR_LINE}\n\nnvrtc compilation failed: {group.kernel}")
+
+
+def _flat(values: tuple[Any, ...]) -> list[Any]:
+    """The items of *values*, lists and tuples (one level deep, as TorchScript passes them)
+    opened."""
+    found: list[Any] = []
+    for value in values:
+        if value.__class__ in (list, tuple):
+            found.extend(value)
+        else:
+            found.append(value)
+    return found
+
+
+def _unwrapped(value: Any, device_tensor: type) -> Any:
+    """*value* with each emulated-device tensor replaced by its CPU memory (not copied)."""
+    if isinstance(value, device_tensor):
+        return value._elem
+    if value.__class__ in (list, tuple):
+        return value.__class__(_unwrapped(v, device_tensor) for v in value)
+    return value
+
+
+def _rewrapped(value: Any, inputs: dict[int, Any], wrap: Callable[[Any], Any]) -> Any:
+    """*value* (a call's result on CPU memory) on the emulated device: an input given back is
+    the caller's own device tensor, any other tensor is wrapped."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        given = inputs.get(id(value))
+        return wrap(value) if given is None else given
+    if value.__class__ in (list, tuple):
+        return value.__class__(_rewrapped(v, inputs, wrap) for v in value)
+    if isinstance(value, dict):
+        return {k: _rewrapped(v, inputs, wrap) for k, v in value.items()}
+    return value
 
 
 def _record(name: str, group: FusedGroup, mode: str) -> JitCall:

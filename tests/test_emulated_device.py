@@ -205,6 +205,8 @@ def test_reset_for_tests_removes_the_device() -> None:
     assert emulated_device.wanted_arch() is None
 
 
+@pytest.mark.targets
+@pytest.mark.torchaudio
 @pytest.mark.parametrize("strategy", ["cpu", "real"])
 def test_targeted_patch_serves_the_device(strategy: str) -> None:
     """torchaudio's kaldi fbank: fails on the device, served by the patch; the `cpu` strategy

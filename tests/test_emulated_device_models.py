@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 import torch
+from support.models import KOKORO_SHORT, build_kmodel, run_kmodel
 
 import blackwell_compat as bc
 
-pytest.importorskip("kokoro")
-
-from support.models import KOKORO_SHORT, build_kmodel, run_kmodel
+pytestmark = pytest.mark.targets
 
 
 @pytest.mark.slow
 def test_kokoro_kmodel_on_cuda_fails_then_matches_cpu_with_apply() -> None:
+    pytest.importorskip("kokoro")
     model = build_kmodel()
     reference = run_kmodel(model, KOKORO_SHORT)
     with bc.emulate("sm_121", device="cuda"):
