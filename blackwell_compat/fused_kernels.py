@@ -387,7 +387,7 @@ class _Watch:
                 )
             finally:
                 local.on_device -= 1
-            return _rewrapped(result, elems, wrap)
+            return _rewrapped(result, elems, wrap, torch.Tensor)
         self.stand_in.enter(texpr=False, cpu=False, gpu_off=True)
         try:
             return original(target if method else self._twin(target, 1), *args, **kwargs)
@@ -481,24 +481,22 @@ def _flat(values: tuple[Any, ...]) -> list[Any]:
 def _unwrapped(value: Any, device_tensor: type) -> Any:
     """*value* with each emulated-device tensor replaced by its CPU memory (not copied)."""
     if isinstance(value, device_tensor):
-        return value._elem
+        return getattr(value, "_elem")  # noqa: B009 (the type is only known at run time)
     if value.__class__ in (list, tuple):
         return value.__class__(_unwrapped(v, device_tensor) for v in value)
     return value
 
 
-def _rewrapped(value: Any, inputs: dict[int, Any], wrap: Callable[[Any], Any]) -> Any:
+def _rewrapped(value: Any, inputs: dict[int, Any], wrap: Callable[[Any], Any], tensor: type) -> Any:
     """*value* (a call's result on CPU memory) on the emulated device: an input given back is
-    the caller's own device tensor, any other tensor is wrapped."""
-    import torch
-
-    if isinstance(value, torch.Tensor):
+    the caller's own device tensor, any other *tensor* is wrapped."""
+    if isinstance(value, tensor):
         given = inputs.get(id(value))
         return wrap(value) if given is None else given
     if value.__class__ in (list, tuple):
-        return value.__class__(_rewrapped(v, inputs, wrap) for v in value)
+        return value.__class__(_rewrapped(v, inputs, wrap, tensor) for v in value)
     if isinstance(value, dict):
-        return {k: _rewrapped(v, inputs, wrap) for k, v in value.items()}
+        return {k: _rewrapped(v, inputs, wrap, tensor) for k, v in value.items()}
     return value
 
 

@@ -125,8 +125,10 @@ RATCHET = {
     "private_cross_module_writes": 0,
     # issue 23: state.device_stack (the device of each emulate() block)
     "module_globals": 36,
-    # issue 23: the emulated device imports torch only when wanted; wrapt for its env hook
-    "imports_inside_functions": 67,
+    # issue 23: the emulated device imports torch only when wanted; wrapt for its env hook;
+    # issues 20+23 together: fused kernels on the emulated device import the device's tensor
+    # type and torch (twin executors) only when a device call is made
+    "imports_inside_functions": 69,
 }
 
 
