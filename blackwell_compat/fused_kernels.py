@@ -32,16 +32,17 @@ module's ``forward`` is a ``ScriptMethod``; with the stand-in on, the group appe
 and ``_jit_can_fuse_on_gpu()`` True, ``_jit_can_fuse_on_cpu()`` False,
 ``_jit_get_te_must_use_llvm_cpu()`` True; ``torch.jit.fuser("none")`` turns the first two off.
 
-Known gaps (docs/audit.md, docs/concepts.md): NNC on the CPU fuses float32/float64 and
-integer chains but not float16/bfloat16, which CUDA fuses, so half-precision groups go unseen
-(never a false alarm); the legacy fuser (``torch.jit.fuser("fuser0")``, the legacy executor) is
-not emulated; a call whose inputs require grad gets a ``prim::DifferentiableGraph`` that the
+NNC on the CPU fuses float32/float64 and integer chains but not float16/bfloat16, which CUDA
+fuses: those calls are also run on float32 copies, in a twin executor, to see the groups
+(:meth:`_Watch._shadow_groups`).  Known gaps (docs/audit.md, docs/concepts.md): the legacy
+fuser (``torch.jit.fuser("fuser0")``, the legacy executor) is not emulated; a call whose inputs require grad gets a ``prim::DifferentiableGraph`` that the
 CPU does not fuse (measured on the three versions), so training-mode calls go unseen; the
 error is raised after the CPU ran the call (its in-place effects happened).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import threading
@@ -249,9 +250,9 @@ class _Watch:
         self.local = _Local()
         self.failure: Callable[[str, FusedGroup, str], BaseException] | None = None
         self.hooked = False
-        self.twins: dict[int, tuple[Any, Any, Any]] = {}
-        """Per scripted function called on the emulated device: ``(function, twin for its
-        calls on CPU memory, twin for its calls on device tensors)`` (see :meth:`_twin`)."""
+        self.twins: dict[int, tuple[Any, ...]] = {}
+        """Per scripted function: ``(function, twin for its device calls on CPU memory, twin
+        for its calls on device tensors, twin for float32 shadows)`` (see :meth:`_twin`)."""
 
     # -- installation ---------------------------------------------------------------------------
 
@@ -397,7 +398,8 @@ class _Watch:
     def _twin(self, target: Any, kind: int) -> Any:
         """A function of *target*'s graph with an executor (and so optimised plans) of its own:
         *kind* 0 runs the device's calls on CPU memory with the stand-in, 1 on the device's
-        tensors.  The plans of the user's own CPU calls are never built from device calls (a
+        tensors, 2 the float32 shadow of half-precision calls (:meth:`_shadow_groups`).  The
+        plans of the user's own CPU calls are never built from device calls (a
         CPU plan fused by the stand-in would give CPU calls NNC's rounding), and each executor
         only ever meets one kind of tensor."""
         import torch
@@ -406,7 +408,7 @@ class _Watch:
             entry = self.twins.get(id(target))
             if entry is None or entry[0] is not target:
                 make: Any = torch._C._create_function_from_graph  # not in torch's stubs
-                entry = (target, make(target.name, target.graph), make(target.name, target.graph))
+                entry = (target, *(make(target.name, target.graph) for _ in range(3)))
                 self.twins[id(target)] = entry
             return entry[1 + kind]
 
@@ -424,6 +426,7 @@ class _Watch:
         served = arch in state.nvrtc_served_archs
         recorder = state.recorder
         gpu = gpu_fuser_on(self.stand_in.user_values())
+        shadow = self._shadow_groups(original, target, args, kwargs, texpr=recorder is not None)
         self.local.calls += 1
         started = self.local.calls
         # Under audit, observe groups even where the GPU would not fuse (to say which rung
@@ -448,6 +451,7 @@ class _Watch:
                 exc,
             )
             return result
+        groups = groups or shadow
         if not groups:
             return result
         name = _function_name(target)
@@ -457,6 +461,52 @@ class _Watch:
                 recorder(_record(name, group, mode))
             return result
         raise self._failure(name, groups[0], arch)
+
+    def _shadow_groups(
+        self,
+        original: Callable[..., Any],
+        target: Any,
+        args: tuple[Any, ...],
+        kwargs: Any,
+        *,
+        texpr: bool,
+    ) -> list[FusedGroup]:
+        """The groups the GPU would build for a float16/bfloat16 call, which the CPU stand-in
+        never fuses (NNC fuses half precision on CUDA only): the same call on float32 copies,
+        in a twin executor of its own (the user's plans untouched), shows the fusion groups;
+        they are reported with the call's own dtype.  ``[]`` for other calls, for scripted
+        modules' methods, and where the float32 copy cannot run (no verdict then)."""
+        import torch
+
+        low = (torch.float16, torch.bfloat16)
+        flat = [*_flat(args), *_flat(tuple(kwargs.values()))]
+        dtypes = [t.dtype for t in flat if isinstance(t, torch.Tensor) and t.dtype in low]
+        if not dtypes or isinstance(target, torch._C.ScriptMethod):
+            return []
+
+        def widened(value: Any) -> Any:
+            if isinstance(value, torch.Tensor) and value.dtype in low:
+                return value.detach().float()
+            if value.__class__ in (list, tuple):
+                return value.__class__(widened(v) for v in value)
+            return value
+
+        jit: Any = torch.jit
+        self.stand_in.enter(texpr=texpr)
+        try:
+            with torch.no_grad():
+                original(
+                    self._twin(target, 2),
+                    *widened(args),
+                    **{k: widened(v) for k, v in kwargs.items()},
+                )
+            groups = _groups(jit.last_executed_optimized_graph())
+        except Exception:  # the function refuses float32 (a dtype check of its own): no verdict
+            return []
+        finally:
+            self.stand_in.exit()
+        name = str(dtypes[0]).replace("torch.", "")
+        return [dataclasses.replace(g, dtype=name) for g in groups]
 
     def _failure(self, name: str, group: FusedGroup, arch: str) -> BaseException:
         factory = self.failure

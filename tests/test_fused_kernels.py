@@ -373,3 +373,29 @@ def test_traced_module_raises_too() -> None:
     # the first call after it is the one that fuses.
     assert index == 1
     assert "'Policy.forward'" in text and "fused_mul_add_tanh_mul" in text
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_calls_fail_where_the_gpu_fuses_them(dtype: torch.dtype) -> None:
+    """The CPU fuses no float16/bfloat16 chain, CUDA does: a float32 shadow of the call (in an
+    executor of its own) shows the group, and the call fails at the GPU's compiling call with
+    its own dtype; the first (profiling) call's result is the eager one; with the GPU fuser
+    off nothing fails and the user's plans stay unfused."""
+    gate = _gate()
+    a = torch.randn(3, 8, dtype=dtype)
+    b = torch.randn(3, 8, dtype=dtype)
+    with bc.emulate("sm_121"):
+        first = gate(a, b, 4)
+        for _ in range(2):
+            with pytest.raises(RuntimeError) as info:
+                gate(a, b, 4)
+            assert NVRTC_LINE in str(info.value)
+            assert f"; {str(dtype).replace('torch.', '')})" in str(info.value)
+    want = _eager_gate(a, b, 4)
+    assert first.dtype == want.dtype and torch.equal(first, want)
+    C._jit_override_can_fuse_on_gpu(False)
+    quiet = _gate()
+    with bc.emulate("sm_121"):
+        outs = [quiet(a, b, 4) for _ in range(4)]
+    assert all(torch.equal(o, want) for o in outs)
+    assert not torch.jit.last_executed_optimized_graph().findAllNodes(fused_kernels.FUSED_OP, True)
