@@ -34,10 +34,11 @@ and ``_jit_can_fuse_on_gpu()`` True, ``_jit_can_fuse_on_cpu()`` False,
 
 NNC on the CPU fuses float32/float64 and integer chains but not float16/bfloat16, which CUDA
 fuses: those calls are also run on float32 copies, in a twin executor, to see the groups
-(:meth:`_Watch._shadow_groups`).  Known gaps (docs/audit.md, docs/concepts.md): the legacy
-fuser (``torch.jit.fuser("fuser0")``, the legacy executor) is not emulated; a call whose inputs require grad gets a ``prim::DifferentiableGraph`` that the
-CPU does not fuse (measured on the three versions), so training-mode calls go unseen; the
-error is raised after the CPU ran the call (its in-place effects happened).
+(:meth:`_Watch._shadow_groups`). Known gaps (docs/audit.md, docs/concepts.md): the legacy fuser
+(``torch.jit.fuser("fuser0")``, the legacy executor) is not emulated; a call whose inputs
+require grad gets a ``prim::DifferentiableGraph`` that the CPU does not fuse (measured on the
+three versions), so training-mode calls go unseen; the error is raised after the CPU ran the
+call (its in-place effects happened).
 """
 
 from __future__ import annotations
