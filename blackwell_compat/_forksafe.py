@@ -37,6 +37,7 @@ LOCKS: tuple[tuple[str, str], ...] = (
     ("blackwell_compat.state", "lock"),
     ("blackwell_compat.remedies.nvrtc", "_lock"),
     ("blackwell_compat.remedies.ptxas", "_lock"),
+    ("blackwell_compat.remedies.fuser", "_lock"),
     ("blackwell_compat.spectral", "_lock"),
     ("blackwell_compat.probing.platform", "_lock"),
     ("blackwell_compat.probing.isolation", "_store_lock"),
