@@ -276,16 +276,43 @@ def test_unary(guarded: None, name: str, dtype: torch.dtype, data: st.DataObject
     fn = getattr(torch, name)
     x = _finite_if_needed(data.draw(tensors(dtype)), name)
     want = _unary_reference(name, fn, x)
-    assert_parity(fn(x), want)
+    check = _unary_check(name, fn, x, want)
+    check(fn(x))
     # out= (including a wrongly sized out tensor, which is resized) and in-place forms
     out = torch.empty(3, dtype=want.dtype)
     returned = _resizing(lambda: fn(x, out=out), resized=tuple(want.shape) != (3,))
     assert returned is out
-    assert_parity(out, want)
+    check(out)
     if name not in ("abs", "angle") and want.dtype == x.dtype:
         inplace = x.clone()
         getattr(inplace, name + "_")()
-        assert_parity(inplace, want)
+        check(inplace)
+
+
+def _unary_check(
+    name: str, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, want: torch.Tensor
+) -> Callable[[torch.Tensor], None]:
+    """Parity with the CPU result within the stated tolerance; for complex64, where the input is
+    ill-conditioned (sigmoid or tanh next to a pole: a one-ulp difference in exp is amplified
+    far beyond float32's relative tolerance), a value that misses it must be no farther from
+    the exact result (complex128) than twice the CPU's own distance, plus the tolerance."""
+
+    def check(got: torch.Tensor) -> None:
+        try:
+            assert_parity(got, want)
+        except AssertionError:
+            if x.dtype != torch.complex64 or got.dtype != want.dtype or got.shape != want.shape:
+                raise
+            truth = _unary_reference(name, fn, x.to(torch.complex128)).to(torch.complex128)
+            finite = torch.isfinite(truth) & torch.isfinite(want)
+            g, w, t = (v.to(torch.complex128)[finite] for v in (got, want, truth))
+            if not bool(torch.isfinite(g).all()):
+                raise
+            bound = 2 * (w - t).abs() + 1e-5 + 1.3e-6 * t.abs()
+            assert bool(((g - t).abs() <= bound).all()), (got, want, truth)
+            assert_parity(got[~finite], want[~finite])
+
+    return check
 
 
 @pytest.mark.parametrize(
