@@ -260,3 +260,37 @@ def test_differentiating_through_an_in_place_reshaping_composite_is_refused(cuda
         torch.stft(signal, 400, 160, window=window, return_complex=True)
     with torch.no_grad():
         assert torch.stft(signal, 400, 160, window=window, return_complex=True).shape == (201, 7)
+
+
+def test_conjugate_and_negative_views_compute_their_values() -> None:
+    """Found by torchaudio's own CUDA tests: a lazily conjugated device tensor went into
+    binary ops unconjugated (silently wrong, with and without the patches)."""
+    x = torch.randn(5, dtype=torch.cfloat)
+    y = torch.randn(5, dtype=torch.cfloat)
+    cases = {
+        "add": lambda a, b: a + b.conj(),
+        "mul": lambda a, b: a * b.conj(),
+        "exp": lambda a, b: torch.exp(b.conj()),
+        "einsum": lambda a, b: torch.einsum("i,i->", a, b.conj()),
+        "neg view": lambda a, b: a.conj().imag * 2 + b.real,
+        "resolved": lambda a, b: a.conj().resolve_conj() - b,
+    }
+    want = {name: fn(x, y) for name, fn in cases.items()}
+    with bc.emulate("sm_121", device="cuda"):
+        bc.apply()
+        try:
+            xd, yd = x.to("cuda"), y.to("cuda")
+            got = {name: fn(xd, yd).cpu() for name, fn in cases.items()}
+        finally:
+            bc.revert()
+    for name in cases:
+        assert got[name].dtype == want[name].dtype, name
+        torch.testing.assert_close(got[name], want[name], rtol=1.3e-6, atol=1e-5, msg=name)
+
+
+def test_writing_into_a_conjugate_view_is_refused() -> None:
+    x = torch.randn(4, dtype=torch.cfloat)
+    with bc.emulate("sm_121", device="cuda"):
+        view = x.to("cuda").conj()
+        with pytest.raises(RuntimeError, match="conjugate or negative view"):
+            view.add_(1)

@@ -262,7 +262,13 @@ class EmulatedTensor(torch.Tensor):
 
 def _unwrap(value: Any, plain: list[torch.Tensor]) -> Any:
     if isinstance(value, EmulatedTensor):
-        return value._elem
+        elem = value._elem
+        if elem.is_conj() or elem.is_neg():
+            # A lazily conjugated (or negated) view: inside the device's dispatch torch's
+            # conjugate fallback does not run, so kernels would read the unconjugated memory
+            # (a silently wrong result): compute with the resolved values.
+            return elem.resolve_conj().resolve_neg()
+        return elem
     if isinstance(value, torch.Tensor):
         if value.dim() > 0:
             plain.append(value)
@@ -273,7 +279,29 @@ def _unwrap(value: Any, plain: list[torch.Tensor]) -> Any:
     return value
 
 
+def _lazy_view_written(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether *func* writes to a device tensor that is a lazily conjugated/negated view."""
+    schema = func._schema
+    if not schema.is_mutable:
+        return False
+    for index, argument in enumerate(schema.arguments):
+        info = argument.alias_info
+        if info is None or not info.is_write:
+            continue
+        value = args[index] if index < len(args) else kwargs.get(argument.name)
+        elem = getattr(value, "_elem", None) if isinstance(value, EmulatedTensor) else None
+        if elem is not None and (elem.is_conj() or elem.is_neg()):
+            return True
+    return False
+
+
 def _dispatch(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if _lazy_view_written(func, args, kwargs):
+        raise refuse(
+            f"{func} writing into a conjugate or negative view (x.conj(), x.imag of a conj) of "
+            "a device tensor",
+            "resolve it first (`x = x.conj().resolve_conj()`), or write into the tensor itself",
+        )
     plain: list[torch.Tensor] = []
     uargs = tuple(_unwrap(a, plain) for a in args)
     ukwargs = {k: _unwrap(v, plain) for k, v in kwargs.items()} if kwargs else {}
