@@ -68,6 +68,7 @@ class Outcome:
     failed: int = 0
     errors: int = 0
     skipped: int = 0
+    xfailed: int = 0
     seconds: float = 0.0
     status: str = "ok"
     problems: dict[str, str] = field(default_factory=dict)
@@ -99,8 +100,12 @@ def parse_report(report: Path, outcome: Outcome) -> None:
         elif error is not None:
             outcome.errors += 1
             outcome.problems[test_id] = f"{error.get('message', '')}\n{error.text or ''}"
-        elif case.find("skipped") is not None:
-            outcome.skipped += 1
+        elif (skipped := case.find("skipped")) is not None:
+            # unittest's expectedFailure reaches the report as a skip of type pytest.xfail
+            if skipped.get("type") == "pytest.xfail":
+                outcome.xfailed += 1
+            else:
+                outcome.skipped += 1
         else:
             outcome.passed += 1
 
@@ -158,20 +163,21 @@ def _find_root(src: Path) -> Path:
 
 def _print_table(outcomes: list[Outcome]) -> None:
     head = f"{'module':58} {'mode':9} {'pass':>5} {'fail':>5} {'err':>4} {'skip':>5}"
-    print(f"{head} {'sec':>7}  status")
+    print(f"{head} {'xfail':>5} {'sec':>7}  status")
     for o in outcomes:
         print(
             f"{o.module:58} {o.mode:9} {o.passed:5} {o.failed:5} {o.errors:4} {o.skipped:5} "
-            f"{o.seconds:7.1f}  {o.status}"
+            f"{o.xfailed:5} {o.seconds:7.1f}  {o.status}"
         )
     totals: dict[str, Counter[str]] = {}
     for o in outcomes:
         c = totals.setdefault(o.mode, Counter())
         c.update(passed=o.passed, failed=o.failed, errors=o.errors, skipped=o.skipped)
+        c.update(xfailed=o.xfailed)
     for mode, c in totals.items():
         print(
             f"{'TOTAL':58} {mode:9} {c['passed']:5} {c['failed']:5} {c['errors']:4} "
-            f"{c['skipped']:5}"
+            f"{c['skipped']:5} {c['xfailed']:5}"
         )
 
 
@@ -211,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             outcomes.append(outcome)
             print(
                 f"{module} [{mode}]: {outcome.passed} passed, {outcome.failed} failed, "
-                f"{outcome.errors} errors, {outcome.skipped} skipped, {outcome.status}",
+                f"{outcome.errors} errors, {outcome.skipped} skipped, {outcome.xfailed} xfailed, "
+                f"{outcome.status}",
                 file=sys.stderr,
                 flush=True,
             )
