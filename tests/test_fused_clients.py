@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import torch
 from support import robotics
+from support.fuser_switches import set_switches as _set_switches
+from support.fuser_switches import switches as _switches
 
 import blackwell_compat as bc
 from blackwell_compat import state
@@ -37,23 +39,6 @@ pytestmark = pytest.mark.filterwarnings(
     # torch >= 2.10 says torch.jit.script is deprecated; the clients still use it.
     "ignore:`torch.jit.script` is deprecated:FutureWarning"
 )
-
-
-def _switches() -> tuple[bool, bool, bool, bool]:
-    return (
-        C._jit_can_fuse_on_cpu(),
-        C._jit_get_te_must_use_llvm_cpu(),
-        C._jit_texpr_fuser_enabled(),
-        C._jit_can_fuse_on_gpu(),
-    )
-
-
-def _set_switches(values: tuple[bool, bool, bool, bool]) -> None:
-    cpu, llvm, texpr, gpu = values
-    C._jit_override_can_fuse_on_cpu(cpu)
-    C._jit_set_te_must_use_llvm_cpu(llvm)
-    C._jit_set_texpr_fuser_enabled(texpr)
-    C._jit_override_can_fuse_on_gpu(gpu)
 
 
 @pytest.fixture(autouse=True)

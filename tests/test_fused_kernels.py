@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import torch
+from support.fuser_switches import set_switches as _set_switches
+from support.fuser_switches import switches as _switches
 
 import blackwell_compat as bc
 from blackwell_compat import emulation, fused_kernels, state
@@ -19,23 +21,6 @@ from blackwell_compat.ops import dispatcher as dispatch
 
 NVRTC_LINE = "nvrtc: error: invalid value for --gpu-architecture (-arch)"
 C = torch._C
-
-
-def _switches() -> tuple[bool, bool, bool, bool]:
-    return (
-        C._jit_can_fuse_on_cpu(),
-        C._jit_get_te_must_use_llvm_cpu(),
-        C._jit_texpr_fuser_enabled(),
-        C._jit_can_fuse_on_gpu(),
-    )
-
-
-def _set_switches(values: tuple[bool, bool, bool, bool]) -> None:
-    cpu, llvm, texpr, gpu = values
-    C._jit_override_can_fuse_on_cpu(cpu)
-    C._jit_set_te_must_use_llvm_cpu(llvm)
-    C._jit_set_texpr_fuser_enabled(texpr)
-    C._jit_override_can_fuse_on_gpu(gpu)
 
 
 @pytest.fixture(autouse=True)

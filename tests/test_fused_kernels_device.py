@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import torch
+from support.fuser_switches import set_switches as _set_switches
+from support.fuser_switches import switches as _switches
 
 import blackwell_compat as bc
 from blackwell_compat import state
@@ -21,26 +23,13 @@ NVRTC_LINE = "nvrtc: error: invalid value for --gpu-architecture (-arch)"
 C: Any = torch._C
 
 
-def _switches() -> tuple[bool, bool, bool, bool]:
-    return (
-        C._jit_can_fuse_on_cpu(),
-        C._jit_get_te_must_use_llvm_cpu(),
-        C._jit_texpr_fuser_enabled(),
-        C._jit_can_fuse_on_gpu(),
-    )
-
-
 @pytest.fixture(autouse=True)
 def _fuser_switches() -> Iterator[None]:
     before = _switches()
     yield
     bc.revert()
     state.reset_for_tests()
-    cpu, llvm, texpr, gpu = before
-    C._jit_override_can_fuse_on_cpu(cpu)
-    C._jit_set_te_must_use_llvm_cpu(llvm)
-    C._jit_set_texpr_fuser_enabled(texpr)
-    C._jit_override_can_fuse_on_gpu(gpu)
+    _set_switches(before)
 
 
 def _eager_gate(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
